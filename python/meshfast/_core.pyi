@@ -1,0 +1,57 @@
+"""Type stubs for the Rust core (rust/py). Keep in step with rust/py/src/lib.rs."""
+
+from typing import final
+
+class SnapshotError(Exception):
+    """The IR bytes could not be decoded or built (bad regex, unknown cluster kind, ...)."""
+
+class CoreError(Exception):
+    """The core could not do what was asked of it (a listener failed to bind, ...)."""
+
+@final
+class Core:
+    """The data plane: worker threads that own sockets, HTTP, routing and balancing."""
+
+    def __init__(self, *, workers: int = 0) -> None:
+        """Starts `workers` threads (0: one per CPU). Nothing is bound until a snapshot is applied."""
+
+    @property
+    def workers(self) -> int: ...
+    def apply_snapshot(self, snapshot: bytes) -> int:
+        """Decodes and builds the msgpack IR, binds new listeners, closes removed ones and swaps
+        the snapshot in atomically. Returns the snapshot version. On error nothing changes."""
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """(name, bound address) of every listener currently serving."""
+
+    def stats_json(self) -> str:
+        """Counters per listener, route and cluster as a JSON object."""
+
+    def stats_prometheus(self) -> str:
+        """The same counters in Prometheus text format."""
+
+    def clusters_json(self) -> str:
+        """Clusters with their endpoints, weights and live request counts, as JSON."""
+
+    def shutdown(self, drain_timeout: float = 5.0) -> None:
+        """Stops accepting, lets in-flight requests finish for up to `drain_timeout` seconds,
+        then stops the workers. Releases the GIL while waiting."""
+
+@final
+class EchoServer:
+    """The built-in upstream (`meshfast echo`), served on its own threads."""
+
+    def __init__(
+        self,
+        listen: str,
+        *,
+        name: str = "echo",
+        status: int = 200,
+        delay_ms: int = 0,
+        workers: int = 1,
+    ) -> None: ...
+    @property
+    def address(self) -> str: ...
+    def stop(self) -> None: ...
+
+__version__: str
