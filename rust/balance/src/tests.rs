@@ -11,7 +11,10 @@ fn counts(n: usize, picks: usize, mut f: impl FnMut() -> usize) -> Vec<usize> {
 #[test]
 fn round_robin_is_exact_over_equal_weights() {
     let s = Selector::new(Policy::RoundRobin, &[1, 1, 1]);
-    assert_eq!(counts(3, 300, || s.pick(|_| 0).expect("pick")), vec![100, 100, 100]);
+    assert_eq!(
+        counts(3, 300, || s.pick(|_| 0).expect("pick")),
+        vec![100, 100, 100]
+    );
 }
 
 #[test]
@@ -78,5 +81,8 @@ fn least_request_weights_scale_load() {
 #[test]
 fn empty_and_single() {
     assert_eq!(Selector::new(Policy::RoundRobin, &[]).pick(|_| 0), None);
-    assert_eq!(Selector::new(Policy::LeastRequest, &[7]).pick(|_| 0), Some(0));
+    assert_eq!(
+        Selector::new(Policy::LeastRequest, &[7]).pick(|_| 0),
+        Some(0)
+    );
 }

@@ -32,7 +32,7 @@ impl Wrr {
             cumulative.push(total);
         }
         let divisor = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
-        let length = if divisor == 0 { 0 } else { total / divisor };
+        let length = total.checked_div(divisor).unwrap_or(0);
         let sequence = if length > 0 && length <= MAX_SEQUENCE {
             smooth_sequence(&weights.iter().map(|w| w / divisor).collect::<Vec<_>>())
         } else {

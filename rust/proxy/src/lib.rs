@@ -1,0 +1,22 @@
+//! meshfast's data plane.
+//!
+//! [`Proxy`] owns N worker threads, each a single-threaded tokio runtime that
+//! accepts on its own `SO_REUSEPORT` socket for every listener, so a request
+//! is served start to finish on one thread with no cross-thread hand-off. The
+//! config is a [`runtime::Runtime`] behind an `ArcSwap`: each request loads it
+//! once and keeps that `Arc`, so a swap never changes a request in flight.
+
+mod body;
+pub mod echo;
+mod flags;
+mod http_proxy;
+mod listener;
+mod respond;
+pub mod runtime;
+pub mod stats;
+mod tcp_proxy;
+mod upstream;
+mod workers;
+
+pub use flags::ResponseFlag;
+pub use workers::{Proxy, ProxyError};

@@ -1,0 +1,118 @@
+//! `meshfast._core`: the Rust data plane as seen from Python.
+//!
+//! Every call that may block (building a snapshot, binding, draining) releases
+//! the GIL; the data path never takes it.
+
+mod errors;
+
+use meshfast_proxy::echo::{Echo, EchoConfig};
+use meshfast_proxy::Proxy;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The data plane: worker threads that own sockets, HTTP, routing and balancing.
+#[pyclass(name = "Core", module = "meshfast._core", frozen)]
+struct Core {
+    proxy: Proxy,
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    #[pyo3(signature = (*, workers = 0))]
+    fn py_new(workers: usize) -> PyResult<Self> {
+        let proxy = Proxy::start(workers).map_err(errors::from_proxy)?;
+        Ok(Self { proxy })
+    }
+
+    #[getter]
+    fn workers(&self) -> usize {
+        self.proxy.workers()
+    }
+
+    fn apply_snapshot(&self, py: Python<'_>, snapshot: &Bound<'_, PyBytes>) -> PyResult<u64> {
+        let bytes = snapshot.as_bytes().to_vec();
+        py.detach(|| self.proxy.apply(&bytes))
+            .map_err(errors::from_proxy)
+    }
+
+    fn listeners(&self) -> Vec<(String, String)> {
+        self.proxy.listeners()
+    }
+
+    fn stats_json(&self, py: Python<'_>) -> String {
+        py.detach(|| self.proxy.stats().render_json())
+    }
+
+    fn stats_prometheus(&self, py: Python<'_>) -> String {
+        py.detach(|| self.proxy.stats().render_prometheus())
+    }
+
+    fn clusters_json(&self, py: Python<'_>) -> String {
+        py.detach(|| self.proxy.runtime().clusters_json())
+    }
+
+    #[pyo3(signature = (drain_timeout = 5.0))]
+    fn shutdown(&self, py: Python<'_>, drain_timeout: f64) {
+        let deadline = Duration::from_secs_f64(drain_timeout.clamp(0.0, 3600.0));
+        py.detach(|| self.proxy.shutdown(deadline));
+    }
+}
+
+/// The built-in upstream (`meshfast echo`), served on its own threads.
+#[pyclass(name = "EchoServer", module = "meshfast._core", frozen)]
+struct EchoServer {
+    address: String,
+    echo: Mutex<Echo>,
+}
+
+#[pymethods]
+impl EchoServer {
+    #[new]
+    #[pyo3(signature = (listen, *, name = "echo".to_owned(), status = 200, delay_ms = 0, workers = 1))]
+    fn py_new(
+        py: Python<'_>,
+        listen: &str,
+        name: String,
+        status: u16,
+        delay_ms: u64,
+        workers: usize,
+    ) -> PyResult<Self> {
+        let config = EchoConfig {
+            name,
+            status,
+            delay_ms,
+        };
+        let echo = py
+            .detach(|| Echo::start(listen, config, workers))
+            .map_err(|e| errors::core_error(format!("echo: cannot listen on {listen}: {e}")))?;
+        Ok(Self {
+            address: echo.address().to_string(),
+            echo: Mutex::new(echo),
+        })
+    }
+
+    #[getter]
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| {
+            if let Ok(mut echo) = self.echo.lock() {
+                echo.stop();
+            }
+        });
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add_class::<EchoServer>()?;
+    errors::register(m)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -128,7 +128,10 @@ impl<A> Table<A> {
     }
 
     /// The first route of the authority's virtual host that matches `head`.
-    pub fn find<'a>(&'a self, head: &RequestHead<'_>) -> Option<(&'a VirtualHost<A>, &'a Route<A>)> {
+    pub fn find<'a>(
+        &'a self,
+        head: &RequestHead<'_>,
+    ) -> Option<(&'a VirtualHost<A>, &'a Route<A>)> {
         let vh = self.virtual_host(head.authority)?;
         vh.routes
             .iter()

@@ -112,7 +112,9 @@ pub struct RouteMatcher {
 impl RouteMatcher {
     pub fn build(route: &str, m: &ir::RouteMatch) -> Result<Self, BuildError> {
         let opt = |s: &Option<ir::StringMatch>| -> Result<Option<StringMatcher>, BuildError> {
-            s.as_ref().map(|s| StringMatcher::build(route, s)).transpose()
+            s.as_ref()
+                .map(|s| StringMatcher::build(route, s))
+                .transpose()
         };
         let mut headers = Vec::with_capacity(m.headers.len());
         for h in &m.headers {

@@ -48,8 +48,14 @@ fn head<'a>(authority: &'a str, path: &'a str, headers: &'a http::HeaderMap) -> 
     }
 }
 
-fn found(t: &Table<String>, authority: &str, path: &str, headers: &http::HeaderMap) -> Option<String> {
-    t.find(&head(authority, path, headers)).map(|(_, r)| r.action.clone())
+fn found(
+    t: &Table<String>,
+    authority: &str,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Option<String> {
+    t.find(&head(authority, path, headers))
+        .map(|(_, r)| r.action.clone())
 }
 
 #[test]
@@ -57,21 +63,36 @@ fn host_precedence_exact_then_longest_wildcard_then_any() {
     let catch_all = || vec![route("r", ir::RouteMatch::default())];
     let t = table(vec![
         vhost("any", &["*"], vec![route("any", ir::RouteMatch::default())]),
-        vhost("short", &["*.com"], vec![route("short", ir::RouteMatch::default())]),
-        vhost("long", &["*.example.com"], vec![route("long", ir::RouteMatch::default())]),
+        vhost(
+            "short",
+            &["*.com"],
+            vec![route("short", ir::RouteMatch::default())],
+        ),
+        vhost(
+            "long",
+            &["*.example.com"],
+            vec![route("long", ir::RouteMatch::default())],
+        ),
         vhost("exact", &["a.example.com", "a.example.com:80"], catch_all()),
     ]);
     let h = http::HeaderMap::new();
     assert_eq!(found(&t, "a.example.com", "/", &h).as_deref(), Some("r"));
     assert_eq!(found(&t, "A.Example.COM:80", "/", &h).as_deref(), Some("r"));
-    assert_eq!(found(&t, "b.example.com:9080", "/", &h).as_deref(), Some("long"));
+    assert_eq!(
+        found(&t, "b.example.com:9080", "/", &h).as_deref(),
+        Some("long")
+    );
     assert_eq!(found(&t, "x.com", "/", &h).as_deref(), Some("short"));
     assert_eq!(found(&t, "other", "/", &h).as_deref(), Some("any"));
 }
 
 #[test]
 fn unknown_host_without_catch_all_has_no_route() {
-    let t = table(vec![vhost("a", &["a"], vec![route("r", ir::RouteMatch::default())])]);
+    let t = table(vec![vhost(
+        "a",
+        &["a"],
+        vec![route("r", ir::RouteMatch::default())],
+    )]);
     assert!(found(&t, "b", "/", &http::HeaderMap::new()).is_none());
 }
 
@@ -81,11 +102,26 @@ fn first_match_wins_without_specificity_sorting() {
         "a",
         &["a"],
         vec![
-            route("broad", ir::RouteMatch { path: sm(ir::MatchKind::Prefix, "/"), ..Default::default() }),
-            route("narrow", ir::RouteMatch { path: sm(ir::MatchKind::Exact, "/x"), ..Default::default() }),
+            route(
+                "broad",
+                ir::RouteMatch {
+                    path: sm(ir::MatchKind::Prefix, "/"),
+                    ..Default::default()
+                },
+            ),
+            route(
+                "narrow",
+                ir::RouteMatch {
+                    path: sm(ir::MatchKind::Exact, "/x"),
+                    ..Default::default()
+                },
+            ),
         ],
     )]);
-    assert_eq!(found(&t, "a", "/x", &http::HeaderMap::new()).as_deref(), Some("broad"));
+    assert_eq!(
+        found(&t, "a", "/x", &http::HeaderMap::new()).as_deref(),
+        Some("broad")
+    );
 }
 
 #[test]
@@ -94,19 +130,38 @@ fn uri_exact_prefix_regex_and_ignore_case() {
         "a",
         &["a"],
         vec![
-            route("exact", ir::RouteMatch { path: sm(ir::MatchKind::Exact, "/login"), ..Default::default() }),
             route(
-                "ci",
+                "exact",
                 ir::RouteMatch {
-                    path: Some(ir::StringMatch { kind: ir::MatchKind::Prefix, value: "/API".into(), ignore_case: true }),
+                    path: sm(ir::MatchKind::Exact, "/login"),
                     ..Default::default()
                 },
             ),
-            route("regex", ir::RouteMatch { path: sm(ir::MatchKind::Regex, r"/v\d+/items"), ..Default::default() }),
+            route(
+                "ci",
+                ir::RouteMatch {
+                    path: Some(ir::StringMatch {
+                        kind: ir::MatchKind::Prefix,
+                        value: "/API".into(),
+                        ignore_case: true,
+                    }),
+                    ..Default::default()
+                },
+            ),
+            route(
+                "regex",
+                ir::RouteMatch {
+                    path: sm(ir::MatchKind::Regex, r"/v\d+/items"),
+                    ..Default::default()
+                },
+            ),
         ],
     )]);
     let h = http::HeaderMap::new();
-    assert_eq!(found(&t, "a", "/login?next=1", &h).as_deref(), Some("exact"));
+    assert_eq!(
+        found(&t, "a", "/login?next=1", &h).as_deref(),
+        Some("exact")
+    );
     assert_eq!(found(&t, "a", "/login2", &h), None);
     assert_eq!(found(&t, "a", "/api/x", &h).as_deref(), Some("ci"));
     assert_eq!(found(&t, "a", "/v12/items", &h).as_deref(), Some("regex"));
@@ -125,11 +180,41 @@ fn headers_exact_prefix_regex_presence_and_without() {
         "a",
         &["a"],
         vec![
-            route("jason", ir::RouteMatch { headers: vec![hm("end-user", sm(ir::MatchKind::Exact, "jason"), false)], ..Default::default() }),
-            route("pre", ir::RouteMatch { headers: vec![hm("x-ver", sm(ir::MatchKind::Prefix, "v2"), false)], ..Default::default() }),
-            route("re", ir::RouteMatch { headers: vec![hm("x-id", sm(ir::MatchKind::Regex, "[0-9]+"), false)], ..Default::default() }),
-            route("present", ir::RouteMatch { headers: vec![hm("x-debug", None, false)], ..Default::default() }),
-            route("not-bot", ir::RouteMatch { headers: vec![hm("user-agent", sm(ir::MatchKind::Prefix, "bot"), true)], ..Default::default() }),
+            route(
+                "jason",
+                ir::RouteMatch {
+                    headers: vec![hm("end-user", sm(ir::MatchKind::Exact, "jason"), false)],
+                    ..Default::default()
+                },
+            ),
+            route(
+                "pre",
+                ir::RouteMatch {
+                    headers: vec![hm("x-ver", sm(ir::MatchKind::Prefix, "v2"), false)],
+                    ..Default::default()
+                },
+            ),
+            route(
+                "re",
+                ir::RouteMatch {
+                    headers: vec![hm("x-id", sm(ir::MatchKind::Regex, "[0-9]+"), false)],
+                    ..Default::default()
+                },
+            ),
+            route(
+                "present",
+                ir::RouteMatch {
+                    headers: vec![hm("x-debug", None, false)],
+                    ..Default::default()
+                },
+            ),
+            route(
+                "not-bot",
+                ir::RouteMatch {
+                    headers: vec![hm("user-agent", sm(ir::MatchKind::Prefix, "bot"), true)],
+                    ..Default::default()
+                },
+            ),
             route("rest", ir::RouteMatch::default()),
         ],
     )]);
@@ -143,13 +228,28 @@ fn headers_exact_prefix_regex_presence_and_without() {
         }
         h
     };
-    assert_eq!(found(&t, "a", "/", &with(&[("end-user", "jason")])).as_deref(), Some("jason"));
-    assert_eq!(found(&t, "a", "/", &with(&[("x-ver", "v2.1")])).as_deref(), Some("pre"));
-    assert_eq!(found(&t, "a", "/", &with(&[("x-id", "123")])).as_deref(), Some("re"));
-    assert_eq!(found(&t, "a", "/", &with(&[("x-debug", "")])).as_deref(), Some("present"));
+    assert_eq!(
+        found(&t, "a", "/", &with(&[("end-user", "jason")])).as_deref(),
+        Some("jason")
+    );
+    assert_eq!(
+        found(&t, "a", "/", &with(&[("x-ver", "v2.1")])).as_deref(),
+        Some("pre")
+    );
+    assert_eq!(
+        found(&t, "a", "/", &with(&[("x-id", "123")])).as_deref(),
+        Some("re")
+    );
+    assert_eq!(
+        found(&t, "a", "/", &with(&[("x-debug", "")])).as_deref(),
+        Some("present")
+    );
     // The missing user-agent counts as "" for withoutHeaders: not a bot.
     assert_eq!(found(&t, "a", "/", &with(&[])).as_deref(), Some("not-bot"));
-    assert_eq!(found(&t, "a", "/", &with(&[("user-agent", "bot/1")])).as_deref(), Some("rest"));
+    assert_eq!(
+        found(&t, "a", "/", &with(&[("user-agent", "bot/1")])).as_deref(),
+        Some("rest")
+    );
 }
 
 #[test]
@@ -162,14 +262,20 @@ fn method_and_query_params() {
                 "post-debug",
                 ir::RouteMatch {
                     method: sm(ir::MatchKind::Exact, "POST"),
-                    query_params: vec![ir::QueryMatch { name: "debug".into(), value: sm(ir::MatchKind::Exact, "1") }],
+                    query_params: vec![ir::QueryMatch {
+                        name: "debug".into(),
+                        value: sm(ir::MatchKind::Exact, "1"),
+                    }],
                     ..Default::default()
                 },
             ),
             route(
                 "has-q",
                 ir::RouteMatch {
-                    query_params: vec![ir::QueryMatch { name: "q".into(), value: None }],
+                    query_params: vec![ir::QueryMatch {
+                        name: "q".into(),
+                        value: None,
+                    }],
                     ..Default::default()
                 },
             ),
@@ -179,7 +285,10 @@ fn method_and_query_params() {
     let mut post = head("a", "/", &h);
     post.method = "POST";
     post.query = Some("x=2&debug=1");
-    assert_eq!(t.find(&post).map(|(_, r)| r.action.as_str()), Some("post-debug"));
+    assert_eq!(
+        t.find(&post).map(|(_, r)| r.action.as_str()),
+        Some("post-debug")
+    );
     assert_eq!(found(&t, "a", "/?debug=1", &h), None);
     assert_eq!(found(&t, "a", "/s?q", &h).as_deref(), Some("has-q"));
 }
@@ -188,7 +297,17 @@ fn method_and_query_params() {
 fn bad_regex_is_a_build_error() {
     let ir = ir::RouteTable {
         name: "t".into(),
-        virtual_hosts: vec![vhost("a", &["a"], vec![route("bad", ir::RouteMatch { path: sm(ir::MatchKind::Regex, "(unclosed"), ..Default::default() })])],
+        virtual_hosts: vec![vhost(
+            "a",
+            &["a"],
+            vec![route(
+                "bad",
+                ir::RouteMatch {
+                    path: sm(ir::MatchKind::Regex, "(unclosed"),
+                    ..Default::default()
+                },
+            )],
+        )],
     };
     let err = Table::<()>::build::<BuildError>(&ir, |_, _| Ok(())).expect_err("bad regex");
     assert!(err.to_string().contains("(unclosed"), "{err}");

@@ -1,0 +1,79 @@
+//! Envoy's `%RESPONSE_FLAGS%`: why a reply did not come from the upstream.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFlag {
+    /// No route matched (404).
+    NoRoute,
+    /// The route's cluster does not exist (503).
+    NoCluster,
+    /// The cluster has no endpoint to send to (503).
+    NoHealthyUpstream,
+    /// Connecting to the upstream failed (503).
+    UpstreamConnectFailure,
+    /// The upstream connection ended before a response arrived (503).
+    UpstreamConnectionTermination,
+    /// The route timeout fired (504).
+    UpstreamRequestTimeout,
+    /// The request itself was unusable (400).
+    DownstreamProtocolError,
+}
+
+// === impl ResponseFlag ===
+
+impl ResponseFlag {
+    pub const ALL: [ResponseFlag; 7] = [
+        Self::NoRoute,
+        Self::NoCluster,
+        Self::NoHealthyUpstream,
+        Self::UpstreamConnectFailure,
+        Self::UpstreamConnectionTermination,
+        Self::UpstreamRequestTimeout,
+        Self::DownstreamProtocolError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRoute => "NR",
+            Self::NoCluster => "NC",
+            Self::NoHealthyUpstream => "UH",
+            Self::UpstreamConnectFailure => "UF",
+            Self::UpstreamConnectionTermination => "UC",
+            Self::UpstreamRequestTimeout => "UT",
+            Self::DownstreamProtocolError => "DPE",
+        }
+    }
+
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::NoRoute => S::NOT_FOUND,
+            Self::UpstreamRequestTimeout => S::GATEWAY_TIMEOUT,
+            Self::DownstreamProtocolError => S::BAD_REQUEST,
+            Self::NoCluster
+            | Self::NoHealthyUpstream
+            | Self::UpstreamConnectFailure
+            | Self::UpstreamConnectionTermination => S::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The body of the local reply, in Envoy's words where Envoy has some.
+    pub fn body(self) -> &'static str {
+        match self {
+            Self::NoRoute => "",
+            Self::NoCluster => "cluster not found\n",
+            Self::NoHealthyUpstream => "no healthy upstream\n",
+            Self::UpstreamConnectFailure => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n"
+            }
+            Self::UpstreamConnectionTermination => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n"
+            }
+            Self::UpstreamRequestTimeout => "upstream request timeout\n",
+            Self::DownstreamProtocolError => "bad request\n",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -1,0 +1,292 @@
+//! The built form of a snapshot: everything a worker needs per request,
+//! resolved once (regexes compiled, clusters linked, selectors built) so the
+//! request path only reads.
+
+use crate::stats::{self, Counters, Scope};
+use meshfast_balance::{Load, Policy, Selector, Wrr};
+use meshfast_ir as ir;
+use meshfast_route::Table;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Route(#[from] meshfast_route::BuildError),
+    #[error("cluster {cluster:?}: endpoint address {address:?} is not host:port")]
+    BadEndpoint { cluster: String, address: String },
+    #[error("listener {listener:?}: route table {table:?} does not exist")]
+    UnknownRouteTable { listener: String, table: String },
+    #[error("duplicate {what} name {name:?}")]
+    Duplicate { what: &'static str, name: String },
+}
+
+/// In-flight counts per (cluster, endpoint), carried across snapshots so
+/// least-request keeps its view of the load when config changes.
+#[derive(Debug, Default)]
+pub struct Loads(Mutex<HashMap<(String, String), Arc<Load>>>);
+
+impl Loads {
+    fn get(&self, cluster: &str, address: &str) -> Arc<Load> {
+        self.0
+            .lock()
+            .entry((cluster.to_owned(), address.to_owned()))
+            .or_default()
+            .clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub version: u64,
+    /// Indexed by the listener id the [`crate::Proxy`] assigned.
+    pub listeners: Vec<Option<ListenerRt>>,
+    pub clusters: Vec<Arc<ClusterRt>>,
+}
+
+#[derive(Debug)]
+pub struct ListenerRt {
+    pub name: String,
+    pub stats: Arc<Counters>,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug)]
+pub enum ListenerKind {
+    Http(Arc<Table<RouteRt>>),
+    Tcp(Vec<TcpRouteRt>),
+}
+
+#[derive(Debug)]
+pub struct RouteRt {
+    pub stats: Arc<Counters>,
+    pub destinations: Destinations,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct TcpRouteRt {
+    pub name: String,
+    pub destinations: Destinations,
+}
+
+/// Weighted clusters; `None` where the named cluster does not exist (a 503 NC
+/// for the requests sent there, as Envoy does).
+#[derive(Debug)]
+pub struct Destinations {
+    clusters: Vec<Option<Arc<ClusterRt>>>,
+    picker: Wrr,
+}
+
+impl Destinations {
+    fn build(weighted: &[ir::WeightedCluster], by_name: &HashMap<&str, Arc<ClusterRt>>) -> Self {
+        let clusters = weighted
+            .iter()
+            .map(|w| by_name.get(w.cluster.as_str()).cloned())
+            .collect();
+        let weights: Vec<u32> = weighted.iter().map(|w| w.weight).collect();
+        Self {
+            clusters,
+            picker: Wrr::new(&weights),
+        }
+    }
+
+    /// `Err(())` when the chosen (or only) destination is a missing cluster.
+    #[allow(clippy::result_unit_err)]
+    pub fn pick(&self) -> Result<&Arc<ClusterRt>, ()> {
+        let index = match self.clusters.len() {
+            0 => return Err(()),
+            1 => 0,
+            _ => self.picker.next(),
+        };
+        self.clusters.get(index).and_then(Option::as_ref).ok_or(())
+    }
+}
+
+#[derive(Debug)]
+pub struct ClusterRt {
+    pub name: String,
+    pub protocol: ir::UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub endpoints: Vec<EndpointRt>,
+    pub selector: Selector,
+    pub stats: Arc<Counters>,
+}
+
+#[derive(Debug)]
+pub struct EndpointRt {
+    pub address: String,
+    pub authority: http::uri::Authority,
+    pub weight: u32,
+    pub load: Arc<Load>,
+}
+
+impl ClusterRt {
+    pub fn pick(&self) -> Option<&EndpointRt> {
+        let i = self.selector.pick(|i| self.endpoints[i].load.get())?;
+        self.endpoints.get(i)
+    }
+}
+
+// === impl Runtime ===
+
+impl Runtime {
+    /// An empty runtime: every request gets a 404 NR until config arrives.
+    pub fn empty() -> Self {
+        Self {
+            version: 0,
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+        }
+    }
+
+    pub fn build(
+        snap: &ir::Snapshot,
+        listener_ids: &HashMap<String, usize>,
+        registry: &stats::Registry,
+        loads: &Loads,
+    ) -> Result<Self, BuildError> {
+        let mut clusters = Vec::with_capacity(snap.clusters.len());
+        let mut by_name: HashMap<&str, Arc<ClusterRt>> = HashMap::new();
+        for c in &snap.clusters {
+            let cluster = Arc::new(build_cluster(c, registry, loads)?);
+            if by_name.insert(c.name.as_str(), cluster.clone()).is_some() {
+                return Err(BuildError::Duplicate {
+                    what: "cluster",
+                    name: c.name.clone(),
+                });
+            }
+            clusters.push(cluster);
+        }
+
+        let mut tables: HashMap<&str, Arc<Table<RouteRt>>> = HashMap::new();
+        for t in &snap.route_tables {
+            let table = Table::build(t, |vh, route| -> Result<RouteRt, BuildError> {
+                Ok(RouteRt {
+                    stats: registry.get(Scope::Route, &format!("{}/{}", vh.name, route.name)),
+                    destinations: Destinations::build(&route.action.clusters, &by_name),
+                    timeout: (route.action.timeout_ms > 0)
+                        .then(|| Duration::from_millis(route.action.timeout_ms)),
+                })
+            })?;
+            if tables.insert(t.name.as_str(), Arc::new(table)).is_some() {
+                return Err(BuildError::Duplicate {
+                    what: "route table",
+                    name: t.name.clone(),
+                });
+            }
+        }
+
+        let size = listener_ids.values().max().map_or(0, |m| m + 1);
+        let mut listeners: Vec<Option<ListenerRt>> = (0..size).map(|_| None).collect();
+        for l in &snap.listeners {
+            let Some(&id) = listener_ids.get(&l.name) else {
+                continue;
+            };
+            let kind = match l.protocol {
+                ir::ListenerProtocol::Http => {
+                    let name = l.route_table.clone().unwrap_or_default();
+                    let table = tables.get(name.as_str()).cloned().ok_or_else(|| {
+                        BuildError::UnknownRouteTable {
+                            listener: l.name.clone(),
+                            table: name,
+                        }
+                    })?;
+                    ListenerKind::Http(table)
+                }
+                ir::ListenerProtocol::Tcp => ListenerKind::Tcp(
+                    l.tcp_routes
+                        .iter()
+                        .map(|r| TcpRouteRt {
+                            name: r.name.clone(),
+                            destinations: Destinations::build(&r.clusters, &by_name),
+                        })
+                        .collect(),
+                ),
+            };
+            listeners[id] = Some(ListenerRt {
+                name: l.name.clone(),
+                stats: registry.get(Scope::Listener, &l.name),
+                kind,
+            });
+        }
+        Ok(Self {
+            version: snap.version,
+            listeners,
+            clusters,
+        })
+    }
+
+    pub fn listener(&self, id: usize) -> Option<&ListenerRt> {
+        self.listeners.get(id).and_then(Option::as_ref)
+    }
+
+    /// `/clusters`: endpoints, weights and live in-flight counts.
+    pub fn clusters_json(&self) -> String {
+        let clusters: Vec<serde_json::Value> = self
+            .clusters
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "protocol": format!("{:?}", c.protocol).to_lowercase(),
+                    "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+                    "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                        "address": e.address,
+                        "weight": e.weight,
+                        "rq_active": e.load.get(),
+                        "health": "HEALTHY",
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({"version": self.version, "clusters": clusters}).to_string()
+    }
+}
+
+fn build_cluster(
+    c: &ir::Cluster,
+    registry: &stats::Registry,
+    loads: &Loads,
+) -> Result<ClusterRt, BuildError> {
+    let mut endpoints = Vec::with_capacity(c.endpoints.len());
+    for e in &c.endpoints {
+        let authority: http::uri::Authority =
+            e.address.parse().map_err(|_| BuildError::BadEndpoint {
+                cluster: c.name.clone(),
+                address: e.address.clone(),
+            })?;
+        if authority.port_u16().is_none() {
+            return Err(BuildError::BadEndpoint {
+                cluster: c.name.clone(),
+                address: e.address.clone(),
+            });
+        }
+        endpoints.push(EndpointRt {
+            address: e.address.clone(),
+            authority,
+            weight: e.weight,
+            load: loads.get(&c.name, &e.address),
+        });
+    }
+    let policy = match c.lb {
+        ir::LbPolicy::RoundRobin => Policy::RoundRobin,
+        ir::LbPolicy::LeastRequest => Policy::LeastRequest,
+        ir::LbPolicy::Random => Policy::Random,
+    };
+    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    Ok(ClusterRt {
+        name: c.name.clone(),
+        protocol: c.protocol,
+        connect_timeout: Duration::from_millis(if c.connect_timeout_ms == 0 {
+            10_000
+        } else {
+            c.connect_timeout_ms
+        }),
+        selector: Selector::new(policy, &weights),
+        endpoints,
+        stats: registry.get(Scope::Cluster, &c.name),
+    })
+}

@@ -1,0 +1,280 @@
+//! Counters per listener, route and cluster: atomics bumped on the data path,
+//! rendered on demand off it (JSON for `/stats`, Prometheus text).
+//!
+//! Counters live in a [`Registry`] keyed by scope and name, not in the
+//! snapshot, so they keep counting across config swaps.
+
+use crate::flags::ResponseFlag;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Listener,
+    Route,
+    Cluster,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Listener => "listener",
+            Self::Route => "route",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub rq_total: AtomicU64,
+    /// Completed responses by status class: 1xx .. 5xx.
+    pub rq_class: [AtomicU64; 5],
+    pub rq_active: AtomicU64,
+    pub cx_total: AtomicU64,
+    pub cx_active: AtomicU64,
+    /// Body bytes received from the downstream (listener) or sent upstream (cluster).
+    pub bytes_in: AtomicU64,
+    /// Body bytes sent to the downstream (listener) or received from upstream (cluster).
+    pub bytes_out: AtomicU64,
+    pub flags: [AtomicU64; ResponseFlag::ALL.len()],
+}
+
+// === impl Counters ===
+
+impl Counters {
+    pub fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.rq_class[class].fetch_add(1, Relaxed);
+    }
+
+    pub fn flag(&self, flag: ResponseFlag) {
+        self.flags[flag.index()].fetch_add(1, Relaxed);
+    }
+}
+
+/// Guards an `active` gauge: +1 now, -1 on drop.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<Counters>, fn(&Counters) -> &AtomicU64);
+
+impl ActiveGuard {
+    pub fn connection(c: &Arc<Counters>) -> Self {
+        c.cx_total.fetch_add(1, Relaxed);
+        c.cx_active.fetch_add(1, Relaxed);
+        Self(c.clone(), |c| &c.cx_active)
+    }
+
+    pub fn request(c: &Arc<Counters>) -> Self {
+        c.rq_total.fetch_add(1, Relaxed);
+        c.rq_active.fetch_add(1, Relaxed);
+        Self(c.clone(), |c| &c.rq_active)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Relaxed);
+    }
+}
+
+/// Every counter set ever created, by scope and name. Only touched when a
+/// snapshot is built and when stats are rendered, never per request.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sets: Mutex<BTreeMap<(Scope, String), Arc<Counters>>>,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    pub fn get(&self, scope: Scope, name: &str) -> Arc<Counters> {
+        self.sets
+            .lock()
+            .entry((scope, name.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    fn snapshot(&self) -> Vec<((Scope, String), Arc<Counters>)> {
+        self.sets
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn render_json(&self) -> String {
+        let mut out = serde_json::Map::new();
+        for ((scope, name), c) in self.snapshot() {
+            let key = format!("{}s", scope.as_str());
+            let group = out
+                .entry(key)
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            let mut flags = serde_json::Map::new();
+            for f in ResponseFlag::ALL {
+                let n = c.flags[f.index()].load(Relaxed);
+                if n > 0 {
+                    flags.insert(f.as_str().into(), n.into());
+                }
+            }
+            let mut obj = serde_json::json!({
+                "rq_total": c.rq_total.load(Relaxed),
+                "rq_active": c.rq_active.load(Relaxed),
+                "rq_1xx": c.rq_class[0].load(Relaxed),
+                "rq_2xx": c.rq_class[1].load(Relaxed),
+                "rq_3xx": c.rq_class[2].load(Relaxed),
+                "rq_4xx": c.rq_class[3].load(Relaxed),
+                "rq_5xx": c.rq_class[4].load(Relaxed),
+                "bytes_in": c.bytes_in.load(Relaxed),
+                "bytes_out": c.bytes_out.load(Relaxed),
+                "response_flags": flags,
+            });
+            if scope == Scope::Listener {
+                obj["cx_total"] = c.cx_total.load(Relaxed).into();
+                obj["cx_active"] = c.cx_active.load(Relaxed).into();
+            }
+            if let serde_json::Value::Object(g) = group {
+                g.insert(name, obj);
+            }
+        }
+        serde_json::Value::Object(out).to_string()
+    }
+
+    pub fn render_prometheus(&self) -> String {
+        let sets = self.snapshot();
+        let mut out = String::with_capacity(4096);
+        let families: [Family; 5] = [
+            ("requests_active", "gauge", "requests in flight", |c| {
+                c.rq_active.load(Relaxed)
+            }),
+            (
+                "bytes_in_total",
+                "counter",
+                "body bytes in (from downstream / to upstream)",
+                |c| c.bytes_in.load(Relaxed),
+            ),
+            (
+                "bytes_out_total",
+                "counter",
+                "body bytes out (to downstream / from upstream)",
+                |c| c.bytes_out.load(Relaxed),
+            ),
+            (
+                "connections_total",
+                "counter",
+                "downstream connections accepted",
+                |c| c.cx_total.load(Relaxed),
+            ),
+            (
+                "connections_active",
+                "gauge",
+                "downstream connections open",
+                |c| c.cx_active.load(Relaxed),
+            ),
+        ];
+        for scope in [Scope::Listener, Scope::Route, Scope::Cluster] {
+            let s = scope.as_str();
+            let in_scope: Vec<_> = sets.iter().filter(|((sc, _), _)| *sc == scope).collect();
+            if in_scope.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "# HELP meshfast_{s}_requests_total responses by status class"
+            );
+            let _ = writeln!(out, "# TYPE meshfast_{s}_requests_total counter");
+            for ((_, name), c) in &in_scope {
+                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "meshfast_{s}_requests_total{{{s}=\"{}\",class=\"{class}\"}} {}",
+                        escape(name),
+                        c.rq_class[i].load(Relaxed)
+                    );
+                }
+            }
+            let _ = writeln!(
+                out,
+                "# HELP meshfast_{s}_response_flags_total local replies by Envoy response flag"
+            );
+            let _ = writeln!(out, "# TYPE meshfast_{s}_response_flags_total counter");
+            for ((_, name), c) in &in_scope {
+                for f in ResponseFlag::ALL {
+                    let _ = writeln!(
+                        out,
+                        "meshfast_{s}_response_flags_total{{{s}=\"{}\",flag=\"{}\"}} {}",
+                        escape(name),
+                        f.as_str(),
+                        c.flags[f.index()].load(Relaxed)
+                    );
+                }
+            }
+            for (family, kind, help, get) in &families {
+                if family.starts_with("connections") && scope != Scope::Listener {
+                    continue;
+                }
+                let _ = writeln!(out, "# HELP meshfast_{s}_{family} {help}");
+                let _ = writeln!(out, "# TYPE meshfast_{s}_{family} {kind}");
+                for ((_, name), c) in &in_scope {
+                    let _ = writeln!(
+                        out,
+                        "meshfast_{s}_{family}{{{s}=\"{}\"}} {}",
+                        escape(name),
+                        get(c)
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// (name, type, help, read) of one Prometheus family.
+type Family = (&'static str, &'static str, &'static str, fn(&Counters) -> u64);
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_survive_lookup_and_render() {
+        let r = Registry::default();
+        let c = r.get(Scope::Cluster, "outbound|80||a");
+        c.response(503);
+        c.flag(ResponseFlag::UpstreamConnectFailure);
+        assert!(Arc::ptr_eq(&c, &r.get(Scope::Cluster, "outbound|80||a")));
+        let json: serde_json::Value = serde_json::from_str(&r.render_json()).expect("json");
+        assert_eq!(json["clusters"]["outbound|80||a"]["rq_5xx"], 1);
+        assert_eq!(
+            json["clusters"]["outbound|80||a"]["response_flags"]["UF"],
+            1
+        );
+        let prom = r.render_prometheus();
+        assert!(prom.contains(
+            "meshfast_cluster_requests_total{cluster=\"outbound|80||a\",class=\"5xx\"} 1"
+        ));
+    }
+
+    #[test]
+    fn guards_restore_gauges() {
+        let c = Arc::new(Counters::default());
+        {
+            let _a = ActiveGuard::connection(&c);
+            let _b = ActiveGuard::request(&c);
+            assert_eq!(c.cx_active.load(Relaxed), 1);
+            assert_eq!(c.rq_active.load(Relaxed), 1);
+        }
+        assert_eq!(c.cx_active.load(Relaxed), 0);
+        assert_eq!(c.rq_active.load(Relaxed), 0);
+        assert_eq!(c.cx_total.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,51 @@
+//! Plain TCP proxying for ports declared TCP: one destination per connection.
+
+use crate::body::LoadGuard;
+use crate::flags::ResponseFlag;
+use crate::runtime::{ListenerKind, Runtime};
+use arc_swap::ArcSwap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, listener_id: usize) {
+    let snap = store.load_full();
+    let Some(listener) = snap.listener(listener_id) else {
+        return;
+    };
+    let ListenerKind::Tcp(routes) = &listener.kind else {
+        return;
+    };
+    // Compile already filtered routes by port; the first one applies.
+    let Some(Ok(cluster)) = routes.first().map(|r| r.destinations.pick()) else {
+        listener.stats.flag(ResponseFlag::NoCluster);
+        return;
+    };
+    let Some(endpoint) = cluster.pick() else {
+        listener.stats.flag(ResponseFlag::NoHealthyUpstream);
+        cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
+        return;
+    };
+    let _load = LoadGuard::start(&endpoint.load);
+    let connect = TcpStream::connect(endpoint.address.as_str());
+    let mut upstream = match tokio::time::timeout(cluster.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            listener.stats.flag(ResponseFlag::UpstreamConnectFailure);
+            cluster.stats.flag(ResponseFlag::UpstreamConnectFailure);
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    cluster.stats.cx_total.fetch_add(1, Relaxed);
+    // copy_bidirectional uses a bounded buffer per direction and half-closes
+    // each side when the other finishes.
+    if let Ok((to_up, to_down)) =
+        tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+    {
+        for c in [&listener.stats, &cluster.stats] {
+            c.bytes_in.fetch_add(to_up, Relaxed);
+            c.bytes_out.fetch_add(to_down, Relaxed);
+        }
+    }
+}

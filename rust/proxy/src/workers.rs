@@ -1,0 +1,427 @@
+//! The worker threads and the [`Proxy`] that commands them.
+//!
+//! Each worker is a single-threaded tokio runtime. Listeners are bound by the
+//! caller's thread (so bind errors come back synchronously), then handed to
+//! every worker as its own `SO_REUSEPORT` socket.
+
+use crate::http_proxy::{self, ConnCtx};
+use crate::listener;
+use crate::runtime::{Loads, Runtime};
+use crate::stats::{ActiveGuard, Registry};
+use crate::tcp_proxy;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use meshfast_ir as ir;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Decode(#[from] ir::DecodeError),
+    #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
+    #[error("listener {name:?}: cannot bind {address}: {source} (is another process using it?)")]
+    Bind {
+        name: String,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("BUG: worker {0} is gone")]
+    WorkerGone(usize),
+    #[error("cannot start worker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Limits on what a downstream may make the proxy hold (RELIABILITY.md §1.1).
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_LIST_BYTES: u32 = 60 << 10;
+const H1_MAX_BUF: usize = 64 << 10;
+const H2_MAX_STREAMS: u32 = 100;
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONN_WINDOW: u32 = 4 << 20;
+/// Commands queued per worker; config changes are rare, so this never fills.
+const COMMAND_QUEUE: usize = 64;
+
+enum Command {
+    Listen {
+        id: usize,
+        protocol: ir::ListenerProtocol,
+        socket: std::net::TcpListener,
+    },
+    Close {
+        id: usize,
+    },
+    Shutdown {
+        deadline: Duration,
+        done: std::sync::mpsc::Sender<()>,
+    },
+}
+
+#[derive(Debug)]
+struct Bound {
+    id: usize,
+    requested: String,
+    protocol: ir::ListenerProtocol,
+    address: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    listeners: BTreeMap<String, Bound>,
+    next_id: usize,
+    shut_down: bool,
+}
+
+/// The data plane. Dropping it does not stop the workers; call [`Proxy::shutdown`].
+pub struct Proxy {
+    store: Arc<ArcSwap<Runtime>>,
+    workers: Vec<mpsc::Sender<Command>>,
+    state: Mutex<State>,
+    stats: Arc<Registry>,
+    loads: Loads,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    pub fn start(workers: usize) -> Result<Self, ProxyError> {
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            workers
+        };
+        let store = Arc::new(ArcSwap::from_pointee(Runtime::empty()));
+        let mut senders = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name(format!("meshfast-worker-{index}"))
+                .spawn(move || worker_main(rx, store))
+                .map_err(ProxyError::Spawn)?;
+            senders.push(tx);
+        }
+        Ok(Self {
+            store,
+            workers: senders,
+            state: Mutex::new(State::default()),
+            stats: Arc::new(Registry::default()),
+            loads: Loads::default(),
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn stats(&self) -> &Registry {
+        &self.stats
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.store.load_full()
+    }
+
+    /// Decodes and builds `bytes`, binds new listeners, swaps the snapshot in
+    /// (one atomic store), then retires listeners that are gone. On error
+    /// nothing changes.
+    pub fn apply(&self, bytes: &[u8]) -> Result<u64, ProxyError> {
+        let snap = ir::Snapshot::decode(bytes)?;
+        let mut state = self.state.lock();
+        if state.shut_down {
+            return Err(ProxyError::WorkerGone(0));
+        }
+
+        // Bind what is new before touching anything, so a bind failure changes nothing.
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut fresh = Vec::new();
+        let mut next_id = state.next_id;
+        for l in &snap.listeners {
+            match state.listeners.get(&l.name) {
+                Some(b) if b.requested == l.address && b.protocol == l.protocol => {
+                    ids.insert(l.name.clone(), b.id);
+                }
+                _ => {
+                    let bind_err = |source| ProxyError::Bind {
+                        name: l.name.clone(),
+                        address: l.address.clone(),
+                        source,
+                    };
+                    let address = listener::resolve(&l.address).map_err(bind_err)?;
+                    // Rebinding a listener's own address (protocol changed) must release it first.
+                    let sockets = match listener::bind(address, self.workers.len()) {
+                        Ok(s) => s,
+                        Err(e) => return Err(bind_err(e)),
+                    };
+                    let bound = sockets[0].local_addr().map_err(bind_err)?;
+                    ids.insert(l.name.clone(), next_id);
+                    fresh.push((
+                        l.name.clone(),
+                        l.address.clone(),
+                        l.protocol,
+                        next_id,
+                        bound,
+                        sockets,
+                    ));
+                    next_id += 1;
+                }
+            }
+        }
+        let runtime = Runtime::build(&snap, &ids, &self.stats, &self.loads)?;
+        let version = runtime.version;
+        self.store.store(Arc::new(runtime));
+        state.next_id = next_id;
+
+        // Retire listeners that were removed or replaced.
+        let retired: Vec<String> = state
+            .listeners
+            .iter()
+            .filter(|(name, b)| ids.get(*name) != Some(&b.id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in retired {
+            if let Some(b) = state.listeners.remove(&name) {
+                self.broadcast(|| Command::Close { id: b.id })?;
+            }
+        }
+        for (name, requested, protocol, id, address, sockets) in fresh {
+            for (worker, socket) in self.workers.iter().zip(sockets) {
+                worker
+                    .blocking_send(Command::Listen {
+                        id,
+                        protocol,
+                        socket,
+                    })
+                    .map_err(|_| ProxyError::WorkerGone(id))?;
+            }
+            state.listeners.insert(
+                name,
+                Bound {
+                    id,
+                    requested,
+                    protocol,
+                    address,
+                },
+            );
+        }
+        Ok(version)
+    }
+
+    /// (name, bound address) of every listener.
+    pub fn listeners(&self) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .listeners
+            .iter()
+            .map(|(name, b)| (name.clone(), b.address.to_string()))
+            .collect()
+    }
+
+    /// Stops accepting, drains connections for up to `deadline`, stops the workers.
+    pub fn shutdown(&self, deadline: Duration) {
+        let mut state = self.state.lock();
+        if state.shut_down {
+            return;
+        }
+        state.shut_down = true;
+        state.listeners.clear();
+        let mut waits = Vec::new();
+        for w in &self.workers {
+            let (done, wait) = std::sync::mpsc::channel();
+            if w.blocking_send(Command::Shutdown { deadline, done })
+                .is_ok()
+            {
+                waits.push(wait);
+            }
+        }
+        for wait in waits {
+            let _ = wait.recv_timeout(deadline + Duration::from_secs(1));
+        }
+    }
+
+    fn broadcast(&self, cmd: impl Fn() -> Command) -> Result<(), ProxyError> {
+        for (i, w) in self.workers.iter().enumerate() {
+            w.blocking_send(cmd())
+                .map_err(|_| ProxyError::WorkerGone(i))?;
+        }
+        Ok(())
+    }
+}
+
+fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshfast: cannot start a worker runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(worker(rx, store));
+}
+
+/// Connections of one worker, for draining.
+#[derive(Clone)]
+struct Drain {
+    signal: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+async fn worker(mut rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let drain = Drain {
+        signal: drain_rx,
+        open: Arc::new(AtomicUsize::new(0)),
+    };
+    let builder = Arc::new(http_builder());
+    let mut accepting: HashMap<usize, watch::Sender<bool>> = HashMap::new();
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Listen {
+                id,
+                protocol,
+                socket,
+            } => {
+                let Ok(socket) = tokio::net::TcpListener::from_std(socket) else {
+                    continue;
+                };
+                let (stop_tx, stop_rx) = watch::channel(false);
+                accepting.insert(id, stop_tx);
+                let ctx = Arc::new(ConnCtx {
+                    store: store.clone(),
+                    listener_id: id,
+                });
+                tokio::spawn(accept(
+                    socket,
+                    protocol,
+                    ctx,
+                    stop_rx,
+                    drain.clone(),
+                    builder.clone(),
+                ));
+            }
+            Command::Close { id } => {
+                if let Some(stop) = accepting.remove(&id) {
+                    let _ = stop.send(true);
+                }
+            }
+            Command::Shutdown { deadline, done } => {
+                for (_, stop) in accepting.drain() {
+                    let _ = stop.send(true);
+                }
+                let _ = drain_tx.send(true);
+                let until = tokio::time::Instant::now() + deadline;
+                while drain.open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(H1_MAX_BUF)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(Duration::from_secs(30));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW);
+    b
+}
+
+async fn accept(
+    socket: tokio::net::TcpListener,
+    protocol: ir::ListenerProtocol,
+    ctx: Arc<ConnCtx>,
+    mut stop: watch::Receiver<bool>,
+    drain: Drain,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = socket.accept() => a,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning (Trio's policy).
+                if matches!(e.raw_os_error(), Some(23 | 24 | 12 | 105)) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let drain = drain.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            drain.open.fetch_add(1, Ordering::Relaxed);
+            let snap = ctx.store.load();
+            let _cx = snap
+                .listener(ctx.listener_id)
+                .map(|l| ActiveGuard::connection(&l.stats));
+            drop(snap);
+            match protocol {
+                ir::ListenerProtocol::Tcp => {
+                    let mut signal = drain.signal.clone();
+                    tokio::select! {
+                        _ = tcp_proxy::serve(stream, ctx.store.clone(), ctx.listener_id) => {}
+                        _ = signal.wait_for(|d| *d) => {}
+                    }
+                }
+                ir::ListenerProtocol::Http => {
+                    serve_http(stream, ctx, drain.signal.clone(), &builder).await;
+                }
+            }
+            drain.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_http(
+    stream: tokio::net::TcpStream,
+    ctx: Arc<ConnCtx>,
+    mut drain: watch::Receiver<bool>,
+    builder: &auto::Builder<TokioExecutor>,
+) {
+    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone()));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = drain.wait_for(|d| *d) => {}
+    }
+    // Draining: finish in-flight requests, then close (GOAWAY / Connection: close).
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
