@@ -233,7 +233,12 @@ impl Registry {
 }
 
 /// (name, type, help, read) of one Prometheus family.
-type Family = (&'static str, &'static str, &'static str, fn(&Counters) -> u64);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Counters) -> u64,
+);
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
