@@ -54,4 +54,7 @@ class EchoServer:
     def address(self) -> str: ...
     def stop(self) -> None: ...
 
+def ir_roundtrip(snapshot: bytes) -> bytes:
+    """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""
+
 __version__: str

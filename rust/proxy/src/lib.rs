@@ -19,4 +19,5 @@ mod upstream;
 mod workers;
 
 pub use flags::ResponseFlag;
+pub use meshfast_ir as ir;
 pub use workers::{Proxy, ProxyError};

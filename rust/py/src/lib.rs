@@ -108,10 +108,20 @@ impl EchoServer {
     }
 }
 
+/// Decodes IR bytes and encodes them again: lets tests prove that Python's and
+/// Rust's IR types agree field for field.
+#[pyfunction]
+fn ir_roundtrip(py: Python<'_>, snapshot: &Bound<'_, PyBytes>) -> PyResult<Py<PyBytes>> {
+    let snap = meshfast_proxy::ir::Snapshot::decode(snapshot.as_bytes())
+        .map_err(|e| errors::from_proxy(e.into()))?;
+    Ok(PyBytes::new(py, &snap.encode()).unbind())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<EchoServer>()?;
+    m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
     errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

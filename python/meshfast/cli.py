@@ -1,0 +1,304 @@
+"""The ``meshfast`` command line.
+
+Each command imports what it needs when it runs (Trio, the config loader, the Rust
+core), so ``meshfast --help`` and ``meshfast validate`` stay cheap.
+
+Exit codes: 0 success, 1 the config or the core failed, 2 usage (including features
+that are not implemented yet: they are refused, never silently ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from meshfast import __version__
+
+if TYPE_CHECKING:
+    from meshfast import _core
+    from meshfast.config import Config, Problem
+
+__all__ = ["build_parser", "main"]
+
+# DESIGN.md commands that exist in the contract but not yet in the code.
+NOT_IMPLEMENTED_COMMANDS = {
+    "explain": "which route matches a request and why",
+    "bench": "meshfast beside Envoy on the same scenarios",
+    "ca": "a mesh CA and workload certificates",
+    "export-envoy": "the equivalent Envoy bootstrap config",
+    "iptables": "traffic-capture rules of a transparent sidecar",
+}
+# `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
+NOT_IMPLEMENTED_RUN_FLAGS = (
+    ("--certs", "certs", "DIR"),
+    ("--access-log", "access_log", "PATH|-"),
+    ("--zipkin", "zipkin", "URL"),
+    ("--otlp", "otlp", "URL"),
+    ("--trace-sampling", "trace_sampling", "PERCENT"),
+)
+
+
+def _die(message: str, code: int) -> NoReturn:
+    print(f"meshfast: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# === parser ===
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    _, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return text
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        dest="paths",
+        metavar="PATH",
+        action="extend",
+        nargs="+",
+        required=True,
+        help="a YAML file (multi-document) or a folder of them; repeatable",
+    )
+    parser.add_argument(
+        "--namespace", default="default", metavar="NS", help="the sidecar's namespace"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshfast",
+        description="A service-mesh sidecar proxy: Istio config, a Rust data plane.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshfast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run a sidecar")
+    _add_config(run)
+    run.add_argument("--admin", default="127.0.0.1:15000", type=_address, metavar="ADDR")
+    run.add_argument("--outbound", default="127.0.0.1:15001", type=_address, metavar="ADDR")
+    run.add_argument("--inbound", default="127.0.0.1:15006", type=_address, metavar="ADDR")
+    run.add_argument(
+        "--app", default=None, type=_address, metavar="ADDR", help="the local workload"
+    )
+    run.add_argument(
+        "--workers", default=0, type=_non_negative_int, metavar="N", help="0: one per CPU"
+    )
+    run.add_argument("--drain-timeout", default=5.0, type=_non_negative_float, metavar="SECONDS")
+    for flag, dest, metavar in NOT_IMPLEMENTED_RUN_FLAGS:
+        run.add_argument(flag, dest=dest, metavar=metavar, help="(not implemented yet)")
+
+    validate = commands.add_parser("validate", help="check a config; one line per problem")
+    _add_config(validate)
+
+    echo = commands.add_parser("echo", help="a fast built-in upstream for tests and demos")
+    echo.add_argument("--listen", required=True, type=_address, metavar="ADDR")
+    echo.add_argument("--name", default="echo")
+    echo.add_argument("--status", default=200, type=int, metavar="CODE")
+    echo.add_argument("--delay-ms", default=0, type=_non_negative_int, metavar="N")
+    echo.add_argument("--workers", default=1, type=_non_negative_int, metavar="N")
+
+    demo = commands.add_parser("demo", help="a small mesh on this machine, with traffic")
+    demo.add_argument("--serve", action="store_true", help="keep everything running until Ctrl-C")
+    demo.add_argument("--requests", default=2000, type=_non_negative_int, metavar="N")
+
+    for name, what in NOT_IMPLEMENTED_COMMANDS.items():
+        commands.add_parser(name, help=f"{what} (not implemented yet)")
+    return parser
+
+
+# === commands ===
+
+
+def _print_problems(problems: Sequence[Problem], file: TextIO) -> None:
+    for problem in problems:
+        print(problem, file=file)
+
+
+def _load(paths: Sequence[str], namespace: str) -> Config:
+    """``load_config``, with unreadable paths turned into a ``ConfigError``-like exit."""
+    from meshfast.config import load_config
+
+    try:
+        return load_config(list(paths), namespace=namespace)
+    except OSError as exc:
+        _die(f"cannot read {exc.filename or paths}: {exc.strerror or exc}", 1)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from meshfast.config import CompileOptions, ConfigError, compile_config
+
+    try:
+        config = _load(args.paths, args.namespace)
+        compile_config(config, CompileOptions(namespace=args.namespace))
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stdout)
+        return 1
+    print(f"ok: {len(config.resources)} resources")
+    return 0
+
+
+def _import_core() -> type[_core.Core]:
+    try:
+        from meshfast import _core
+    except ImportError as exc:
+        _die(f"the Rust core is not built ({exc}); build it with `maturin develop -r`", 1)
+    return _core.Core
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    for flag, dest, _ in NOT_IMPLEMENTED_RUN_FLAGS:
+        if getattr(args, dest) is not None:
+            _die(f"{flag} is not implemented yet", 2)
+
+    from meshfast.config import CompileOptions, ConfigError, compile_config
+
+    try:
+        config = _load(args.paths, args.namespace)
+        options = CompileOptions(
+            namespace=args.namespace,
+            outbound=args.outbound,
+            inbound=args.inbound,
+            app=args.app,
+            version=1,
+        )
+        snapshot = compile_config(config, options)
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return 1
+
+    import trio
+
+    from meshfast.control.sidecar import Sidecar, SidecarSettings
+    from meshfast.errors import core_errors
+
+    core_class = _import_core()
+    settings = SidecarSettings(
+        admin=args.admin,
+        namespace=args.namespace,
+        outbound=args.outbound,
+        inbound=args.inbound,
+        app=args.app,
+        drain_timeout=args.drain_timeout,
+        sources=tuple(args.paths),
+    )
+    try:
+        core = core_class(workers=args.workers)
+    except core_errors() as exc:
+        _die(f"the core did not start: {exc}", 1)
+    sidecar = Sidecar(core, snapshot, settings)
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            ready = await nursery.start(partial(sidecar.serve, handle_signals=True))
+            print(ready.line(), flush=True)
+
+    try:
+        trio.run(serve)
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        return 130
+    except BaseException as exc:
+        error = _single(exc)
+        if isinstance(error, (*core_errors(), OSError)):
+            _die(f"{type(error).__name__}: {error}", 1)
+        raise
+    return 0
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    try:
+        from meshfast import _core
+    except ImportError as exc:
+        _die(f"the Rust core is not built ({exc}); build it with `maturin develop -r`", 1)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            server = _core.EchoServer(
+                args.listen,
+                name=args.name,
+                status=args.status,
+                delay_ms=args.delay_ms,
+                workers=args.workers,
+            )
+        except (_core.CoreError, OSError) as exc:
+            _die(f"echo could not listen on {args.listen}: {exc}", 1)
+        try:
+            print(f"meshfast echo listening on {server.address}", flush=True)
+            while not stop.wait(0.5):  # a timed wait stays interruptible by signals
+                pass
+        finally:
+            server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from meshfast.demo import run_demo
+
+    return run_demo(requests=args.requests, serve=args.serve)
+
+
+def cmd_not_implemented(args: argparse.Namespace) -> int:
+    _die(f"`{args.command}` is not implemented yet (see the issues)", 2)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "echo": cmd_echo,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns its exit code (usage errors included: 2)."""
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command in NOT_IMPLEMENTED_COMMANDS:
+            return cmd_not_implemented(args)  # whatever arguments it was given
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return COMMANDS[args.command](args)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)

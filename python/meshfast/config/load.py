@@ -1,0 +1,188 @@
+"""Reading YAML: files, folders and request bodies into documents that remember their lines.
+
+Every document is plain Python data (dicts, lists, scalars) plus a map from JSON path
+(``$.spec.http[0].route[1].weight``) to the 1-based line where that value's key (or list
+item) is written, so validation can name the exact line of a problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+try:
+    _Loader: type[Any] = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_LAST = re.compile(r'(\[\d+\]|\["(?:[^"\\]|\\.)*"\]|\.[^.\[]*)$')
+
+
+def child(path: str, key: object) -> str:
+    """The JSON path of ``key`` (a mapping key or a list index) under ``path``."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    text = str(key)
+    if _IDENT.match(text):
+        return f"{path}.{text}"
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{path}["{escaped}"]'
+
+
+def parent(path: str) -> str | None:
+    """The enclosing path, or None for ``$``."""
+    m = _LAST.search(path)
+    if m is None or m.start() == 0:
+        return None
+    return path[: m.start()]
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """A file that could not be read or parsed."""
+
+    file: str
+    line: int
+    message: str
+
+
+@dataclass
+class Document:
+    """One YAML document (or one item of a ``kind: List``)."""
+
+    file: str
+    line: int
+    data: Any
+    lines: dict[str, int] = field(default_factory=dict)
+    # (path, message) problems seen while reading, such as duplicate mapping keys.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def line_of(self, path: str) -> int:
+        """The line of ``path``, or of its nearest ancestor that has one."""
+        p: str | None = path
+        while p is not None:
+            line = self.lines.get(p)
+            if line is not None:
+                return line
+            p = parent(p)
+        return self.line
+
+
+def _index(node: yaml.Node, path: str, doc: Document) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            if key == "<<":
+                continue
+            p = child(path, key)
+            if key in seen:
+                doc.problems.append((p, f'duplicate key "{key}"'))
+            seen.add(key)
+            doc.lines[p] = key_node.start_mark.line + 1  # a repeated key wins, as in PyYAML
+            _index(value_node, p, doc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            p = child(path, i)
+            doc.lines.setdefault(p, item.start_mark.line + 1)
+            _index(item, p, doc)
+
+
+def _item_node(node: yaml.Node, index: int) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if (
+            key_node.value == "items"
+            and isinstance(value_node, yaml.SequenceNode)
+            and index < len(value_node.value)
+        ):
+            item: yaml.Node = value_node.value[index]
+            return item
+    return None
+
+
+def _documents(file: str, node: yaml.Node, data: Any) -> Iterator[Document]:
+    if data is None:
+        return
+    if (
+        isinstance(data, dict)
+        and data.get("kind") == "List"
+        and isinstance(data.get("items"), list)
+    ):
+        for i, item in enumerate(data["items"]):
+            if item is None:
+                continue
+            item_node = _item_node(node, i)
+            if item_node is None:  # pragma: no cover - items always come from the node
+                continue
+            doc = Document(file=file, line=item_node.start_mark.line + 1, data=item)
+            doc.lines["$"] = doc.line
+            _index(item_node, "$", doc)
+            yield doc
+        return
+    doc = Document(file=file, line=node.start_mark.line + 1, data=data)
+    doc.lines["$"] = doc.line
+    _index(node, "$", doc)
+    yield doc
+
+
+def parse_text(text: str, source: str) -> tuple[list[Document], list[LoadError]]:
+    """Every non-empty document of a multi-document YAML text."""
+    docs: list[Document] = []
+    errors: list[LoadError] = []
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            data = loader.construct_document(node)
+            docs.extend(_documents(source, node, data))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        errors.append(LoadError(source, line, f"YAML syntax error: {what}"))
+    except yaml.YAMLError as e:
+        errors.append(LoadError(source, 1, f"YAML error: {e}"))
+    finally:
+        loader.dispose()
+    return docs, errors
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and not p.is_dir())
+    return [path]
+
+
+def read_paths(paths: Sequence[str | Path]) -> tuple[list[Document], list[LoadError], list[str]]:
+    """The documents of every file (folders: their ``*.yaml``/``*.yml``, sorted, not recursive).
+
+    Also returns the files in the order they were read.
+    """
+    docs: list[Document] = []
+    errors: list[LoadError] = []
+    files: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        files.append(str(path))
+        if not path.exists():
+            errors.append(LoadError(str(path), 1, "no such file or directory"))
+            continue
+        for file in _files(path):
+            files.append(str(file))
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                errors.append(LoadError(str(file), 1, f"cannot read: {e}"))
+                continue
+            d, err = parse_text(text, str(file))
+            docs.extend(d)
+            errors.extend(err)
+    return docs, errors, files

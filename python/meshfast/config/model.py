@@ -1,0 +1,40 @@
+"""The pipeline's public value types: problems, the error carrying them, the loaded config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshfast.config.resources import Resource
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem, pointing at a file, line and field path."""
+
+    file: str
+    line: int
+    kind: str
+    name: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.kind}/{self.name}: {self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Decoded, validated resources, in the order they were read."""
+
+    resources: list[Resource] = field(default_factory=list)

@@ -1,0 +1,408 @@
+"""The resources meshfast reads, as msgspec Structs mirroring the Istio and Kubernetes APIs.
+
+Each Istio Struct names, in ``NOT_IMPLEMENTED``, the camelCase fields Istio defines that meshfast
+does not implement yet: the validator reports every one present as ``not implemented yet``
+instead of ignoring it.  Implementing a field means moving it from that set into the Struct.
+
+Istio Structs forbid unknown fields (``unknown field "foo"``); Kubernetes Structs accept and
+ignore fields they do not name (object dumps carry many fields a sidecar has no use for).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Weight = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+UInt32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+
+SimpleLb = Literal[
+    "UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"
+]
+Resolution = Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]
+Location = Literal["MESH_EXTERNAL", "MESH_INTERNAL"]
+CaptureMode = Literal["DEFAULT", "IPTABLES", "NONE"]
+OutboundMode = Literal["REGISTRY_ONLY", "ALLOW_ANY"]
+
+NETWORKING_VERSIONS = frozenset(
+    {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"}
+)
+
+
+class IstioStruct(
+    msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True
+):
+    """Base of the Istio API types."""
+
+    NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset()
+
+
+class K8sStruct(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """Base of the Kubernetes API types: unknown fields are accepted and ignored."""
+
+    NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset()
+
+
+class ObjectMeta(K8sStruct, frozen=True):
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+# --- VirtualService -----------------------------------------------------------------------
+
+
+class StringMatch(IstioStruct, frozen=True):
+    """Exactly one of exact/prefix/regex; ``{}`` means presence in header/query maps."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+
+class PortSelector(IstioStruct, frozen=True):
+    number: Port | None = None
+
+
+class Destination(IstioStruct, frozen=True):
+    host: str
+    subset: str | None = None
+    port: PortSelector | None = None
+
+
+class HTTPRouteDestination(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"headers"})
+
+    destination: Destination
+    weight: Weight | None = None
+
+
+class HTTPMatchRequest(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"sourceLabels", "sourceNamespace", "gateways", "statPrefix"})
+
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: dict[str, StringMatch] = {}
+    without_headers: dict[str, StringMatch] = {}
+    query_params: dict[str, StringMatch] = {}
+    port: Port | None = None
+    ignore_uri_case: bool = False
+
+
+class HTTPRoute(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset(
+        {
+            "redirect",
+            "directResponse",
+            "delegate",
+            "rewrite",
+            "retries",
+            "fault",
+            "mirror",
+            "mirrorPercent",
+            "mirror_percent",
+            "mirrorPercentage",
+            "mirrors",
+            "corsPolicy",
+            "headers",
+        }
+    )
+
+    name: str | None = None
+    match: tuple[HTTPMatchRequest, ...] = ()
+    route: tuple[HTTPRouteDestination, ...] = ()
+    timeout: str | None = None
+
+
+class L4MatchAttributes(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset(
+        {"destinationSubnets", "sourceLabels", "sourceNamespace", "gateways", "sourceSubnet"}
+    )
+
+    port: Port | None = None
+
+
+class RouteDestination(IstioStruct, frozen=True):
+    destination: Destination
+    weight: Weight | None = None
+
+
+class TCPRoute(IstioStruct, frozen=True):
+    match: tuple[L4MatchAttributes, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+
+
+class VirtualServiceSpec(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"tls"})
+
+    hosts: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()
+    export_to: tuple[str, ...] = ()
+    http: tuple[HTTPRoute, ...] = ()
+    tcp: tuple[TCPRoute, ...] = ()
+
+
+# --- DestinationRule ----------------------------------------------------------------------
+
+
+class LoadBalancerSettings(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset(
+        {
+            "consistentHash",
+            "localityLbSetting",
+            "warmup",
+            "warmupDurationSecs",
+            "zoneAwareLbSetting",
+        }
+    )
+
+    simple: SimpleLb | None = None
+
+
+class TrafficPolicy(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset(
+        {
+            "connectionPool",
+            "outlierDetection",
+            "tls",
+            "portLevelSettings",
+            "tunnel",
+            "proxyProtocol",
+            "retryBudget",
+        }
+    )
+
+    load_balancer: LoadBalancerSettings | None = None
+
+
+class Subset(IstioStruct, frozen=True):
+    name: str
+    labels: dict[str, str] = {}
+    traffic_policy: TrafficPolicy | None = None
+
+
+class DestinationRuleSpec(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"workloadSelector"})
+
+    host: str
+    traffic_policy: TrafficPolicy | None = None
+    subsets: tuple[Subset, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+
+# --- ServiceEntry / WorkloadEntry ---------------------------------------------------------
+
+
+class ServicePort(IstioStruct, frozen=True):
+    number: Port
+    protocol: str | None = None
+    name: str | None = None
+    target_port: Port | None = None
+
+
+class WorkloadEntrySpec(IstioStruct, frozen=True):
+    address: str = ""
+    ports: dict[str, Port] = {}
+    labels: dict[str, str] = {}
+    network: str | None = None
+    locality: str | None = None
+    weight: UInt32 | None = None
+    service_account: str | None = None
+
+
+class WorkloadSelector(IstioStruct, frozen=True):
+    labels: dict[str, str] = {}
+
+
+class ServiceEntrySpec(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"subjectAltNames"})
+
+    hosts: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    location: Location | None = None
+    resolution: Resolution | None = None
+    endpoints: tuple[WorkloadEntrySpec, ...] = ()
+    workload_selector: WorkloadSelector | None = None
+    export_to: tuple[str, ...] = ()
+
+
+# --- Sidecar ------------------------------------------------------------------------------
+
+
+class SidecarPort(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"targetPort"})
+
+    number: Port | None = None
+    protocol: str | None = None
+    name: str | None = None
+
+
+class IstioIngressListener(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"tls", "connectionPool"})
+
+    port: SidecarPort
+    bind: str | None = None
+    capture_mode: CaptureMode | None = None
+    default_endpoint: str | None = None
+
+
+class IstioEgressListener(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"port", "bind", "captureMode"})
+
+    hosts: tuple[str, ...]
+
+
+class OutboundTrafficPolicy(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"egressProxy"})
+
+    mode: OutboundMode = "REGISTRY_ONLY"
+
+
+class SidecarSpec(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"inboundConnectionPool"})
+
+    workload_selector: WorkloadSelector | None = None
+    ingress: tuple[IstioIngressListener, ...] = ()
+    egress: tuple[IstioEgressListener, ...] = ()
+    outbound_traffic_policy: OutboundTrafficPolicy | None = None
+
+
+# --- Istio top-level resources ------------------------------------------------------------
+
+
+class VirtualService(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: VirtualServiceSpec
+    status: Any = None
+
+
+class DestinationRule(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: DestinationRuleSpec
+    status: Any = None
+
+
+class ServiceEntry(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: ServiceEntrySpec
+    status: Any = None
+
+
+class WorkloadEntry(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: WorkloadEntrySpec
+    status: Any = None
+
+
+class Sidecar(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: SidecarSpec
+    status: Any = None
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+
+class ServicePortK8s(K8sStruct, frozen=True):
+    port: Port
+    name: str | None = None
+    target_port: int | str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    app_protocol: str | None = None
+
+
+class ServiceSpecK8s(K8sStruct, frozen=True):
+    ports: tuple[ServicePortK8s, ...] = ()
+    selector: dict[str, str] = {}
+    cluster_ip: str | None = msgspec.field(default=None, name="clusterIP")
+    cluster_ips: tuple[str, ...] = msgspec.field(default=(), name="clusterIPs")
+
+
+class Service(K8sStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: ServiceSpecK8s = ServiceSpecK8s()
+
+
+class EndpointConditions(K8sStruct, frozen=True):
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+
+class SliceEndpoint(K8sStruct, frozen=True):
+    addresses: tuple[str, ...]
+    conditions: EndpointConditions = EndpointConditions()
+    zone: str | None = None
+    hostname: str | None = None
+
+
+class SlicePort(K8sStruct, frozen=True):
+    name: str | None = None
+    port: Port | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    app_protocol: str | None = None
+
+
+class EndpointSlice(K8sStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    address_type: Literal["IPv4", "IPv6", "FQDN"]
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[SlicePort, ...] = ()
+
+
+Resource = (
+    VirtualService
+    | DestinationRule
+    | ServiceEntry
+    | WorkloadEntry
+    | Sidecar
+    | Service
+    | EndpointSlice
+)
+
+# kind -> (Struct, accepted apiVersions)
+KINDS: dict[str, tuple[type[Any], frozenset[str]]] = {
+    "VirtualService": (VirtualService, NETWORKING_VERSIONS),
+    "DestinationRule": (DestinationRule, NETWORKING_VERSIONS),
+    "ServiceEntry": (ServiceEntry, NETWORKING_VERSIONS),
+    "WorkloadEntry": (WorkloadEntry, NETWORKING_VERSIONS),
+    "Sidecar": (Sidecar, NETWORKING_VERSIONS),
+    "Service": (Service, frozenset({"v1"})),
+    "EndpointSlice": (EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
+}
+
+# Istio kinds meshfast knows of but does not implement yet.
+ISTIO_KINDS_NOT_IMPLEMENTED = frozenset(
+    {
+        "Gateway",
+        "WorkloadGroup",
+        "EnvoyFilter",
+        "ProxyConfig",
+        "AuthorizationPolicy",
+        "PeerAuthentication",
+        "RequestAuthentication",
+        "Telemetry",
+        "WasmPlugin",
+    }
+)

@@ -1,0 +1,526 @@
+"""Validation: every problem of every document, at once, with its file, line and field path.
+
+1. Structure: a generic walker over ``msgspec.inspect.type_info`` checks each document against
+   its Struct (unknown / not-implemented / missing fields, wrong types, bad enum values,
+   out-of-range integers).  Only documents without structural problems are decoded.
+2. Semantics, per resource: weights, regexes, StringMatch oneofs, durations, hosts, ports...
+3. Across resources: duplicates, TCP services that would need the same listener port.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import inspect as mi
+
+from meshfast.config import compile as comp
+from meshfast.config import resources as r
+from meshfast.config.duration import parse_ms
+from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
+from meshfast.config.model import Config, ConfigError, Problem
+
+Issue = tuple[str, str]  # (JSON path, message)
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_KNOWN_PROTOCOLS = frozenset(
+    {"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"}
+)
+_INBOUND_ENDPOINT = re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|localhost):(\d{1,5})$")
+
+
+# --- the structural walker ----------------------------------------------------------------
+
+
+def _what(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _expected(t: mi.Type) -> str:
+    if isinstance(t, mi.BoolType):
+        return "a boolean"
+    if isinstance(t, mi.IntType):
+        return "an integer"
+    if isinstance(t, mi.FloatType):
+        return "a number"
+    if isinstance(t, mi.StrType | mi.LiteralType):
+        return "a string"
+    if isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
+        return "a list"
+    if isinstance(t, mi.DictType | mi.StructType):
+        return "a mapping"
+    if isinstance(t, mi.NoneType):
+        return "null"
+    return "a value"
+
+
+def _accepts(value: object, t: mi.Type) -> bool:
+    """Whether ``value``'s Python type is the right shape for ``t`` (values not checked)."""
+    if isinstance(t, mi.AnyType):
+        return True
+    if isinstance(t, mi.NoneType):
+        return value is None
+    if isinstance(t, mi.BoolType):
+        return isinstance(value, bool)
+    if isinstance(t, mi.IntType):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(t, mi.FloatType):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(t, mi.StrType):
+        return isinstance(value, str)
+    if isinstance(t, mi.LiteralType):
+        return any(type(v) is type(value) for v in t.values)
+    if isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
+        return isinstance(value, list)
+    if isinstance(t, mi.DictType | mi.StructType):
+        return isinstance(value, dict)
+    return False
+
+
+def _range(value: float, t: mi.IntType | mi.FloatType) -> str | None:
+    lo = t.ge if t.ge is not None else t.gt
+    hi = t.le if t.le is not None else t.lt
+    bad = (
+        (t.ge is not None and value < t.ge)
+        or (t.gt is not None and value <= t.gt)
+        or (t.le is not None and value > t.le)
+        or (t.lt is not None and value >= t.lt)
+    )
+    if not bad:
+        return None
+    if lo is not None and hi is not None:
+        return f"must be between {lo} and {hi}, got {value}"
+    if lo is not None:
+        return f"must be >= {lo}, got {value}"
+    return f"must be <= {hi}, got {value}"
+
+
+def check(value: object, t: mi.Type, path: str, out: list[Issue]) -> None:
+    """Append to ``out`` every structural problem of ``value`` against type ``t``."""
+    if isinstance(t, mi.AnyType):
+        return
+    if isinstance(t, mi.UnionType):
+        options = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if value is None and len(options) < len(t.types):
+            return
+        for option in options:
+            if _accepts(value, option):
+                check(value, option, path, out)
+                return
+        wanted = " or ".join(dict.fromkeys(_expected(x) for x in options))
+        out.append((path, f"expected {wanted}, got {_what(value)}"))
+        return
+    if not _accepts(value, t):
+        out.append((path, f"expected {_expected(t)}, got {_what(value)}"))
+        return
+    if isinstance(t, mi.IntType | mi.FloatType):
+        assert isinstance(value, int | float)
+        msg = _range(value, t)
+        if msg:
+            out.append((path, msg))
+    elif isinstance(t, mi.LiteralType):
+        if value not in t.values:
+            choices = ", ".join(str(v) for v in t.values)
+            out.append((path, f"must be one of {choices}; got {value!r}"))
+    elif isinstance(t, mi.StrType):
+        assert isinstance(value, str)
+        if t.min_length is not None and len(value) < t.min_length:
+            out.append((path, f"must be at least {t.min_length} characters long"))
+    elif isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
+        assert isinstance(value, list)
+        for i, item in enumerate(value):
+            check(item, t.item_type, child(path, i), out)
+    elif isinstance(t, mi.DictType):
+        assert isinstance(value, dict)
+        for k, v in value.items():
+            p = child(path, k)
+            if isinstance(t.key_type, mi.StrType) and not isinstance(k, str):
+                out.append((p, f"keys must be strings, got {_what(k)}"))
+                continue
+            check(v, t.value_type, p, out)
+    elif isinstance(t, mi.StructType):
+        assert isinstance(value, dict)
+        fields = {f.encode_name: f for f in t.fields}
+        not_implemented: frozenset[str] = getattr(t.cls, "NOT_IMPLEMENTED", frozenset())
+        for k, v in value.items():
+            p = child(path, k)
+            f = fields.get(k) if isinstance(k, str) else None
+            if f is not None:
+                check(v, f.type, p, out)
+            elif k in not_implemented:
+                out.append((p, "not implemented yet"))
+            elif t.forbid_unknown_fields:
+                out.append((p, f'unknown field "{k}"'))
+        out.extend(
+            (path, f'missing required field "{f.encode_name}"')
+            for f in t.fields
+            if f.required and f.encode_name not in value
+        )
+
+
+_TYPE_INFO: dict[type[Any], mi.Type] = {}
+
+
+def _type_info(cls: type[Any]) -> mi.Type:
+    if cls not in _TYPE_INFO:
+        _TYPE_INFO[cls] = mi.type_info(cls)
+    return _TYPE_INFO[cls]
+
+
+# --- semantic checks ----------------------------------------------------------------------
+
+
+def _regex(pattern: str, path: str) -> Iterator[Issue]:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        yield path, f"invalid regex {pattern!r}: {e}"
+
+
+def _string_match(m: r.StringMatch, path: str, *, presence_ok: bool = False) -> Iterator[Issue]:
+    set_ = [k for k in ("exact", "prefix", "regex") if getattr(m, k) is not None]
+    if not set_:
+        if not presence_ok:
+            yield path, "one of exact, prefix or regex is required"
+        return
+    if len(set_) > 1:
+        yield path, f"only one of exact, prefix or regex may be set (got {', '.join(set_)})"
+        return
+    if m.regex is not None and not (presence_ok and m.regex == "*"):
+        yield from _regex(m.regex, child(path, "regex"))
+
+
+def _duration(text: str, path: str) -> Iterator[Issue]:
+    try:
+        ms = parse_ms(text)
+    except ValueError as e:
+        yield path, str(e)
+        return
+    if ms < 1:
+        yield path, f'duration "{text}" must be >= 1ms'
+
+
+def _weights(
+    dests: Sequence[r.HTTPRouteDestination | r.RouteDestination], path: str
+) -> Iterator[Issue]:
+    for i, d in enumerate(dests):
+        p = child(path, i)
+        if not d.destination.host.strip():
+            yield child(child(p, "destination"), "host"), "host must not be empty"
+        subset = d.destination.subset
+        if subset is not None and not _DNS_LABEL.match(subset):
+            yield (
+                child(child(p, "destination"), "subset"),
+                f'subset "{subset}" is not a valid DNS label',
+            )
+    if len(dests) > 1 and sum(d.weight or 0 for d in dests) <= 0:
+        yield path, "with more than one destination the total weight must be > 0"
+
+
+def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
+    spec = vs.spec
+    if not spec.hosts:
+        yield "$.spec.hosts", "at least one host is required"
+    for i, h in enumerate(spec.hosts):
+        if not h.strip():
+            yield f"$.spec.hosts[{i}]", "host must not be empty"
+    for i, g in enumerate(spec.gateways):
+        if g != "mesh":
+            yield f"$.spec.gateways[{i}]", "gateway binding not implemented yet"
+    for i, http in enumerate(spec.http):
+        hp = f"$.spec.http[{i}]"
+        if not http.route:
+            yield hp, "route is required"
+        yield from _weights(http.route, f"{hp}.route")
+        if http.timeout is not None:
+            yield from _duration(http.timeout, f"{hp}.timeout")
+        for j, m in enumerate(http.match):
+            mp = f"{hp}.match[{j}]"
+            for key in ("uri", "scheme", "method", "authority"):
+                sm = getattr(m, key)
+                if sm is not None:
+                    yield from _string_match(sm, child(mp, key))
+            for key, attr in (("headers", "headers"), ("withoutHeaders", "without_headers")):
+                for name, sm in getattr(m, attr).items():
+                    p = child(child(mp, key), name)
+                    if name != name.lower():
+                        yield p, f'header name "{name}" must be lowercase'
+                    yield from _string_match(sm, p, presence_ok=True)
+            for name, sm in m.query_params.items():
+                yield from _string_match(
+                    sm, child(child(mp, "queryParams"), name), presence_ok=True
+                )
+    for i, tcp in enumerate(spec.tcp):
+        tp = f"$.spec.tcp[{i}]"
+        if not tcp.route:
+            yield tp, "route is required"
+        yield from _weights(tcp.route, f"{tp}.route")
+
+
+def _traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
+    if tp is not None and tp.load_balancer is not None and tp.load_balancer.simple == "PASSTHROUGH":
+        yield f"{path}.loadBalancer.simple", "PASSTHROUGH is not implemented yet"
+
+
+def _destination_rule(dr: r.DestinationRule) -> Iterator[Issue]:
+    if not dr.spec.host.strip():
+        yield "$.spec.host", "host must not be empty"
+    yield from _traffic_policy(dr.spec.traffic_policy, "$.spec.trafficPolicy")
+    seen: set[str] = set()
+    for i, s in enumerate(dr.spec.subsets):
+        p = f"$.spec.subsets[{i}]"
+        if not _DNS_LABEL.match(s.name):
+            yield f"{p}.name", f'subset name "{s.name}" is not a valid DNS label'
+        if s.name in seen:
+            yield f"{p}.name", f'duplicate subset "{s.name}"'
+        seen.add(s.name)
+        yield from _traffic_policy(s.traffic_policy, f"{p}.trafficPolicy")
+
+
+def _protocol(protocol: str | None, path: str) -> Iterator[Issue]:
+    if protocol is not None and protocol.upper() not in _KNOWN_PROTOCOLS:
+        known = ", ".join(sorted(_KNOWN_PROTOCOLS))
+        yield path, f'unknown protocol "{protocol}" (one of {known})'
+
+
+def _address(address: str, path: str) -> Iterator[Issue]:
+    if address.startswith("unix://"):
+        yield path, "unix domain socket endpoints are not implemented yet"
+
+
+def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
+    spec = se.spec
+    if not spec.hosts:
+        yield "$.spec.hosts", "at least one host is required"
+    for i, h in enumerate(spec.hosts):
+        if not h.strip():
+            yield f"$.spec.hosts[{i}]", "host must not be empty"
+        elif h.strip() == "*":
+            yield f"$.spec.hosts[{i}]", 'the host "*" is not allowed'
+    seen: set[int] = set()
+    for i, port in enumerate(spec.ports):
+        if port.number in seen:
+            yield f"$.spec.ports[{i}].number", f"duplicate port {port.number}"
+        seen.add(port.number)
+        yield from _protocol(port.protocol, f"$.spec.ports[{i}].protocol")
+    resolution = spec.resolution or "NONE"
+    if resolution == "DYNAMIC_DNS":
+        yield "$.spec.resolution", "DYNAMIC_DNS is not implemented yet"
+    has_endpoints = bool(spec.endpoints) or spec.workload_selector is not None
+    if resolution == "NONE" and not has_endpoints:
+        yield "$.spec.resolution", "resolution NONE without endpoints is not implemented yet"
+    if spec.endpoints and spec.workload_selector is not None:
+        yield "$.spec.workloadSelector", "workloadSelector and endpoints are mutually exclusive"
+    if resolution in ("DNS", "DNS_ROUND_ROBIN") and not has_endpoints:
+        for i, h in enumerate(spec.hosts):
+            if h.strip().startswith("*"):
+                yield f"$.spec.hosts[{i}]", "a wildcard host with DNS resolution needs endpoints"
+    for i, ep in enumerate(spec.endpoints):
+        p = f"$.spec.endpoints[{i}]"
+        if not ep.address:
+            yield p, "address is required"
+        yield from _address(ep.address, f"{p}.address")
+        static = resolution == "STATIC" and not ep.address.startswith("unix://")
+        if static and ep.address and not comp.ip_literal(ep.address):
+            yield f"{p}.address", f'"{ep.address}" is not an IP address (resolution STATIC)'
+
+
+def _workload_entry(we: r.WorkloadEntry) -> Iterator[Issue]:
+    if not we.spec.address:
+        yield "$.spec", 'missing required field "address"'
+    yield from _address(we.spec.address, "$.spec.address")
+
+
+def _sidecar(sc: r.Sidecar) -> Iterator[Issue]:
+    for i, ing in enumerate(sc.spec.ingress):
+        p = f"$.spec.ingress[{i}]"
+        if ing.port.number is None:
+            yield f"{p}.port", 'missing required field "number"'
+        yield from _protocol(ing.port.protocol, f"{p}.port.protocol")
+        if ing.default_endpoint is None:
+            yield p, "ingress without defaultEndpoint is not implemented yet"
+        elif ing.default_endpoint.startswith("unix://"):
+            yield f"{p}.defaultEndpoint", "unix domain socket endpoints are not implemented yet"
+        elif not _INBOUND_ENDPOINT.match(ing.default_endpoint):
+            yield (
+                f"{p}.defaultEndpoint",
+                f'"{ing.default_endpoint}" must be 127.0.0.1:PORT, [::1]:PORT or 0.0.0.0:PORT',
+            )
+    for i, eg in enumerate(sc.spec.egress):
+        if not eg.hosts:
+            yield f"$.spec.egress[{i}].hosts", "at least one host is required"
+        for j, h in enumerate(eg.hosts):
+            ns, slash, host = h.partition("/")
+            if not slash or not ns or not host:
+                yield f"$.spec.egress[{i}].hosts[{j}]", f'"{h}" must be namespace/dnsName'
+
+
+def _service(svc: r.Service) -> Iterator[Issue]:
+    for i, port in enumerate(svc.spec.ports):
+        if isinstance(port.target_port, str):
+            yield (
+                f"$.spec.ports[{i}].targetPort",
+                f'named targetPort "{port.target_port}" is not implemented yet; use a number',
+            )
+        elif port.target_port is not None and not 1 <= port.target_port <= 65535:
+            yield (
+                f"$.spec.ports[{i}].targetPort",
+                f"must be between 1 and 65535, got {port.target_port}",
+            )
+
+
+def _endpoint_slice(sl: r.EndpointSlice) -> Iterator[Issue]:
+    if "kubernetes.io/service-name" not in sl.metadata.labels:
+        yield "$.metadata.labels", 'missing label "kubernetes.io/service-name"'
+
+
+_SEMANTIC: dict[type[Any], Any] = {
+    r.VirtualService: _virtual_service,
+    r.DestinationRule: _destination_rule,
+    r.ServiceEntry: _service_entry,
+    r.WorkloadEntry: _workload_entry,
+    r.Sidecar: _sidecar,
+    r.Service: _service,
+    r.EndpointSlice: _endpoint_slice,
+}
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+
+def _name_of(data: object) -> tuple[str, str]:
+    if not isinstance(data, dict):
+        return "-", "-"
+    kind = data.get("kind")
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return (
+        kind if isinstance(kind, str) and kind else "-",
+        name if isinstance(name, str) and name else "-",
+    )
+
+
+def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issue]]:
+    data = doc.data
+    issues: list[Issue] = list(doc.problems)
+    if not isinstance(data, dict):
+        return None, [*issues, ("$", f"a resource must be a mapping, got {_what(data)}")]
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not kind:
+        issues.append(("$", 'missing required field "kind"'))
+        return None, issues
+    entry = r.KINDS.get(kind)
+    if entry is None:
+        if kind in r.ISTIO_KINDS_NOT_IMPLEMENTED:
+            issues.append(("$.kind", f"{kind} is not implemented yet"))
+        else:
+            issues.append(("$.kind", f"{kind} is not supported"))
+        return None, issues
+    cls, versions = entry
+    api_version = data.get("apiVersion")
+    if api_version is not None and api_version not in versions:
+        issues.append(
+            (
+                "$.apiVersion",
+                f'apiVersion "{api_version}" is not supported for {kind}'
+                f" (use {', '.join(sorted(versions))})",
+            )
+        )
+    check(data, _type_info(cls), "$", issues)
+    if issues:
+        return None, issues
+    meta = dict(data["metadata"])
+    if meta.get("namespace") is None:
+        meta["namespace"] = namespace
+    resource: r.Resource = msgspec.convert({**data, "metadata": meta}, cls)
+    issues.extend(_SEMANTIC[cls](resource))
+    return resource, issues
+
+
+def _validate(
+    docs: list[Document], errors: list[LoadError], files: list[str], namespace: str
+) -> Config:
+    problems = [Problem(e.file, e.line, "-", "-", "$", e.message) for e in errors]
+    resources: list[r.Resource] = []
+    origins: dict[tuple[str, str, str], tuple[Document, r.Resource]] = {}
+    for doc in docs:
+        kind, name = _name_of(doc.data)
+        resource, issues = _decode(doc, namespace)
+        problems.extend(Problem(doc.file, doc.line_of(p), kind, name, p, m) for p, m in issues)
+        if resource is None or issues:
+            continue
+        key = (kind, resource.metadata.namespace, resource.metadata.name)
+        first = origins.get(key)
+        if first is not None:
+            where = f"{first[0].file}:{first[0].line}"
+            problems.append(
+                Problem(
+                    doc.file,
+                    doc.line_of("$.metadata.name"),
+                    kind,
+                    name,
+                    "$.metadata.name",
+                    f"duplicate {kind} {key[1]}/{key[2]} (first defined at {where})",
+                )
+            )
+            continue
+        origins[key] = (doc, resource)
+        resources.append(resource)
+
+    # TCP services are told apart by port only: two of them on one port would need one listener.
+    port_owner: dict[int, str] = {}
+    for svc in comp.build_registry(resources).values():
+        for port in svc.ports:
+            if port.protocol != "tcp":
+                continue
+            other = port_owner.setdefault(port.number, svc.fqdn)
+            if other == svc.fqdn:
+                continue
+            doc = origins[svc.origin][0]
+            field = "number" if svc.origin[0] == "ServiceEntry" else "port"
+            path = f"$.spec.ports[{port.index}].{field}"
+            problems.append(
+                Problem(
+                    doc.file,
+                    doc.line_of(path),
+                    svc.origin[0],
+                    svc.origin[2],
+                    path,
+                    f"TCP port {port.number} of {svc.fqdn} needs the same listener port as {other}",
+                )
+            )
+
+    if problems:
+        order = {f: i for i, f in enumerate(dict.fromkeys([*files, *(p.file for p in problems)]))}
+        problems.sort(key=lambda p: (order[p.file], p.line))
+        raise ConfigError(problems)
+    return Config(resources=resources)
+
+
+def load_config(paths: Sequence[str | Path], *, namespace: str = "default") -> Config:
+    """Read and validate files and folders; raises ConfigError with every problem found."""
+    docs, errors, files = read_paths(paths)
+    return _validate(docs, errors, files, namespace)
+
+
+def load_config_text(text: str, *, source: str = "<body>", namespace: str = "default") -> Config:
+    """Read and validate one multi-document YAML text (a ``POST /config`` body)."""
+    docs, errors = parse_text(text, source)
+    return _validate(docs, errors, [source], namespace)

@@ -1,0 +1,251 @@
+"""The sidecar: the Rust core, the snapshot it serves, and the admin API around them.
+
+``meshfast run`` and ``meshfast demo`` both build a :class:`Sidecar` and run
+:meth:`Sidecar.serve` under Trio. Life cycle::
+
+    starting ──(admin bound, first snapshot applied)──► ready
+    ready ──(SIGTERM/SIGINT, POST /quitquitquit, request_shutdown())──► draining
+    draining ──(core.shutdown(drain_timeout) returned)──► stopped
+
+The core is anything with :class:`CoreLike`'s methods: ``meshfast._core.Core`` in
+production, a fake in the admin API's tests.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import trio
+
+from meshfast.config import ir
+from meshfast.control.http import HttpServer, Limits, format_address, open_listeners
+
+if TYPE_CHECKING:
+    from meshfast.config import CompileOptions
+
+__all__ = ["CoreLike", "Ready", "Sidecar", "SidecarSettings", "State"]
+
+State = Literal["starting", "ready", "draining", "stopped"]
+
+
+class CoreLike(Protocol):
+    """The part of ``meshfast._core.Core`` the control layer uses."""
+
+    def apply_snapshot(self, snapshot: bytes, /) -> int: ...
+    def listeners(self) -> list[tuple[str, str]]: ...
+    def stats_json(self) -> str: ...
+    def stats_prometheus(self) -> str: ...
+    def clusters_json(self) -> str: ...
+    def shutdown(self, drain_timeout: float = ..., /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """What ``meshfast run`` was told on its command line."""
+
+    admin: str = "127.0.0.1:15000"
+    namespace: str = "default"
+    outbound: str = "127.0.0.1:15001"
+    inbound: str = "127.0.0.1:15006"
+    app: str | None = None
+    drain_timeout: float = 5.0
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What :meth:`Sidecar.serve` reports once it serves (``task_status.started``)."""
+
+    admin: str
+    outbound: str
+    listeners: tuple[tuple[str, str], ...]
+    version: int
+
+    def line(self) -> str:
+        """The one line ``meshfast run`` prints on stdout."""
+        return (
+            f"meshfast ready admin={self.admin} outbound={self.outbound} "
+            f"listeners={len(self.listeners)} version={self.version}"
+        )
+
+
+class Sidecar:
+    """Owns the core, the current snapshot and its sources; serves the admin API.
+
+    ``core_errors`` are the exceptions ``core.apply_snapshot`` raises for a snapshot it
+    rejects (``POST /config`` answers them with 400); by default the core's
+    ``SnapshotError`` and ``CoreError``. ``limits`` bound the admin API's HTTP server.
+    """
+
+    def __init__(
+        self,
+        core: CoreLike,
+        snapshot: ir.Snapshot,
+        settings: SidecarSettings | None = None,
+        *,
+        core_errors: tuple[type[Exception], ...] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        from meshfast.control.admin import AdminApi
+
+        if core_errors is None:
+            from meshfast.errors import core_errors as _core_errors
+
+            core_errors = _core_errors()
+        self.core = core
+        self.settings = settings or SidecarSettings()
+        self.core_errors = core_errors
+        self._snapshot = snapshot
+        self._sources: tuple[str, ...] = self.settings.sources
+        self._version = snapshot.version
+        self._state: State = "starting"
+        self._served = False
+        self._core_stopped = False
+        self._quit = trio.Event()
+        self._apply_lock = trio.Lock()
+        self._http = HttpServer(AdminApi(self), limits)
+        self.admin_address: str | None = None
+
+    # === state ===
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def snapshot(self) -> ir.Snapshot:
+        """The snapshot the core serves (or will serve, while starting)."""
+        return self._snapshot
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Where the current config came from: file paths, or ``<POST /config>``."""
+        return self._sources
+
+    def request_shutdown(self) -> None:
+        """Start draining: readiness fails, then the core drains and :meth:`serve` returns.
+
+        Call it from Trio (the admin API, a signal, a test); it is idempotent.
+        """
+        self._quit.set()
+
+    # === config ===
+
+    def compile_options(self, version: int) -> CompileOptions:
+        from meshfast.config import CompileOptions
+
+        s = self.settings
+        return CompileOptions(
+            namespace=s.namespace,
+            outbound=s.outbound,
+            inbound=s.inbound,
+            app=s.app,
+            version=version,
+        )
+
+    async def apply_yaml(self, text: str, *, source: str = "<POST /config>") -> int:
+        """Loads, compiles and applies a whole new config; returns its version.
+
+        Raises ``ConfigError`` (nothing applied) or one of ``core_errors`` (the core
+        rejected the snapshot; the old one keeps serving).
+        """
+        from meshfast.config import compile_config, load_config_text
+
+        async with self._apply_lock:
+            options = self.compile_options(self._version + 1)
+
+            def build() -> ir.Snapshot:
+                config = load_config_text(text, source=source, namespace=self.settings.namespace)
+                return compile_config(config, options)
+
+            snapshot = await trio.to_thread.run_sync(build)
+            return await self._apply_locked(snapshot, (source,))
+
+    async def apply(self, snapshot: ir.Snapshot, sources: Sequence[str]) -> int:
+        """Applies an already compiled snapshot; returns its version."""
+        async with self._apply_lock:
+            return await self._apply_locked(snapshot, tuple(sources))
+
+    async def _apply_locked(self, snapshot: ir.Snapshot, sources: tuple[str, ...]) -> int:
+        encoded = ir.encode(snapshot)
+        version = await trio.to_thread.run_sync(self.core.apply_snapshot, encoded)
+        self._snapshot, self._sources, self._version = snapshot, sources, version
+        return version
+
+    # === serving ===
+
+    async def serve(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: trio.TaskStatus[Ready] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Binds the admin API, applies the snapshot, reports :class:`Ready`, serves
+        until shut down, drains the core and returns.
+
+        With ``handle_signals`` (main thread only), SIGTERM and SIGINT start the drain.
+        If the admin address cannot be bound or the core rejects the first snapshot,
+        the error propagates and the core is shut down.
+        """
+        if self._served:
+            raise RuntimeError("a Sidecar serves only once")
+        self._served = True
+        try:
+            listeners = await open_listeners(self.settings.admin)
+            self.admin_address = format_address(listeners[0].socket.getsockname())
+            error: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    await nursery.start(self._watch_signals)
+                await nursery.start(self._http.serve, listeners)
+                try:
+                    ready = await self._start_core()
+                except Exception as exc:
+                    error = exc
+                    nursery.cancel_scope.cancel()
+                else:
+                    self._state = "ready"
+                    task_status.started(ready)
+                    await self._quit.wait()
+                    self._state = "draining"
+                    await trio.to_thread.run_sync(self.core.shutdown, self.settings.drain_timeout)
+                    self._core_stopped = True
+                    nursery.cancel_scope.cancel()
+            if error is not None:
+                raise error
+        finally:
+            self._state = "stopped"
+            if not self._core_stopped:
+                self._core_stopped = True
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self.core.shutdown, 0.0)
+
+    async def _start_core(self) -> Ready:
+        version = await self.apply(self._snapshot, self._sources)
+        bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
+        outbound_names = {
+            listener.name
+            for listener in self._snapshot.listeners
+            if listener.address == self.settings.outbound
+        }
+        outbound = next(
+            (addr for name, addr in bound if name in outbound_names), self.settings.outbound
+        )
+        assert self.admin_address is not None
+        return Ready(self.admin_address, outbound, bound, version)
+
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for _ in signals:
+                # A second signal while draining changes nothing: the drain is bounded.
+                self.request_shutdown()

@@ -1,0 +1,654 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from meshfast.config import ConfigError, Problem, load_config_text
+from meshfast.config.resources import (
+    DestinationRule,
+    EndpointSlice,
+    Service,
+    ServiceEntry,
+    Sidecar,
+    VirtualService,
+    WorkloadEntry,
+)
+
+
+def problems(text: str) -> list[Problem]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(textwrap.dedent(text), source="t.yaml")
+    return info.value.problems
+
+
+def messages(text: str) -> list[tuple[str, str]]:
+    return [(p.path, p.message) for p in problems(text)]
+
+
+def vs(spec: str, name: str = "reviews") -> str:
+    head = f"""\
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata:
+          name: {name}
+        spec:
+        """
+    return textwrap.dedent(head) + textwrap.indent(textwrap.dedent(spec), "  ")
+
+
+def dr(spec: str, name: str = "reviews") -> str:
+    return vs(spec, name).replace("kind: VirtualService", "kind: DestinationRule")
+
+
+def se(spec: str, name: str = "ext") -> str:
+    return vs(spec, name).replace("kind: VirtualService", "kind: ServiceEntry")
+
+
+ROUTE = """\
+hosts: [reviews]
+http:
+- route:
+  - destination: {host: reviews}
+"""
+
+
+def test_problem_format_and_config_error() -> None:
+    p = Problem("f.yaml", 3, "VirtualService", "r", "$.spec.http[0].fault", "not implemented yet")
+    assert str(p) == "f.yaml:3: VirtualService/r: $.spec.http[0].fault: not implemented yet"
+    e = ConfigError([p, p])
+    assert str(e) == f"{p}\n{p}"
+    assert e.problems == [p, p]
+
+
+BROKEN = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  tpc: []
+  http:
+  - route:
+    - destination:
+        host: reviews
+      weight: -1
+"""
+
+
+def test_broken_file_reports_both_lines() -> None:
+    got = problems(BROKEN)
+    assert [str(p) for p in got] == [
+        't.yaml:7: VirtualService/reviews: $.spec.tpc: unknown field "tpc"',
+        "t.yaml:12: VirtualService/reviews: $.spec.http[0].route[0].weight: "
+        "must be between 0 and 2147483647, got -1",
+    ]
+
+
+def test_valid_documents_decode_to_structs() -> None:
+    text = """\
+        apiVersion: networking.istio.io/v1beta1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: prod, labels: {a: b}, uid: x, resourceVersion: "3"}
+        spec:
+          hosts: [reviews]
+          exportTo: ["."]
+          http:
+          - name: jason
+            match:
+            - uri: {prefix: /api}
+              ignoreUriCase: true
+              headers: {end-user: {exact: jason}, x-any: {}}
+              withoutHeaders: {x-skip: {regex: "a+"}}
+              queryParams: {q: {exact: ""}}
+              method: {exact: GET}
+              port: 9080
+            route:
+            - destination: {host: reviews, subset: v2, port: {number: 9080}}
+              weight: 100
+            timeout: 1.5s
+          tcp:
+          - match: [{port: 3306}]
+            route: [{destination: {host: db}}]
+        ---
+        apiVersion: networking.istio.io/v1alpha3
+        kind: DestinationRule
+        metadata: {name: reviews}
+        spec:
+          host: reviews
+          exportTo: ["*"]
+          trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}
+          subsets:
+          - name: v1
+            labels: {version: v1}
+            trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: ext}
+        spec:
+          hosts: [api.example.com]
+          addresses: [240.0.0.1]
+          location: MESH_INTERNAL
+          ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+          resolution: STATIC
+          endpoints:
+          - {address: 10.0.0.1, ports: {http: 8081}, labels: {v: "1"}, weight: 3, locality: r/z,
+             network: n1, serviceAccount: sa}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata: {name: vm1}
+        spec: {address: 10.0.0.9, labels: {app: vm}, ports: {http: 80}, weight: 2}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: default}
+        spec:
+          ingress:
+          - port: {number: 9080, protocol: HTTP, name: http}
+            defaultEndpoint: 127.0.0.1:8080
+            captureMode: NONE
+          egress: [{hosts: ["./*", "istio-system/*"]}]
+          outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: reviews, annotations: {a: b}}
+        spec:
+          clusterIP: 10.96.0.10
+          clusterIPs: [10.96.0.10]
+          type: ClusterIP
+          selector: {app: reviews}
+          ports: [{name: http, port: 9080, targetPort: 9080, protocol: TCP, appProtocol: http}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: reviews-abc, labels: {kubernetes.io/service-name: reviews}}
+        addressType: IPv4
+        ports: [{name: http, port: 9080, protocol: TCP}]
+        endpoints:
+        - addresses: [10.1.0.1]
+          conditions: {ready: true}
+          zone: z1
+          targetRef: {kind: Pod, name: reviews-1}
+        """
+    config = load_config_text(textwrap.dedent(text))
+    types = [type(r) for r in config.resources]
+    assert types == [
+        VirtualService,
+        DestinationRule,
+        ServiceEntry,
+        WorkloadEntry,
+        Sidecar,
+        Service,
+        EndpointSlice,
+    ]
+    v = config.resources[0]
+    assert isinstance(v, VirtualService)
+    assert v.metadata.namespace == "prod"
+    m = v.spec.http[0].match[0]
+    assert m.uri is not None
+    assert m.uri.prefix == "/api"
+    assert m.ignore_uri_case
+    assert m.port == 9080
+    assert m.headers["x-any"].exact is None
+    assert v.spec.http[0].route[0].destination.port is not None
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        # unknown field, at any depth
+        (ROUTE + "  foo: 1\n", [("$.spec.http[0].foo", 'unknown field "foo"')]),
+        # not-implemented fields
+        (
+            ROUTE + "  fault: {abort: {httpStatus: 500}}\n  retries: {attempts: 3}\n",
+            [
+                ("$.spec.http[0].fault", "not implemented yet"),
+                ("$.spec.http[0].retries", "not implemented yet"),
+            ],
+        ),
+        (
+            "hosts: [r]\ntls: []\n",
+            [("$.spec.tls", "not implemented yet")],
+        ),
+        (
+            "hosts: [r]\nhttp:\n- match: [{sourceLabels: {a: b}}]\n"
+            "  route: [{destination: {host: r}, headers: {}}]\n",
+            [
+                ("$.spec.http[0].match[0].sourceLabels", "not implemented yet"),
+                ("$.spec.http[0].route[0].headers", "not implemented yet"),
+            ],
+        ),
+        # wrong types
+        (
+            "hosts: reviews\nhttp:\n- route: [{destination: {host: 5}}]\n  timeout: 5\n",
+            [
+                ("$.spec.hosts", "expected a list, got a string"),
+                ("$.spec.http[0].route[0].destination.host", "expected a string, got an integer"),
+                ("$.spec.http[0].timeout", "expected a string, got an integer"),
+            ],
+        ),
+        (
+            "hosts: [r]\nhttp:\n- match: [{ignoreUriCase: yes, port: 80.5}]\n"
+            "  route: [{destination: {host: r}}]\n",
+            [("$.spec.http[0].match[0].port", "expected an integer, got a number")],
+        ),
+        # missing required field
+        (
+            "hosts: [r]\nhttp:\n- route: [{destination: {subset: v1}}]\n",
+            [("$.spec.http[0].route[0].destination", 'missing required field "host"')],
+        ),
+        # out of range
+        (
+            "hosts: [r]\nhttp:\n- match: [{port: 70000}]\n  route: [{destination: {host: r}}]\n",
+            [("$.spec.http[0].match[0].port", "must be between 1 and 65535, got 70000")],
+        ),
+    ],
+)
+def test_structural_problems(spec: str, expected: list[tuple[str, str]]) -> None:
+    assert messages(vs(spec)) == expected
+
+
+def test_bad_enum_value() -> None:
+    got = messages(dr("host: r\ntrafficPolicy: {loadBalancer: {simple: FASTEST}}\n"))
+    [(path, message)] = got
+    assert path == "$.spec.trafficPolicy.loadBalancer.simple"
+    assert message.startswith("must be one of")
+    assert "ROUND_ROBIN" in message
+    assert message.endswith("got 'FASTEST'")
+
+
+def test_dr_not_implemented_and_passthrough() -> None:
+    got = messages(
+        dr(
+            """\
+            host: r
+            workloadSelector: {matchLabels: {a: b}}
+            trafficPolicy:
+              connectionPool: {tcp: {maxConnections: 1}}
+              outlierDetection: {}
+              loadBalancer: {consistentHash: {useSourceIp: true}}
+            subsets:
+            - name: v1
+              trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+            """
+        )
+    )
+    assert got == [
+        ("$.spec.workloadSelector", "not implemented yet"),
+        ("$.spec.trafficPolicy.connectionPool", "not implemented yet"),
+        ("$.spec.trafficPolicy.outlierDetection", "not implemented yet"),
+        ("$.spec.trafficPolicy.loadBalancer.consistentHash", "not implemented yet"),
+    ]
+    # Semantic checks only run once the structure is clean.
+    got = messages(
+        dr(
+            "host: r\nsubsets:\n- name: v1\n"
+            "  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}\n"
+        )
+    )
+    assert got == [
+        (
+            "$.spec.subsets[0].trafficPolicy.loadBalancer.simple",
+            "PASSTHROUGH is not implemented yet",
+        )
+    ]
+
+
+def test_subset_names() -> None:
+    got = messages(dr("host: r\nsubsets:\n- name: V_1\n- name: ok\n- name: ok\n"))
+    assert got == [
+        ("$.spec.subsets[0].name", 'subset name "V_1" is not a valid DNS label'),
+        ("$.spec.subsets[2].name", 'duplicate subset "ok"'),
+    ]
+    got = messages(vs("hosts: [r]\nhttp:\n- route: [{destination: {host: r, subset: Bad.1}}]\n"))
+    assert got == [
+        ("$.spec.http[0].route[0].destination.subset", 'subset "Bad.1" is not a valid DNS label')
+    ]
+
+
+def test_weights() -> None:
+    got = messages(
+        vs(
+            """\
+            hosts: [r]
+            http:
+            - route:
+              - {destination: {host: r, subset: a}}
+              - {destination: {host: r, subset: b}, weight: 0}
+            tcp:
+            - route:
+              - {destination: {host: r}, weight: 0}
+              - {destination: {host: r}, weight: 0}
+            """
+        )
+    )
+    assert got == [
+        ("$.spec.http[0].route", "with more than one destination the total weight must be > 0"),
+        ("$.spec.tcp[0].route", "with more than one destination the total weight must be > 0"),
+    ]
+    # A single destination needs no weight; 100-sums are fine, other sums too.
+    load_config_text(vs("hosts: [r]\nhttp:\n- route: [{destination: {host: r}, weight: 0}]\n"))
+    load_config_text(
+        vs(
+            "hosts: [r]\nhttp:\n- route:\n  - {destination: {host: r}, weight: 1}\n"
+            "  - {destination: {host: r}, weight: 2}\n"
+        )
+    )
+
+
+def test_string_matches_and_regexes() -> None:
+    got = messages(
+        vs(
+            """\
+            hosts: [r]
+            http:
+            - match:
+              - uri: {exact: /a, prefix: /b}
+              - uri: {}
+              - uri: {regex: "(unclosed"}
+              - headers: {x-a: {}, x-b: {regex: "*"}, x-c: {regex: "[z-a]"}, X-Up: {exact: a}}
+              - queryParams: {q: {}, r: {regex: "+"}}
+              route: [{destination: {host: r}}]
+            """
+        )
+    )
+    assert [p for p, _ in got] == [
+        "$.spec.http[0].match[0].uri",
+        "$.spec.http[0].match[1].uri",
+        "$.spec.http[0].match[2].uri.regex",
+        "$.spec.http[0].match[3].headers.x-c.regex",
+        "$.spec.http[0].match[3].headers.X-Up",
+        "$.spec.http[0].match[4].queryParams.r.regex",
+    ]
+    assert got[0][1] == "only one of exact, prefix or regex may be set (got exact, prefix)"
+    assert got[1][1] == "one of exact, prefix or regex is required"
+    assert got[2][1].startswith("invalid regex '(unclosed': missing )")
+    assert got[4][1] == 'header name "X-Up" must be lowercase'
+
+
+@pytest.mark.parametrize(
+    ("timeout", "message"),
+    [
+        ("5", 'invalid duration "5" (use e.g. 1h, 1m, 1s, 500ms, 1.5s)'),
+        ("1x", 'invalid duration "1x" (use e.g. 1h, 1m, 1s, 500ms, 1.5s)'),
+        ("0s", 'duration "0s" must be >= 1ms'),
+        ("500us", 'duration "500us" must be >= 1ms'),
+    ],
+)
+def test_bad_durations(timeout: str, message: str) -> None:
+    got = messages(
+        vs(f"hosts: [r]\nhttp:\n- route: [{{destination: {{host: r}}}}]\n  timeout: {timeout!r}\n")
+    )
+    assert got == [("$.spec.http[0].timeout", message)]
+
+
+@pytest.mark.parametrize("timeout", ["1h", "1m", "1s", "500ms", "1.5s", "1m30s", "1ms"])
+def test_good_durations(timeout: str) -> None:
+    load_config_text(
+        vs(f"hosts: [r]\nhttp:\n- route: [{{destination: {{host: r}}}}]\n  timeout: {timeout}\n")
+    )
+
+
+def test_vs_hosts_gateways_and_route() -> None:
+    got = messages(vs("hosts: []\ngateways: [mesh, my-gw]\nhttp:\n- name: x\n"))
+    assert got == [
+        ("$.spec.hosts", "at least one host is required"),
+        ("$.spec.gateways[1]", "gateway binding not implemented yet"),
+        ("$.spec.http[0]", "route is required"),
+    ]
+
+
+def test_unknown_destinations_are_not_errors() -> None:
+    load_config_text(
+        vs("hosts: [r]\nhttp:\n- route: [{destination: {host: nowhere, subset: v9}}]\n")
+    )
+
+
+def test_service_entry_problems() -> None:
+    got = messages(
+        se(
+            """\
+            hosts: []
+            ports:
+            - {number: 80, name: http, protocol: HTTP}
+            - {number: 80, name: http2, protocol: SPDY}
+            - {number: 0, name: zero}
+            """
+        )
+    )
+    assert got == [("$.spec.ports[2].number", "must be between 1 and 65535, got 0")]
+    got = messages(
+        se(
+            """\
+            hosts: []
+            ports:
+            - {number: 80, name: http, protocol: HTTP}
+            - {number: 80, name: http2, protocol: SPDY}
+            """
+        )
+    )
+    assert got == [
+        ("$.spec.resolution", "resolution NONE without endpoints is not implemented yet"),
+        ("$.spec.hosts", "at least one host is required"),
+        ("$.spec.ports[1].number", "duplicate port 80"),
+        (
+            "$.spec.ports[1].protocol",
+            'unknown protocol "SPDY" (one of GRPC, GRPC-WEB, HTTP, HTTP2, HTTPS, MONGO, MYSQL, '
+            "REDIS, TCP, TLS)",
+        ),
+    ]
+
+
+def test_service_entry_resolutions() -> None:
+    base = "hosts: [a.example.com]\nports: [{number: 80, name: http}]\n"
+    assert messages(se(base + "resolution: DYNAMIC_DNS\n")) == [
+        ("$.spec.resolution", "DYNAMIC_DNS is not implemented yet")
+    ]
+    assert messages(se(base + "resolution: STATIC\nendpoints: [{address: db.local}]\n")) == [
+        ("$.spec.endpoints[0].address", '"db.local" is not an IP address (resolution STATIC)')
+    ]
+    assert messages(se(base + "subjectAltNames: [x]\nresolution: DNS\n")) == [
+        ("$.spec.subjectAltNames", "not implemented yet")
+    ]
+    assert messages(
+        se("hosts: ['*.example.com']\nports: [{number: 80, name: http}]\nresolution: DNS\n")
+    ) == [("$.spec.hosts[0]", "a wildcard host with DNS resolution needs endpoints")]
+    got = messages(
+        se(base + "endpoints: [{address: 'unix:///tmp/s'}]\nworkloadSelector: {labels: {a: b}}\n")
+    )
+    assert got == [
+        ("$.spec.endpoints[0].address", "unix domain socket endpoints are not implemented yet"),
+        ("$.spec.workloadSelector", "workloadSelector and endpoints are mutually exclusive"),
+    ]
+    load_config_text(se(base + "resolution: DNS\n"))
+    load_config_text(se(base + "endpoints: [{address: 10.0.0.1}]\n"))  # NONE with endpoints
+
+
+def test_unknown_kinds() -> None:
+    got = problems(
+        """\
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: gw}
+        spec: {}
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: deny}
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        ---
+        apiVersion: v1
+        metadata: {name: nokind}
+        ---
+        - just a list
+        """
+    )
+    assert [str(p) for p in got] == [
+        "t.yaml:2: Gateway/gw: $.kind: Gateway is not implemented yet",
+        "t.yaml:7: AuthorizationPolicy/deny: $.kind: AuthorizationPolicy is not implemented yet",
+        "t.yaml:11: Deployment/web: $.kind: Deployment is not supported",
+        't.yaml:14: -/nokind: $: missing required field "kind"',
+        "t.yaml:17: -/-: $: a resource must be a mapping, got a list",
+    ]
+
+
+def test_envelope_problems() -> None:
+    got = messages(
+        """\
+        apiVersion: networking.istio.io/v2
+        kind: VirtualService
+        metadata: {namespace: x}
+        spec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}
+        """
+    )
+    assert got == [
+        (
+            "$.apiVersion",
+            'apiVersion "networking.istio.io/v2" is not supported for VirtualService (use '
+            "networking.istio.io/v1, networking.istio.io/v1alpha3, networking.istio.io/v1beta1)",
+        ),
+        ("$.metadata", 'missing required field "name"'),
+    ]
+    assert messages("kind: Sidecar\nmetadata: {name: s}\nspec: {}\n") == [
+        ("$", 'missing required field "apiVersion"')
+    ]
+
+
+def test_duplicate_resources() -> None:
+    one = vs(ROUTE)
+    got = problems(
+        one
+        + "---\n"
+        + one
+        + "---\n"
+        + one.replace("name: reviews\n", "name: reviews\n  namespace: other\n", 1)
+    )
+    assert [str(p) for p in got] == [
+        "t.yaml:14: VirtualService/reviews: $.metadata.name: "
+        "duplicate VirtualService default/reviews (first defined at t.yaml:1)"
+    ]
+
+
+def test_tcp_listener_conflicts() -> None:
+    text = """\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: db}
+        spec:
+          hosts: [db.example.com]
+          ports: [{number: 3306, name: mysql, protocol: TCP}]
+          resolution: DNS
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: mysql}
+        spec:
+          ports:
+          - {name: http, port: 80}
+          - {name: tcp-mysql, port: 3306}
+        """
+    got = problems(text)
+    assert [str(p) for p in got] == [
+        "t.yaml:6: ServiceEntry/db: $.spec.ports[0].number: TCP port 3306 of "
+        "db.example.com needs the same listener port as mysql.default.svc.cluster.local"
+    ]
+
+
+def test_sidecar_problems() -> None:
+    got = messages(
+        """\
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: default}
+        spec:
+          ingress:
+          - port: {protocol: HTTP}
+          - port: {number: 9080, protocol: HTTP}
+            defaultEndpoint: 10.0.0.1:80
+          - port: {number: 9081, protocol: HTTP}
+            defaultEndpoint: unix:///var/run/app.sock
+          egress: [{hosts: [reviews, "./*"]}]
+          outboundTrafficPolicy: {mode: ALLOW_ANY}
+        """
+    )
+    assert got == [
+        ("$.spec.ingress[0].port", 'missing required field "number"'),
+        ("$.spec.ingress[0]", "ingress without defaultEndpoint is not implemented yet"),
+        (
+            "$.spec.ingress[1].defaultEndpoint",
+            '"10.0.0.1:80" must be 127.0.0.1:PORT, [::1]:PORT or 0.0.0.0:PORT',
+        ),
+        (
+            "$.spec.ingress[2].defaultEndpoint",
+            "unix domain socket endpoints are not implemented yet",
+        ),
+        ("$.spec.egress[0].hosts[0]", '"reviews" must be namespace/dnsName'),
+    ]
+    assert messages(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n"
+        "spec: {ingress: [{port: {number: 1}, defaultEndpoint: '127.0.0.1:1', tls: {}}]}\n"
+    ) == [("$.spec.ingress[0].tls", "not implemented yet")]
+
+
+def test_kubernetes_problems() -> None:
+    got = messages(
+        """\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          ports: [{name: http, port: 80, targetPort: http}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: web-1}
+        addressType: IPv5
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: web-2, labels: {a: "1"}}
+        addressType: IPv4
+        """
+    )
+    assert got == [
+        (
+            "$.spec.ports[0].targetPort",
+            'named targetPort "http" is not implemented yet; use a number',
+        ),
+        ("$.addressType", "must be one of FQDN, IPv4, IPv6; got 'IPv5'"),
+        ("$.metadata.labels", 'missing label "kubernetes.io/service-name"'),
+    ]
+
+
+def test_workload_entry_problems() -> None:
+    got = messages(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\n"
+        "spec: {labels: {version: 1}, weight: -2}\n"
+    )
+    assert got == [
+        ("$.spec.labels.version", "expected a string, got an integer"),
+        ("$.spec.weight", "must be between 0 and 4294967295, got -2"),
+    ]
+    got = messages(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\nspec: {}\n"
+    )
+    assert got == [("$.spec", 'missing required field "address"')]
+
+
+def test_every_problem_of_every_document_at_once() -> None:
+    text = (
+        vs(ROUTE + "  fault: {}\n") + "---\n" + dr("host: r\nbogus: 1\n") + "---\nkind: Gateway\n"
+    )
+    got = problems(text)
+    assert [(p.line, p.kind, p.message) for p in got] == [
+        (10, "VirtualService", "not implemented yet"),
+        (18, "DestinationRule", 'unknown field "bogus"'),
+        (20, "Gateway", "Gateway is not implemented yet"),
+    ]

@@ -1,0 +1,500 @@
+"""The admin API over real sockets, with a fake core standing in for ``meshfast._core.Core``."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+import pytest
+import trio
+
+from meshfast.config import ir
+from meshfast.control.http import Limits, format_address, parse_address
+from meshfast.control.sidecar import Ready, Sidecar, SidecarSettings
+
+GOOD_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports:
+  - number: 9080
+    name: http
+    protocol: HTTP
+  endpoints:
+  - address: 127.0.0.1
+"""
+
+BAD_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination:
+        host: reviews
+      weight: lots
+"""
+
+
+class FakeSnapshotError(Exception):
+    pass
+
+
+class FakeCore:
+    """``_core.Core``'s methods, recording what it was told.
+
+    ``gate_apply``/``gate_shutdown`` (when given) hold those calls until set, so tests
+    can look at the ``starting`` and ``draining`` states.
+    """
+
+    def __init__(
+        self,
+        *,
+        gate_apply: threading.Event | None = None,
+        gate_shutdown: threading.Event | None = None,
+    ) -> None:
+        self.applied: list[ir.Snapshot] = []
+        self.shutdowns: list[float] = []
+        self.reject: str | None = None
+        self.fail_stats = False
+        self.gate_apply = gate_apply
+        self.gate_shutdown = gate_shutdown
+
+    def apply_snapshot(self, snapshot: bytes, /) -> int:
+        if self.gate_apply is not None:
+            assert self.gate_apply.wait(10)
+        if self.reject is not None:
+            raise FakeSnapshotError(self.reject)
+        decoded = msgspec.msgpack.decode(snapshot, type=ir.Snapshot)
+        self.applied.append(decoded)
+        return decoded.version
+
+    def listeners(self) -> list[tuple[str, str]]:
+        if not self.applied:
+            return []
+        return [(li.name, li.address.replace(":0", ":4242")) for li in self.applied[-1].listeners]
+
+    def stats_json(self) -> str:
+        if self.fail_stats:
+            raise RuntimeError("stats exploded")
+        return json.dumps({"listeners": {"outbound": {"requests": 3}}})
+
+    def stats_prometheus(self) -> str:
+        return "# TYPE meshfast_requests_total counter\nmeshfast_requests_total 3\n"
+
+    def clusters_json(self) -> str:
+        return json.dumps({"clusters": [{"name": "c1", "endpoints": []}]})
+
+    def shutdown(self, drain_timeout: float = 5.0, /) -> None:
+        if self.gate_shutdown is not None:
+            assert self.gate_shutdown.wait(10)
+        self.shutdowns.append(drain_timeout)
+
+
+SNAPSHOT = ir.Snapshot(
+    version=1,
+    listeners=(ir.Listener(name="outbound", address="127.0.0.1:0", route_table="outbound"),),
+    route_tables=(ir.RouteTable(name="outbound", virtual_hosts=()),),
+)
+
+
+def as_json(snapshot: ir.Snapshot) -> object:
+    """The snapshot as ``/config_dump`` shows it (JSON: lists, not tuples)."""
+    return json.loads(msgspec.json.encode(ir.to_builtins(snapshot)))
+
+
+def make_sidecar(core: FakeCore, limits: Limits | None = None) -> Sidecar:
+    settings = SidecarSettings(
+        admin="127.0.0.1:0",
+        outbound="127.0.0.1:0",
+        drain_timeout=1.5,
+        sources=("mesh.yaml",),
+    )
+    return Sidecar(core, SNAPSHOT, settings, core_errors=(FakeSnapshotError,), limits=limits)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Polls ``condition`` (state changes made in worker threads have no event to wait on)."""
+    with trio.fail_after(5):
+        while not condition():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+@dataclass
+class Running:
+    core: FakeCore
+    sidecar: Sidecar
+    ready: Ready
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+def core() -> FakeCore:
+    return FakeCore()
+
+
+@pytest.fixture
+async def running(nursery: trio.Nursery, core: FakeCore) -> AsyncIterator[Running]:
+    sidecar = make_sidecar(core)
+    ready: Ready = await nursery.start(sidecar.serve)
+    async with httpx.AsyncClient(base_url=f"http://{ready.admin}", timeout=10) as client:
+        yield Running(core, sidecar, ready, client)
+    sidecar.request_shutdown()
+
+
+# === life cycle ===
+
+
+async def test_ready_reports_addresses_and_version(running: Running) -> None:
+    ready = running.ready
+    assert ready.version == 1
+    assert ready.outbound == "127.0.0.1:4242"  # the bound address, from core.listeners()
+    assert ready.listeners == (("outbound", "127.0.0.1:4242"),)
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", ready.admin)
+    assert ready.line() == (
+        f"meshfast ready admin={ready.admin} outbound=127.0.0.1:4242 listeners=1 version=1"
+    )
+    assert running.core.applied == [SNAPSHOT]
+
+
+async def test_ready_is_200_when_serving(running: Running) -> None:
+    response = await running.client.get("/ready")
+    assert response.status_code == 200
+    assert response.text == "ready"
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+async def test_ready_is_503_while_starting(nursery: trio.Nursery) -> None:
+    gate = threading.Event()
+    sidecar = make_sidecar(FakeCore(gate_apply=gate))
+    nursery.start_soon(sidecar.serve)
+    await until(lambda: sidecar.admin_address is not None)
+    async with httpx.AsyncClient(base_url=f"http://{sidecar.admin_address}") as client:
+        response = await client.get("/ready")
+        assert (response.status_code, response.text) == (503, "starting")
+        gate.set()
+        await until(lambda: sidecar.state == "ready")
+        assert (await client.get("/ready")).status_code == 200
+    sidecar.request_shutdown()
+
+
+async def test_quitquitquit_fails_readiness_then_drains_and_returns() -> None:
+    gate = threading.Event()
+    core = FakeCore(gate_shutdown=gate)
+    sidecar = make_sidecar(core)
+    async with trio.open_nursery() as nursery:
+        ready: Ready = await nursery.start(sidecar.serve)
+        async with httpx.AsyncClient(base_url=f"http://{ready.admin}") as client:
+            response = await client.post("/quitquitquit")
+            assert response.status_code == 200
+            await until(lambda: sidecar.state == "draining")
+            response = await client.get("/ready")
+            assert (response.status_code, response.text) == (503, "draining")
+        gate.set()
+    # serve() returned on its own: the nursery exited without being cancelled.
+    assert sidecar.state == "stopped"
+    assert core.shutdowns == [1.5]
+
+
+async def test_cancelled_serve_still_shuts_the_core_down(core: FakeCore) -> None:
+    sidecar = make_sidecar(core)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sidecar.serve)
+        nursery.cancel_scope.cancel()
+    assert core.shutdowns == [0.0]
+
+
+async def test_first_snapshot_rejected_propagates(core: FakeCore) -> None:
+    core.reject = "bad regex"
+    sidecar = make_sidecar(core)
+    with pytest.raises(FakeSnapshotError, match="bad regex"):
+        await sidecar.serve()
+    assert core.shutdowns == [0.0]
+    assert sidecar.state == "stopped"
+
+
+async def test_serve_refuses_a_second_run(running: Running) -> None:
+    with pytest.raises(RuntimeError, match="only once"):
+        await running.sidecar.serve()
+
+
+# === read-only routes ===
+
+
+async def test_stats_json(running: Running) -> None:
+    response = await running.client.get("/stats")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"listeners": {"outbound": {"requests": 3}}}
+
+
+async def test_stats_prometheus(running: Running) -> None:
+    response = await running.client.get("/stats/prometheus")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "meshfast_requests_total 3" in response.text
+
+
+async def test_clusters(running: Running) -> None:
+    response = await running.client.get("/clusters")
+    assert response.status_code == 200
+    assert response.json()["clusters"][0]["name"] == "c1"
+
+
+async def test_config_dump(running: Running) -> None:
+    response = await running.client.get("/config_dump")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "version": 1,
+        "snapshot": as_json(SNAPSHOT),
+        "sources": ["mesh.yaml"],
+    }
+
+
+async def test_index_lists_routes(running: Running) -> None:
+    response = await running.client.get("/")
+    assert response.status_code == 200
+    assert "POST  /config" in response.text
+    assert "GET   /stats/prometheus" in response.text
+
+
+async def test_core_failure_is_500_and_the_server_lives_on(running: Running) -> None:
+    running.core.fail_stats = True
+    assert (await running.client.get("/stats")).status_code == 500
+    assert (await running.client.get("/ready")).status_code == 200
+
+
+# === errors ===
+
+
+async def test_unknown_path_is_404(running: Running) -> None:
+    response = await running.client.get("/nope")
+    assert response.status_code == 404
+    assert "/nope" in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/ready", "GET, HEAD"),
+        ("DELETE", "/stats", "GET, HEAD"),
+        ("GET", "/config", "POST"),
+        ("GET", "/quitquitquit", "POST"),
+    ],
+)
+async def test_wrong_method_is_405_with_allow(
+    running: Running, method: str, path: str, allow: str
+) -> None:
+    response = await running.client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert running.sidecar.state == "ready"
+
+
+async def test_head_answers_without_a_body(running: Running) -> None:
+    response = await running.client.head("/stats")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert int(response.headers["content-length"]) > 0
+
+
+# === POST /config ===
+
+
+async def test_post_config_applies_and_bumps_the_version(running: Running) -> None:
+    response = await running.client.post("/config", content=GOOD_YAML)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"version": 2}
+    applied = running.core.applied[-1]
+    assert applied.version == 2
+    assert [li.name for li in applied.listeners] == ["outbound"]
+    assert any("reviews.example.com" in c.name for c in applied.clusters)
+
+    dump = (await running.client.get("/config_dump")).json()
+    assert dump["version"] == 2
+    assert dump["sources"] == ["<POST /config>"]
+    assert dump["snapshot"] == as_json(applied)
+
+    response = await running.client.post("/config", content=GOOD_YAML)
+    assert response.json() == {"version": 3}
+
+
+async def test_post_config_with_problems_is_400_and_keeps_the_old_config(
+    running: Running,
+) -> None:
+    response = await running.client.post("/config", content=BAD_YAML)
+    assert response.status_code == 400
+    lines = response.text.splitlines()
+    assert lines
+    for line in lines:
+        assert re.match(r"<POST /config>:\d+: VirtualService/reviews: \$\.spec\.", line), line
+    assert len(running.core.applied) == 1
+    assert (await running.client.get("/config_dump")).json()["version"] == 1
+
+
+async def test_post_config_unparsable_yaml_is_400(running: Running) -> None:
+    response = await running.client.post("/config", content="kind: [unclosed\n")
+    assert response.status_code == 400
+    assert response.text.startswith("<POST /config>:")
+    assert len(running.core.applied) == 1
+
+
+async def test_post_config_not_utf8_is_400(running: Running) -> None:
+    response = await running.client.post("/config", content=b"\xff\xfe kind")
+    assert response.status_code == 400
+    assert "not UTF-8" in response.text
+
+
+async def test_post_config_rejected_by_the_core_is_400_and_keeps_the_old_config(
+    running: Running,
+) -> None:
+    running.core.reject = "regex (unclosed"
+    response = await running.client.post("/config", content=GOOD_YAML)
+    assert response.status_code == 400
+    assert "FakeSnapshotError" in response.text
+    assert "regex (unclosed" in response.text
+    dump = (await running.client.get("/config_dump")).json()
+    assert dump["version"] == 1
+    assert dump["sources"] == ["mesh.yaml"]
+    # The next good config gets the next version: the rejected one did not take it.
+    running.core.reject = None
+    assert (await running.client.post("/config", content=GOOD_YAML)).json() == {"version": 2}
+
+
+async def test_post_config_too_large_is_413(running: Running) -> None:
+    body = b"#" * (4 * 1024 * 1024 + 1)
+    response = await running.client.post("/config", content=body)
+    assert response.status_code == 413
+    assert len(running.core.applied) == 1
+    assert (await running.client.get("/ready")).status_code == 200
+
+
+async def test_post_config_too_large_chunked_is_413(running: Running) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(80):
+            yield b"#" * 65536  # 5 MiB, no Content-Length
+
+    response = await running.client.post("/config", content=chunks())
+    assert response.status_code == 413
+    assert len(running.core.applied) == 1
+
+
+async def test_post_config_at_the_limit_is_read(running: Running) -> None:
+    body = GOOD_YAML.encode() + b"#" * (4 * 1024 * 1024 - len(GOOD_YAML) - 1) + b"\n"
+    assert len(body) == 4 * 1024 * 1024
+    response = await running.client.post("/config", content=body)
+    assert response.status_code == 200, response.text
+
+
+# === the HTTP server's bounds, on raw sockets ===
+
+
+async def _raw(admin: str) -> trio.SocketStream:
+    host, port = parse_address(admin)
+    return await trio.open_tcp_stream(host, port)
+
+
+async def _read_all(stream: trio.SocketStream) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return data
+
+
+async def test_keep_alive_serves_pipelined_requests_on_one_connection(running: Running) -> None:
+    stream = await _raw(running.ready.admin)
+    async with stream:
+        request = b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n"
+        last = b"GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
+        await stream.send_all(request * 2 + last)
+        data = await _read_all(stream)
+    assert data.count(b"HTTP/1.1 200 ") == 3
+
+
+async def test_huge_header_block_is_431(running: Running) -> None:
+    stream = await _raw(running.ready.admin)
+    async with stream:
+        await stream.send_all(b"GET /ready HTTP/1.1\r\nhost: a\r\nx-big: " + b"a" * 70000)
+        data = await _read_all(stream)
+    assert data.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_garbage_is_400(running: Running) -> None:
+    stream = await _raw(running.ready.admin)
+    async with stream:
+        await stream.send_all(b"\x16\x03\x01 hello, this is not http\r\n\r\n")
+        data = await _read_all(stream)
+    assert data.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_slow_client_is_cut_off(nursery: trio.Nursery, core: FakeCore) -> None:
+    sidecar = make_sidecar(core, Limits(timeout=0.2))
+    ready: Ready = await nursery.start(sidecar.serve)
+    stream = await _raw(ready.admin)
+    async with stream:
+        await stream.send_all(b"GET /ready HTTP/1.1\r\nhost: a\r\n")  # never finished
+        assert await _read_all(stream) == b""  # closed, within fail_after(5)
+    stream = await _raw(ready.admin)
+    async with stream:
+        await stream.send_all(b"POST /config HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nab")
+        assert (await _read_all(stream)).startswith(b"HTTP/1.1 408 ")
+    sidecar.request_shutdown()
+
+
+async def test_connections_beyond_the_limit_wait_for_a_slot(
+    nursery: trio.Nursery, core: FakeCore
+) -> None:
+    sidecar = make_sidecar(core, Limits(max_connections=1))
+    ready: Ready = await nursery.start(sidecar.serve)
+    idle = await _raw(ready.admin)
+    await idle.send_all(b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n")
+    assert (await idle.receive_some(65536)).startswith(b"HTTP/1.1 200 ")  # holds the only slot
+    async with httpx.AsyncClient(base_url=f"http://{ready.admin}") as client:
+        with trio.move_on_after(0.3) as scope:
+            await client.get("/ready")
+        assert scope.cancelled_caught  # not served while the slot is taken
+        await idle.aclose()
+        with trio.fail_after(5):
+            assert (await client.get("/ready")).status_code == 200
+    sidecar.request_shutdown()
+
+
+# === helpers ===
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:15000", ("127.0.0.1", 15000)),
+        ("[::1]:80", ("::1", 80)),
+        (":8080", ("0.0.0.0", 8080)),
+    ],
+)
+def test_parse_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "host:port", "a:70000", ""])
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_address(text)
+
+
+def test_format_address() -> None:
+    assert format_address(("127.0.0.1", 80)) == "127.0.0.1:80"
+    assert format_address(("::1", 80, 0, 0)) == "[::1]:80"

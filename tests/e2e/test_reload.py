@@ -1,0 +1,93 @@
+"""POST /config swaps routing under load without failing a request."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import httpx
+
+from .conftest import service_entry
+
+
+def config(echo_addresses: list[str], weights: tuple[int, int]) -> str:
+    eps = [(a, {"version": f"v{i}"}) for i, a in enumerate(echo_addresses, 1)]
+    return service_entry("web.example.com", 80, eps) + f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec:
+  host: web.example.com
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web.example.com]
+  http:
+  - route:
+    - {{destination: {{host: web.example.com, subset: v1}}, weight: {weights[0]}}}
+    - {{destination: {{host: web.example.com, subset: v2}}, weight: {weights[1]}}}
+"""
+
+
+def test_reload_under_load_changes_split_with_zero_failures(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    addresses = [echo("v1").address, echo("v2").address]
+    car = sidecar(config(addresses, (100, 0)))
+    results: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=car.url, headers={"host": "web.example.com"}) as c:
+            deadline = time.monotonic() + 60
+            for _ in range(20_000):  # bounded in count and time
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    r = c.get("/")
+                    results.append((time.monotonic(), r.status_code, r.json().get("name", "")))
+                except httpx.HTTPError as e:
+                    results.append((time.monotonic(), 0, repr(e)))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        while len(results) < 500:
+            time.sleep(0.01)
+        r = httpx.post(f"{car.admin}/config", content=config(addresses, (0, 100)), timeout=30)
+        assert r.status_code == 200, r.text
+        swapped_at = time.monotonic()
+        while len([t for t, _, _ in results if t > swapped_at + 0.2]) < 500:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+
+    failures = [r for r in results if r[1] != 200]
+    assert failures == []
+    before = collections.Counter(n for t, _, n in results if t < swapped_at - 0.2)
+    after = collections.Counter(n for t, _, n in results if t > swapped_at + 0.2)
+    assert set(before) == {"v1"}
+    assert set(after) == {"v2"}
+
+
+def test_invalid_config_is_400_and_old_routing_stays(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    addresses = [echo("v1").address, echo("v2").address]
+    car = sidecar(config(addresses, (100, 0)))
+    bad = config(addresses, (0, 100)).replace("weight: 100", "weight: -5").replace(
+        "hosts: [web.example.com]\n  http", "hosts: [web.example.com]\n  bogusField: 1\n  http"
+    )
+    r = httpx.post(f"{car.admin}/config", content=bad, timeout=30)
+    assert r.status_code == 400
+    lines = r.text.strip().splitlines()
+    assert len(lines) >= 2, r.text
+    assert any("bogusField" in line for line in lines), r.text
+    assert any("weight" in line for line in lines), r.text
+    with httpx.Client(base_url=car.url, headers={"host": "web.example.com"}) as c:
+        assert {c.get("/").json()["name"] for _ in range(20)} == {"v1"}
