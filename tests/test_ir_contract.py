@@ -49,7 +49,9 @@ snapshot = st.builds(
             address=names,
             protocol=st.sampled_from(["http", "tcp"]),
             route_table=st.none() | names,
-            tcp_routes=st.lists(st.builds(ir.TcpRoute, name=names, clusters=weighted), max_size=2).map(tuple),
+            tcp_routes=st.lists(
+                st.builds(ir.TcpRoute, name=names, clusters=weighted), max_size=2
+            ).map(tuple),
         ),
         max_size=3,
     ).map(tuple),

@@ -13,7 +13,9 @@ class Core:
     """The data plane: worker threads that own sockets, HTTP, routing and balancing."""
 
     def __init__(self, *, workers: int = 0) -> None:
-        """Starts `workers` threads (0: one per CPU). Nothing is bound until a snapshot is applied."""
+        """Starts `workers` threads (0: one per CPU).
+
+        Nothing is bound until a snapshot is applied."""
 
     @property
     def workers(self) -> int: ...

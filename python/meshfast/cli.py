@@ -220,8 +220,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     except BaseException as exc:
         error = _single(exc)
-        if isinstance(error, (*core_errors(), OSError)):
-            _die(f"{type(error).__name__}: {error}", 1)
+        if isinstance(error, OSError):
+            _die(f"cannot listen: {error.strerror or error}", 1)
+        if isinstance(error, core_errors()):
+            _die(f"the core refused the config ({type(error).__name__}): {error}", 1)
         raise
     return 0
 

@@ -34,7 +34,9 @@ from pathlib import Path
 
 __all__ = ["DEMO_DIR", "LoadReport", "demo_config_text", "drive_load", "run_demo"]
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo"
+# Shipped inside the package so `pip install .` (not only editable) has them;
+# examples/demo at the top of the repository links here.
+DEMO_DIR = Path(__file__).resolve().parent / "examples" / "demo"
 NAMESPACE = "demo"
 HOST = "reviews:9080"  # what a client in namespace demo calls
 VERSIONS = ("v1", "v2", "v3")
@@ -267,12 +269,11 @@ def run_demo(*, requests: int = 2000, serve: bool = False) -> int:
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 ready = await nursery.start(partial(sidecar.serve, handle_signals=True))
-                print(
-                    "meshfast demo: echo servers "
-                    + ", ".join(e.address for e in echoes)
-                    + f"; {ready.line()}",
-                    flush=True,
+                instances = ", ".join(
+                    f"reviews-{v} {e.address}" for v, e in zip(VERSIONS, echoes, strict=True)
                 )
+                print(f"meshfast demo: {instances}", flush=True)
+                print(ready.line(), flush=True)
                 report = await trio.to_thread.run_sync(drive_load, ready.outbound, requests)
                 print()
                 print(format_report(report, outbound=ready.outbound, admin=ready.admin))
@@ -282,6 +283,8 @@ def run_demo(*, requests: int = 2000, serve: bool = False) -> int:
                     sidecar.request_shutdown()
 
         trio.run(main)
+        if serve:
+            print("meshfast demo: stopped")
     except KeyboardInterrupt:
         return 130
     finally:

@@ -38,9 +38,19 @@ class Sidecar:
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "meshfast", "run", "-c", str(config),
-                "--admin", "127.0.0.1:0", "--outbound", "127.0.0.1:0",
-                "--workers", str(workers), *extra,
+                sys.executable,
+                "-m",
+                "meshfast",
+                "run",
+                "-c",
+                str(config),
+                "--admin",
+                "127.0.0.1:0",
+                "--outbound",
+                "127.0.0.1:0",
+                "--workers",
+                str(workers),
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,

@@ -39,7 +39,9 @@ def test_refused_endpoints_give_503_uf_then_serving_continues(echo, sidecar) -> 
 
 def test_missing_subset_cluster_is_503_and_no_endpoints_is_uh(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
     up = echo("v1")
-    config = service_entry("a.example.com", 80, [(up.address, {"version": "v1"})]) + """---
+    config = (
+        service_entry("a.example.com", 80, [(up.address, {"version": "v1"})])
+        + """---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: a}
@@ -58,6 +60,7 @@ spec:
     route: [{destination: {host: a.example.com, subset: nope}}]
   - route: [{destination: {host: a.example.com, subset: v9}}]
 """
+    )
     car = sidecar(config)
     with httpx.Client(base_url=car.url, headers={"host": "a.example.com"}) as c:
         r = c.get("/nosubset")
@@ -68,7 +71,9 @@ spec:
 
 def test_route_timeout_is_504_ut(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
     up = echo("slow")
-    config = service_entry("a.example.com", 80, [(up.address, {})]) + """---
+    config = (
+        service_entry("a.example.com", 80, [(up.address, {})])
+        + """---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: a}
@@ -78,6 +83,7 @@ spec:
   - timeout: 200ms
     route: [{destination: {host: a.example.com}}]
 """
+    )
     car = sidecar(config)
     with httpx.Client(base_url=car.url, headers={"host": "a.example.com"}, timeout=30) as c:
         r = c.get("/", headers={"x-echo-delay-ms": "5000"})

@@ -25,12 +25,22 @@ class H2Client:
     def flush(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
-    def request(self, path: str, authority: str, body: bytes = b"",
-                trailers: list[tuple[str, str]] | None = None,
-                extra: list[tuple[str, str]] | None = None) -> int:
+    def request(
+        self,
+        path: str,
+        authority: str,
+        body: bytes = b"",
+        trailers: list[tuple[str, str]] | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> int:
         sid = self.conn.get_next_available_stream_id()
-        headers = [(":method", "POST" if body or trailers else "GET"), (":path", path),
-                   (":scheme", "http"), (":authority", authority), *(extra or [])]
+        headers = [
+            (":method", "POST" if body or trailers else "GET"),
+            (":path", path),
+            (":scheme", "http"),
+            (":authority", authority),
+            *(extra or []),
+        ]
         end_on_headers = not body and not trailers
         self.conn.send_headers(sid, headers, end_stream=end_on_headers)
         if body:
@@ -71,21 +81,26 @@ class H2Client:
 
 
 def _decode(headers: list[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
-    return [(k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
-            for k, v in headers]
+    return [
+        (k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
+        for k, v in headers
+    ]
 
 
 def grpc_mesh(echo) -> str:  # type: ignore[no-untyped-def]
     servers = [echo("g1"), echo("g2")]
-    return service_entry("grpc.example.com", 50051, [(s.address, {}) for s in servers],
-                         protocol="GRPC")
+    return service_entry(
+        "grpc.example.com", 50051, [(s.address, {}) for s in servers], protocol="GRPC"
+    )
 
 
 def test_request_trailers_come_back_as_response_trailers(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
     car = sidecar(grpc_mesh(echo))
     client = H2Client(car.outbound)
     sid = client.request(
-        "/pkg.Svc/Method", "grpc.example.com:50051", body=b"\x00\x00\x00\x00\x05hello",
+        "/pkg.Svc/Method",
+        "grpc.example.com:50051",
+        body=b"\x00\x00\x00\x00\x05hello",
         trailers=[("grpc-status", "0"), ("x-checksum", "abc")],
         extra=[("content-type", "application/grpc"), ("te", "trailers")],
     )
@@ -101,8 +116,10 @@ def test_request_trailers_come_back_as_response_trailers(echo, sidecar) -> None:
 def test_100_concurrent_streams_on_one_connection(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
     car = sidecar(grpc_mesh(echo))
     client = H2Client(car.outbound)
-    ids = {client.request(f"/s/{i}", "grpc.example.com:50051",
-                          extra=[("x-echo-delay-ms", "50")]) for i in range(100)}
+    ids = {
+        client.request(f"/s/{i}", "grpc.example.com:50051", extra=[("x-echo-delay-ms", "50")])
+        for i in range(100)
+    }
     results = client.collect(ids)
     client.close()
     assert len(results) == 100

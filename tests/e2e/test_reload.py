@@ -13,7 +13,9 @@ from .conftest import service_entry
 
 def config(echo_addresses: list[str], weights: tuple[int, int]) -> str:
     eps = [(a, {"version": f"v{i}"}) for i, a in enumerate(echo_addresses, 1)]
-    return service_entry("web.example.com", 80, eps) + f"""---
+    return (
+        service_entry("web.example.com", 80, eps)
+        + f"""---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: web}}
@@ -33,6 +35,7 @@ spec:
     - {{destination: {{host: web.example.com, subset: v1}}, weight: {weights[0]}}}
     - {{destination: {{host: web.example.com, subset: v2}}, weight: {weights[1]}}}
 """
+    )
 
 
 def test_reload_under_load_changes_split_with_zero_failures(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
@@ -80,8 +83,12 @@ def test_reload_under_load_changes_split_with_zero_failures(echo, sidecar) -> No
 def test_invalid_config_is_400_and_old_routing_stays(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
     addresses = [echo("v1").address, echo("v2").address]
     car = sidecar(config(addresses, (100, 0)))
-    bad = config(addresses, (0, 100)).replace("weight: 100", "weight: -5").replace(
-        "hosts: [web.example.com]\n  http", "hosts: [web.example.com]\n  bogusField: 1\n  http"
+    bad = (
+        config(addresses, (0, 100))
+        .replace("weight: 100", "weight: -5")
+        .replace(
+            "hosts: [web.example.com]\n  http", "hosts: [web.example.com]\n  bogusField: 1\n  http"
+        )
     )
     r = httpx.post(f"{car.admin}/config", content=bad, timeout=30)
     assert r.status_code == 400

@@ -83,9 +83,21 @@ def test_curl_http1_and_h2_prior_knowledge(echo, sidecar) -> None:  # type: igno
     car = sidecar(mesh(echo, vs=SPLIT_VS))
     for flags, proto in (([], "HTTP/1.1"), (["--http2-prior-knowledge"], "HTTP/2")):
         out = subprocess.run(
-            ["curl", "-sS", "-i", *flags, "-H", "end-user: jason",
-             "-H", "host: reviews.default.svc.cluster.local:9080", f"{car.url}/hello?x=1"],
-            capture_output=True, text=True, check=True, timeout=30,
+            [
+                "curl",
+                "-sS",
+                "-i",
+                *flags,
+                "-H",
+                "end-user: jason",
+                "-H",
+                "host: reviews.default.svc.cluster.local:9080",
+                f"{car.url}/hello?x=1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         ).stdout
         head, _, body = out.partition("\n\n")
         assert body, out
@@ -100,8 +112,15 @@ def test_curl_http1_and_h2_prior_knowledge(echo, sidecar) -> None:  # type: igno
 def test_short_names_reach_the_service(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
     car = sidecar(mesh(echo))
     with httpx.Client(base_url=car.url) as c:
-        for host in ("reviews", "reviews:9080", "reviews.default", "reviews.default.svc",
-                     HOST, f"{HOST}:9080", "REVIEWS.default"):
+        for host in (
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc",
+            HOST,
+            f"{HOST}:9080",
+            "REVIEWS.default",
+        ):
             r = c.get("/", headers={"host": host})
             assert r.status_code == 200, (host, r.status_code)
 

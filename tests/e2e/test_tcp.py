@@ -29,4 +29,5 @@ def test_tcp_port_is_proxied_per_connection(echo, sidecar) -> None:  # type: ign
         time.sleep(0.05)
     assert listener["cx_total"] == 3
     assert listener["cx_active"] == 0
-    assert listener["bytes_in"] > 0 and listener["bytes_out"] > 0
+    assert listener["bytes_in"] > 0
+    assert listener["bytes_out"] > 0

@@ -198,7 +198,11 @@ class Sidecar:
             raise RuntimeError("a Sidecar serves only once")
         self._served = True
         try:
-            listeners = await open_listeners(self.settings.admin)
+            try:
+                listeners = await open_listeners(self.settings.admin)
+            except OSError as exc:
+                message = f"admin address {self.settings.admin}: {exc.strerror or exc}"
+                raise OSError(exc.errno, message) from exc
             self.admin_address = format_address(listeners[0].socket.getsockname())
             error: Exception | None = None
             async with trio.open_nursery() as nursery:

@@ -119,7 +119,11 @@ async fn proxy(
     let body = Metered::new(
         body,
         Direction::In,
-        vec![listener.stats.clone(), route.stats.clone(), cluster.stats.clone()],
+        vec![
+            listener.stats.clone(),
+            route.stats.clone(),
+            cluster.stats.clone(),
+        ],
     );
     let upstream_req = Request::from_parts(parts, body);
 
@@ -163,7 +167,11 @@ async fn proxy(
     let mut body = Metered::new(
         body,
         Direction::Out,
-        vec![listener.stats.clone(), route.stats.clone(), cluster.stats.clone()],
+        vec![
+            listener.stats.clone(),
+            route.stats.clone(),
+            cluster.stats.clone(),
+        ],
     );
     body.hold(load);
     if let Some(id) = request_id {

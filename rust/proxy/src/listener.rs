@@ -18,6 +18,9 @@ pub fn resolve(address: &str) -> std::io::Result<SocketAddr> {
 /// `count` sockets on one address. With port 0 the first socket picks the
 /// port and the others join it.
 pub fn bind(address: SocketAddr, count: usize) -> std::io::Result<Vec<TcpListener>> {
+    if address.port() != 0 {
+        probe(address)?;
+    }
     let mut sockets = Vec::with_capacity(count);
     let mut address = address;
     for _ in 0..count.max(1) {
@@ -37,4 +40,38 @@ pub fn bind(address: SocketAddr, count: usize) -> std::io::Result<Vec<TcpListene
         sockets.push(listener);
     }
     Ok(sockets)
+}
+
+/// `SO_REUSEPORT` would let us silently share a port another process listens
+/// on; a plain bind first turns that into the usual "address in use".
+fn probe(address: SocketAddr) -> std::io::Result<()> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_by_someone_else_is_refused() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = other.local_addr().expect("addr");
+        assert!(bind(taken, 2).is_err());
+    }
+
+    #[test]
+    fn port_zero_gives_every_worker_the_same_port() {
+        let sockets = bind(resolve("127.0.0.1:0").expect("resolve"), 3).expect("bind");
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.local_addr().expect("addr").port())
+            .collect();
+        assert!(ports.iter().all(|&p| p == ports[0] && p != 0), "{ports:?}");
+    }
 }
