@@ -110,6 +110,8 @@ def test_request_trailers_come_back_as_response_trailers(echo, sidecar) -> None:
     reply = json.loads(result["body"])  # type: ignore[arg-type]
     assert reply["body_bytes"] == 10
     assert reply["protocol"] == "HTTP/2.0"
+    # The upstream sees the authority the client asked for, not the endpoint address.
+    assert reply["authority"] == "grpc.example.com:50051"
     assert result["trailers"] == {"grpc-status": "0", "x-checksum": "abc"}
 
 

@@ -141,3 +141,15 @@ def test_least_request_and_random_reach_every_endpoint(echo, sidecar) -> None:  
             seen = names(c, "/", 300)
         assert set(seen) == {"v1", "v2", "v3"}, (lb, seen)
         car.stop()
+
+
+def test_upstream_connections_are_pooled_and_reused(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    up = echo("pooled")
+    car = sidecar(service_entry("p.example.com", 80, [(up.address, {})]))
+    with httpx.Client(base_url=car.url, headers={"host": "p.example.com"}) as c:
+        for _ in range(50):
+            assert c.get("/").status_code == 200
+    cluster = car.stats()["clusters"]["outbound|80||p.example.com"]
+    # One downstream connection lives on one worker, whose pool reuses one upstream connection.
+    assert cluster["rq_2xx"] == 50
+    assert cluster["cx_total"] == 1

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::pool::Lease;
 use crate::stats::Counters;
 
 #[derive(Debug, Clone, Copy)]
@@ -38,36 +39,46 @@ impl Drop for LoadGuard {
     }
 }
 
-/// Any body plus byte counters; the guards it holds live as long as the body.
+/// Any body plus byte counters. It also carries what must live exactly as
+/// long as the body: the endpoint's in-flight count and the pooled connection.
 #[derive(Debug)]
 pub struct Metered<B> {
     inner: B,
-    sinks: Vec<Arc<Counters>>,
+    sinks: [Option<Arc<Counters>>; 3],
     direction: Direction,
-    _guards: Vec<Box<dyn std::fmt::Debug + Send + Sync>>,
+    load: Option<LoadGuard>,
+    lease: Option<Lease>,
 }
 
 impl<B> Metered<B> {
-    pub fn new(inner: B, direction: Direction, sinks: Vec<Arc<Counters>>) -> Self {
+    pub fn new(inner: B, direction: Direction, sinks: [Option<Arc<Counters>>; 3]) -> Self {
         Self {
             inner,
             sinks,
             direction,
-            _guards: Vec::new(),
+            load: None,
+            lease: None,
         }
     }
 
-    pub fn hold(&mut self, guard: impl std::fmt::Debug + Send + Sync + 'static) {
-        self._guards.push(Box::new(guard));
+    pub fn hold(&mut self, load: LoadGuard, lease: Option<Lease>) {
+        self.load = Some(load);
+        self.lease = lease;
     }
 
     fn count(&self, n: u64) {
-        for s in &self.sinks {
+        for s in self.sinks.iter().flatten() {
             let counter: &AtomicU64 = match self.direction {
                 Direction::In => &s.bytes_in,
                 Direction::Out => &s.bytes_out,
             };
             counter.fetch_add(n, Relaxed);
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(lease) = &mut self.lease {
+            lease.complete = true;
         }
     }
 }
@@ -84,10 +95,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.count(data.len() as u64);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.count(data.len() as u64);
+                }
+                if self.inner.is_end_stream() {
+                    self.ended();
+                }
             }
+            Poll::Ready(None) => self.ended(),
+            _ => {}
         }
         polled
     }

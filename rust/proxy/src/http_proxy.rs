@@ -3,10 +3,10 @@
 
 use crate::body::{Direction, LoadGuard, Metered, ProxyBody};
 use crate::flags::ResponseFlag;
+use crate::pool;
 use crate::respond::local_reply;
 use crate::runtime::{ListenerKind, Runtime};
 use crate::stats::ActiveGuard;
-use crate::upstream;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -88,7 +88,8 @@ async fn proxy(
         );
     };
 
-    // Rewrite the request for the upstream, keeping the original authority in Host.
+    // Rewrite the request for the upstream, keeping the original authority:
+    // in Host for HTTP/1.1, in :authority for HTTP/2.
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let path = parts
@@ -96,40 +97,55 @@ async fn proxy(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(endpoint.authority.clone());
-    uri.path_and_query = Some(path);
-    let Ok(uri) = Uri::from_parts(uri) else {
+    let http2 = cluster.protocol == UpstreamProtocol::Http2;
+    let uri = if http2 {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = http::uri::Authority::try_from(authority.as_str()).ok();
+        uri.path_and_query = Some(path);
+        Uri::from_parts(uri)
+    } else {
+        Uri::from_parts({
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = Some(path);
+            uri
+        })
+    };
+    let Ok(uri) = uri else {
         return fail(ResponseFlag::DownstreamProtocolError, &[]);
     };
     parts.uri = uri;
-    match cluster.protocol {
-        UpstreamProtocol::Http2 => {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        }
-        _ => {
-            parts.version = Version::HTTP_11;
-            if let Ok(host) = HeaderValue::from_str(&authority) {
-                parts.headers.insert(header::HOST, host);
-            }
+    if http2 {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        if let Ok(host) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, host);
         }
     }
-    let body = Metered::new(
-        body,
-        Direction::In,
-        vec![
-            listener.stats.clone(),
-            route.stats.clone(),
-            cluster.stats.clone(),
-        ],
-    );
+    let sinks = [
+        Some(listener.stats.clone()),
+        Some(route.stats.clone()),
+        Some(cluster.stats.clone()),
+    ];
+    let body = Metered::new(body, Direction::In, sinks.clone());
     let upstream_req = Request::from_parts(parts, body);
 
     let load = LoadGuard::start(&endpoint.load);
-    let client = upstream::client(cluster.protocol, cluster.connect_timeout);
-    let sent = client.request(upstream_req);
+    let new_connection = || {
+        cluster
+            .stats
+            .cx_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let sent = pool::send(
+        &endpoint.address,
+        http2,
+        cluster.connect_timeout,
+        new_connection,
+        upstream_req,
+    );
     let result = match route.timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,
@@ -142,8 +158,8 @@ async fn proxy(
         },
         None => sent.await,
     };
-    let resp = match result {
-        Ok(resp) => resp,
+    let (resp, lease) = match result {
+        Ok(sent) => sent,
         Err(e) if e.is_connect() => {
             return fail(
                 ResponseFlag::UpstreamConnectFailure,
@@ -164,16 +180,8 @@ async fn proxy(
     cluster.stats.response(status);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let mut body = Metered::new(
-        body,
-        Direction::Out,
-        vec![
-            listener.stats.clone(),
-            route.stats.clone(),
-            cluster.stats.clone(),
-        ],
-    );
-    body.hold(load);
+    let mut body = Metered::new(body, Direction::Out, sinks);
+    body.hold(load, lease);
     if let Some(id) = request_id {
         parts.headers.entry(REQUEST_ID).or_insert(id);
     }

@@ -11,11 +11,11 @@ pub mod echo;
 mod flags;
 mod http_proxy;
 mod listener;
+mod pool;
 mod respond;
 pub mod runtime;
 pub mod stats;
 mod tcp_proxy;
-mod upstream;
 mod workers;
 
 pub use flags::ResponseFlag;

@@ -132,9 +132,14 @@ impl Registry {
                 "bytes_out": c.bytes_out.load(Relaxed),
                 "response_flags": flags,
             });
-            if scope == Scope::Listener {
-                obj["cx_total"] = c.cx_total.load(Relaxed).into();
-                obj["cx_active"] = c.cx_active.load(Relaxed).into();
+            match scope {
+                Scope::Listener => {
+                    obj["cx_total"] = c.cx_total.load(Relaxed).into();
+                    obj["cx_active"] = c.cx_active.load(Relaxed).into();
+                }
+                // Upstream connections opened (pool misses).
+                Scope::Cluster => obj["cx_total"] = c.cx_total.load(Relaxed).into(),
+                Scope::Route => {}
             }
             if let serde_json::Value::Object(g) = group {
                 g.insert(name, obj);
@@ -213,7 +218,12 @@ impl Registry {
                 }
             }
             for (family, kind, help, get) in &families {
-                if family.starts_with("connections") && scope != Scope::Listener {
+                let wanted = match *family {
+                    "connections_total" => scope != Scope::Route,
+                    "connections_active" => scope == Scope::Listener,
+                    _ => true,
+                };
+                if !wanted {
                     continue;
                 }
                 let _ = writeln!(out, "# HELP meshfast_{s}_{family} {help}");

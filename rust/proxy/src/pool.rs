@@ -1,0 +1,236 @@
+//! Per-worker upstream connection pools, owned by the worker's thread.
+//!
+//! Every worker is a single-threaded runtime, so its pool lives in a
+//! thread-local: checkout and return are a `RefCell` borrow and a `Vec`
+//! push/pop, with no lock and no task spawned per request. HTTP/1.1
+//! connections are reused LIFO (the most recently used is the warmest);
+//! HTTP/2 keeps one multiplexed connection per endpoint.
+
+use crate::body::Metered;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+pub type UpstreamBody = Metered<Incoming>;
+type H1Sender = http1::SendRequest<UpstreamBody>;
+type H2Sender = http2::SendRequest<UpstreamBody>;
+
+/// Idle connections are closed before the usual upstream keep-alive timeouts
+/// (60 s and up), so the proxy rarely picks one the upstream is closing.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds the idle connections kept per endpoint and worker.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONN_WINDOW: u32 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("connect to {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("upstream {address}: {source}")]
+    Http {
+        address: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl SendError {
+    /// Whether the upstream was never reached (Envoy's UF rather than UC).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::ConnectTimeout(_) | Self::Connect { .. })
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    h1: HashMap<String, Vec<(Instant, H1Sender)>>,
+    h2: HashMap<String, H2Sender>,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Gives an HTTP/1.1 connection back to its worker's pool once the response
+/// body was read to the end; dropped earlier, the connection is closed.
+pub struct Lease {
+    address: String,
+    sender: Option<H1Sender>,
+    pub complete: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        if !self.complete || sender.is_closed() {
+            return;
+        }
+        let address = std::mem::take(&mut self.address);
+        // try_with: during thread teardown the pool may already be gone.
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let idle = pool.h1.entry(address).or_default();
+            if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                idle.push((Instant::now(), sender));
+            }
+        });
+    }
+}
+
+/// Sends `req` to `address` over a pooled or new connection. A request that a
+/// reused connection closed before sending is moved to another connection
+/// (never resent once any of it was written).
+pub async fn send(
+    address: &str,
+    http2: bool,
+    connect_timeout: Duration,
+    new_connection: impl Fn(),
+    req: http::Request<UpstreamBody>,
+) -> Result<(http::Response<Incoming>, Option<Lease>), SendError> {
+    if http2 {
+        return send_h2(address, connect_timeout, new_connection, req).await;
+    }
+    let mut req = req;
+    while let Some(mut sender) = checkout_h1(address) {
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, Some(lease(address, sender)))),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(http_error(address, e.into_error())),
+            },
+        }
+    }
+    let io = connect(address, connect_timeout).await?;
+    new_connection();
+    let (mut sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| http_error(address, e))?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| http_error(address, e))?;
+    Ok((resp, Some(lease(address, sender))))
+}
+
+async fn send_h2(
+    address: &str,
+    connect_timeout: Duration,
+    new_connection: impl Fn(),
+    req: http::Request<UpstreamBody>,
+) -> Result<(http::Response<Incoming>, Option<Lease>), SendError> {
+    let pooled = POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.h2.get(address) {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                p.h2.remove(address);
+                None
+            }
+            None => None,
+        }
+    });
+    let mut req = req;
+    if let Some(mut sender) = pooled {
+        if sender.ready().await.is_ok() {
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, None)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(http_error(address, e.into_error())),
+                },
+            }
+        }
+    }
+    let io = connect(address, connect_timeout).await?;
+    new_connection();
+    let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .handshake(io)
+        .await
+        .map_err(|e| http_error(address, e))?;
+    tokio::spawn(conn);
+    POOL.with(|p| p.borrow_mut().h2.insert(address.to_owned(), sender.clone()));
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| http_error(address, e))?;
+    Ok((resp, None))
+}
+
+fn checkout_h1(address: &str) -> Option<H1Sender> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = p.h1.get_mut(address)?;
+        // Oldest first: drop what has idled too long, then take the newest.
+        let fresh_from = idle
+            .iter()
+            .position(|(since, _)| since.elapsed() < IDLE_TIMEOUT)
+            .unwrap_or(idle.len());
+        idle.drain(..fresh_from);
+        while let Some((_, sender)) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    })
+}
+
+fn lease(address: &str, sender: H1Sender) -> Lease {
+    Lease {
+        address: address.to_owned(),
+        sender: Some(sender),
+        complete: false,
+    }
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => return Err(SendError::ConnectTimeout(address.to_owned())),
+        Ok(Err(source)) => {
+            return Err(SendError::Connect {
+                address: address.to_owned(),
+                source,
+            })
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
+}
+
+fn http_error(address: &str, source: hyper::Error) -> SendError {
+    SendError::Http {
+        address: address.to_owned(),
+        source,
+    }
+}
