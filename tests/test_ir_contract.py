@@ -30,14 +30,89 @@ route_match = st.builds(
         st.builds(ir.QueryMatch, name=names, value=st.none() | string_match), max_size=2
     ).map(tuple),
 )
+header_values = st.lists(st.builds(ir.HeaderValue, name=names, value=names), max_size=2).map(tuple)
+header_ops = st.builds(
+    ir.HeaderOps,
+    set=header_values,
+    add=header_values,
+    remove=st.lists(names, max_size=2).map(tuple),
+)
 weighted = st.lists(
-    st.builds(ir.WeightedCluster, cluster=names, weight=st.integers(0, 1000)), max_size=3
+    st.builds(
+        ir.WeightedCluster,
+        cluster=names,
+        weight=st.integers(0, 1000),
+        request_headers=header_ops,
+        response_headers=header_ops,
+    ),
+    max_size=3,
 ).map(tuple)
+opt_names = st.none() | names
+route_action = st.builds(
+    ir.RouteAction,
+    clusters=weighted,
+    timeout_ms=st.integers(0, 10**6),
+    redirect=st.none()
+    | st.builds(
+        ir.Redirect,
+        scheme=opt_names,
+        authority=opt_names,
+        port=st.none() | st.integers(0, 65535),
+        derive_port=st.none() | st.sampled_from(["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"]),
+        path=opt_names,
+        prefix_rewrite=opt_names,
+        code=st.sampled_from([301, 302, 308]),
+    ),
+    direct_response=st.none()
+    | st.builds(ir.DirectResponse, status=st.integers(200, 599), body=st.none() | st.binary()),
+    rewrite=st.none()
+    | st.builds(
+        ir.Rewrite,
+        uri=opt_names,
+        authority=opt_names,
+        regex=st.none() | st.builds(ir.RegexRewrite, pattern=names, substitution=names),
+    ),
+    request_headers=header_ops,
+    response_headers=header_ops,
+    retry=st.none()
+    | st.builds(
+        ir.RetryPolicy,
+        attempts=st.integers(0, 10),
+        per_try_timeout_ms=st.integers(0, 10**6),
+        retry_on=st.lists(names, max_size=3).map(tuple),
+        retriable_status_codes=st.lists(st.integers(100, 599), max_size=3).map(tuple),
+        backoff_base_ms=st.integers(0, 1000),
+        previous_hosts=st.booleans(),
+    ),
+    fault=st.none()
+    | st.builds(
+        ir.Fault,
+        delay_ms=st.integers(0, 10**6),
+        delay_millionths=st.integers(0, 10**6),
+        abort_http_status=st.none() | st.integers(200, 599),
+        abort_grpc_status=st.none() | st.integers(0, 16),
+        abort_millionths=st.integers(0, 10**6),
+    ),
+    mirrors=st.lists(
+        st.builds(ir.Mirror, cluster=names, millionths=st.integers(0, 10**6)), max_size=2
+    ).map(tuple),
+    cors=st.none()
+    | st.builds(
+        ir.Cors,
+        allow_origins=st.lists(string_match, max_size=2).map(tuple),
+        allow_methods=st.lists(names, max_size=2).map(tuple),
+        allow_headers=st.lists(names, max_size=2).map(tuple),
+        expose_headers=st.lists(names, max_size=2).map(tuple),
+        max_age_s=st.none() | st.integers(0, 10**6),
+        allow_credentials=st.none() | st.booleans(),
+        forward_unmatched_preflights=st.booleans(),
+    ),
+)
 route = st.builds(
     ir.Route,
     name=names,
     match_=route_match,
-    action=st.builds(ir.RouteAction, clusters=weighted, timeout_ms=st.integers(0, 10**6)),
+    action=route_action,
 )
 snapshot = st.builds(
     ir.Snapshot,

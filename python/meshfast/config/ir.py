@@ -43,14 +43,101 @@ class RouteMatch(msgspec.Struct, frozen=True):
     query_params: tuple[QueryMatch, ...] = ()
 
 
+class HeaderValue(msgspec.Struct, frozen=True):
+    name: str
+    value: str
+
+
+class HeaderOps(msgspec.Struct, frozen=True):
+    """Istio ``headers.{request,response}``: applied as remove, then set, then add."""
+
+    set: tuple[HeaderValue, ...] = ()
+    add: tuple[HeaderValue, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
 class WeightedCluster(msgspec.Struct, frozen=True):
     cluster: str
     weight: int
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+
+
+class Redirect(msgspec.Struct, frozen=True):
+    scheme: str | None = None
+    authority: str | None = None
+    port: int | None = None
+    derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
+    path: str | None = None  # replaces the whole path
+    prefix_rewrite: str | None = None  # replaces the matched prefix
+    code: int = 301
+
+
+class DirectResponse(msgspec.Struct, frozen=True):
+    status: int
+    body: bytes | None = None
+
+
+class RegexRewrite(msgspec.Struct, frozen=True):
+    pattern: str
+    substitution: str
+
+
+class Rewrite(msgspec.Struct, frozen=True):
+    """``uri`` replaces the matched prefix (Envoy ``prefix_rewrite``: the whole path for an
+    exact match, the leading ``/`` for a route without a path match)."""
+
+    uri: str | None = None
+    authority: str | None = None
+    regex: RegexRewrite | None = None
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    attempts: int  # retries after the first try
+    per_try_timeout_ms: int = 0
+    retry_on: tuple[str, ...] = ()
+    retriable_status_codes: tuple[int, ...] = ()
+    backoff_base_ms: int = 25
+    previous_hosts: bool = True
+
+
+class Fault(msgspec.Struct, frozen=True):
+    """Percentages in millionths (Istio's 1e-4 % precision)."""
+
+    delay_ms: int = 0
+    delay_millionths: int = 0
+    abort_http_status: int | None = None
+    abort_grpc_status: int | None = None
+    abort_millionths: int = 0
+
+
+class Mirror(msgspec.Struct, frozen=True):
+    cluster: str
+    millionths: int = 1_000_000
+
+
+class Cors(msgspec.Struct, frozen=True):
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool | None = None
+    forward_unmatched_preflights: bool = True
 
 
 class RouteAction(msgspec.Struct, frozen=True):
     clusters: tuple[WeightedCluster, ...] = ()
     timeout_ms: int = 0
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    retry: RetryPolicy | None = None
+    fault: Fault | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
 
 
 class Route(msgspec.Struct, frozen=True, rename={"match_": "match"}):

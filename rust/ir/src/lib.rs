@@ -118,12 +118,23 @@ pub struct QueryMatch {
     pub value: Option<StringMatch>,
 }
 
+/// What a matched route does. `redirect` and `direct_response` answer
+/// locally; otherwise the request goes to one of `clusters`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RouteAction {
     pub clusters: Vec<WeightedCluster>,
-    /// Whole-request timeout; 0 disables it (Istio's default).
+    /// Whole-request timeout including retries; 0 disables it (Istio's default).
     pub timeout_ms: u64,
+    pub redirect: Option<Redirect>,
+    pub direct_response: Option<DirectResponse>,
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub retry: Option<RetryPolicy>,
+    pub fault: Option<Fault>,
+    pub mirrors: Vec<Mirror>,
+    pub cors: Option<Cors>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -131,6 +142,113 @@ pub struct RouteAction {
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
+    /// Applied after the route's own header operations.
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// Istio's `headers.{request,response}`: `set` overwrites, `add` appends,
+/// `remove` deletes; applied in the order remove, set, add.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HeaderOps {
+    pub set: Vec<HeaderValue>,
+    pub add: Vec<HeaderValue>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
+    pub derive_port: Option<String>,
+    /// Replaces the whole path.
+    pub path: Option<String>,
+    /// Replaces the matched prefix.
+    pub prefix_rewrite: Option<String>,
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: Option<serde_bytes::ByteBuf>,
+}
+
+/// `uri` replaces the matched prefix (the whole path for exact matches, the
+/// leading `/` for routes without a path match — Envoy's `prefix_rewrite`);
+/// `regex` substitutes over the whole path.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Rewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub regex: Option<RegexRewrite>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    /// `\1`-style capture references.
+    pub substitution: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RetryPolicy {
+    /// Retries after the first try (Istio's `attempts`).
+    pub attempts: u32,
+    /// 0: no per-try timeout.
+    pub per_try_timeout_ms: u64,
+    /// Envoy `retry_on` conditions (`5xx`, `gateway-error`, `connect-failure`, ...).
+    pub retry_on: Vec<String>,
+    pub retriable_status_codes: Vec<u16>,
+    pub backoff_base_ms: u64,
+    /// Prefer another endpoint for each retry (Envoy's `previous_hosts`).
+    pub previous_hosts: bool,
+}
+
+/// Percentages are in millionths (Istio's 1e-4 % precision).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Fault {
+    pub delay_ms: u64,
+    pub delay_millionths: u32,
+    pub abort_http_status: Option<u16>,
+    pub abort_grpc_status: Option<u32>,
+    pub abort_millionths: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Mirror {
+    pub cluster: String,
+    pub millionths: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Cors {
+    pub allow_origins: Vec<StringMatch>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age_s: Option<u64>,
+    pub allow_credentials: Option<bool>,
+    /// Istio's `unmatchedPreflights`: FORWARD (true, the default) or IGNORE.
+    pub forward_unmatched_preflights: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

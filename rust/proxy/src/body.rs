@@ -154,3 +154,50 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// What goes upstream: the downstream body streamed once, or a buffered copy
+/// that can be sent again (retries, mirrors).
+#[derive(Debug)]
+pub enum RequestBody {
+    Streaming(Incoming),
+    Replay {
+        data: Option<Bytes>,
+        trailers: Option<http::HeaderMap>,
+    },
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Streaming(b) => Pin::new(b).poll_frame(cx),
+            Self::Replay { data, trailers } => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streaming(b) => b.is_end_stream(),
+            Self::Replay { data, trailers } => data.is_none() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streaming(b) => b.size_hint(),
+            Self::Replay {
+                data,
+                trailers: None,
+            } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Replay { .. } => SizeHint::default(),
+        }
+    }
+}

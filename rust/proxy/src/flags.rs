@@ -16,12 +16,18 @@ pub enum ResponseFlag {
     UpstreamRequestTimeout,
     /// The request itself was unusable (400).
     DownstreamProtocolError,
+    /// Fault injection aborted the request.
+    FaultInjected,
+    /// Fault injection delayed the request.
+    DelayInjected,
+    /// Retries ran out; the last try's answer was passed on.
+    RetryLimitExceeded,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 7] = [
+    pub const ALL: [ResponseFlag; 10] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -29,6 +35,9 @@ impl ResponseFlag {
         Self::UpstreamConnectionTermination,
         Self::UpstreamRequestTimeout,
         Self::DownstreamProtocolError,
+        Self::FaultInjected,
+        Self::DelayInjected,
+        Self::RetryLimitExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +49,9 @@ impl ResponseFlag {
             Self::UpstreamConnectionTermination => "UC",
             Self::UpstreamRequestTimeout => "UT",
             Self::DownstreamProtocolError => "DPE",
+            Self::FaultInjected => "FI",
+            Self::DelayInjected => "DI",
+            Self::RetryLimitExceeded => "URX",
         }
     }
 
@@ -49,6 +61,9 @@ impl ResponseFlag {
             Self::NoRoute => S::NOT_FOUND,
             Self::UpstreamRequestTimeout => S::GATEWAY_TIMEOUT,
             Self::DownstreamProtocolError => S::BAD_REQUEST,
+            // Fault aborts carry their configured status; these are only defaults.
+            Self::FaultInjected | Self::DelayInjected => S::INTERNAL_SERVER_ERROR,
+            Self::RetryLimitExceeded => S::SERVICE_UNAVAILABLE,
             Self::NoCluster
             | Self::NoHealthyUpstream
             | Self::UpstreamConnectFailure
@@ -70,6 +85,8 @@ impl ResponseFlag {
             }
             Self::UpstreamRequestTimeout => "upstream request timeout\n",
             Self::DownstreamProtocolError => "bad request\n",
+            Self::FaultInjected => "fault filter abort\n",
+            Self::DelayInjected | Self::RetryLimitExceeded => "",
         }
     }
 

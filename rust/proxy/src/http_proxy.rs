@@ -1,15 +1,23 @@
-//! One HTTP request through the proxy: route, pick a cluster and endpoint,
-//! forward with the bodies streaming both ways, answer locally on failure.
+//! One HTTP request through the proxy: route, then CORS, fault injection,
+//! local answers (redirect, direct response), or forwarding — with rewrites,
+//! header operations, mirrors and retries — bodies streaming both ways.
 
-use crate::body::{Direction, LoadGuard, Metered, ProxyBody};
+use crate::actions::{self, Abort, Outcome};
+use crate::body::{Direction, LoadGuard, Metered, ProxyBody, RequestBody};
 use crate::flags::ResponseFlag;
-use crate::pool;
-use crate::respond::local_reply;
-use crate::runtime::{ListenerKind, Runtime};
-use crate::stats::ActiveGuard;
+use crate::mirror;
+use crate::pool::{self, Failed, UpstreamBody};
+use crate::respond::{add_flag, local_reply, reply};
+use crate::runtime::{
+    ClusterRt, Destination, EndpointRt, ListenerKind, LocalAction, RouteRt, Runtime,
+};
+use crate::stats::{ActiveGuard, Counters};
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use meshfast_ir::UpstreamProtocol;
 use meshfast_route::RequestHead;
@@ -24,6 +32,11 @@ pub struct ConnCtx {
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Request bodies up to this size are buffered when a retry or mirror may
+/// need to send them again (Envoy buffers for the same reason).
+const REPLAY_LIMIT: u64 = 64 << 10;
+/// Envoy tries this many times to pick a host other than the last one.
+const HOST_SELECTION_ATTEMPTS: usize = 5;
 
 pub async fn serve(
     req: Request<Incoming>,
@@ -32,6 +45,46 @@ pub async fn serve(
     // One load per request: this request sees this snapshot to its end.
     let snap = ctx.store.load_full();
     Ok(proxy(req, &snap, ctx.listener_id).await)
+}
+
+/// The counters a request touches, for local replies at any stage.
+struct Scope<'a> {
+    listener: &'a Counters,
+    route: Option<&'a Counters>,
+    cluster: Option<&'a Counters>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Scope<'_> {
+    fn fail(&self, flag: ResponseFlag) -> Response<ProxyBody> {
+        self.count(flag, flag.status());
+        local_reply(flag, self.request_id.as_ref())
+    }
+
+    fn count(&self, flag: ResponseFlag, status: StatusCode) {
+        for c in [Some(self.listener), self.route, self.cluster]
+            .into_iter()
+            .flatten()
+        {
+            c.flag(flag);
+            c.response(status.as_u16());
+        }
+    }
+
+    fn local(
+        &self,
+        status: StatusCode,
+        flag: Option<ResponseFlag>,
+        body: Option<Bytes>,
+    ) -> Response<ProxyBody> {
+        for c in [Some(self.listener), self.route].into_iter().flatten() {
+            if let Some(f) = flag {
+                c.flag(f);
+            }
+            c.response(status.as_u16());
+        }
+        reply(status, flag, body, self.request_id.as_ref())
+    }
 }
 
 async fn proxy(
@@ -48,21 +101,17 @@ async fn proxy(
         return local_reply(ResponseFlag::NoRoute, request_id.as_ref());
     };
     let _active = ActiveGuard::request(&listener.stats);
+    let mut scope = Scope {
+        listener: &listener.stats,
+        route: None,
+        cluster: None,
+        request_id,
+    };
     let ListenerKind::Http(table) = &listener.kind else {
-        return local_reply(ResponseFlag::NoRoute, request_id.as_ref());
+        return scope.fail(ResponseFlag::NoRoute);
     };
-    let fail = |flag: ResponseFlag, extra: &[&crate::stats::Counters]| {
-        listener.stats.flag(flag);
-        listener.stats.response(flag.status().as_u16());
-        for c in extra {
-            c.flag(flag);
-            c.response(flag.status().as_u16());
-        }
-        local_reply(flag, request_id.as_ref())
-    };
-
     let Some(authority) = authority(&req) else {
-        return fail(ResponseFlag::DownstreamProtocolError, &[]);
+        return scope.fail(ResponseFlag::DownstreamProtocolError);
     };
     let head = RequestHead {
         method: req.method().as_str(),
@@ -73,119 +122,446 @@ async fn proxy(
         headers: req.headers(),
     };
     let Some((_vhost, route)) = table.find(&head) else {
-        return fail(ResponseFlag::NoRoute, &[]);
+        return scope.fail(ResponseFlag::NoRoute);
     };
     let route = &route.action;
     let _route_active = ActiveGuard::request(&route.stats);
-    let Ok(cluster) = route.destinations.pick() else {
-        return fail(ResponseFlag::NoCluster, &[&route.stats]);
+    scope.route = Some(&route.stats);
+
+    // CORS (before everything else, as Envoy's filter chain has it).
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let cors_origin = match (&route.cors, &origin) {
+        (Some(cors), Some(o)) if o.to_str().is_ok_and(|o| cors.allows(o)) => Some(o.clone()),
+        _ => None,
+    };
+    if let Some(cors) = &route.cors {
+        let preflight = req.method() == Method::OPTIONS
+            && origin.is_some()
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
+            if let Some(o) = &cors_origin {
+                let mut resp = scope.local(StatusCode::OK, None, None);
+                cors.preflight(o, resp.headers_mut());
+                return resp;
+            }
+            if !cors.forward_unmatched_preflights {
+                return scope.local(StatusCode::OK, None, None);
+            }
+        }
+    }
+
+    // Fault injection: delay, then abort.
+    let mut delayed = false;
+    if let Some(fault) = &route.fault {
+        if let Some((delay, pct)) = fault.delay {
+            if actions::roll(pct) {
+                tokio::time::sleep(delay).await;
+                delayed = true;
+                route.stats.flag(ResponseFlag::DelayInjected);
+            }
+        }
+        if let Some((abort, pct)) = fault.abort {
+            if actions::roll(pct) {
+                let mut resp = match abort {
+                    Abort::Http(status) => scope.local(
+                        status,
+                        Some(ResponseFlag::FaultInjected),
+                        Some(Bytes::from_static(
+                            ResponseFlag::FaultInjected.body().as_bytes(),
+                        )),
+                    ),
+                    Abort::Grpc(code) => {
+                        let mut r =
+                            scope.local(StatusCode::OK, Some(ResponseFlag::FaultInjected), None);
+                        let h = r.headers_mut();
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/grpc"),
+                        );
+                        h.insert("grpc-status", HeaderValue::from(code));
+                        h.insert(
+                            "grpc-message",
+                            HeaderValue::from_static("fault filter abort"),
+                        );
+                        r
+                    }
+                };
+                if delayed {
+                    add_flag(&mut resp, ResponseFlag::DelayInjected);
+                }
+                return resp;
+            }
+        }
+    }
+
+    match &route.local {
+        Some(LocalAction::Redirect(r)) => {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let scheme = req.uri().scheme_str().unwrap_or("http");
+            let location = r.location(scheme, &authority, pq, &route.matched);
+            let mut resp = scope.local(r.code, None, None);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
+        Some(LocalAction::Direct(d)) => {
+            let mut resp = scope.local(d.status, None, d.body.clone());
+            route.response_headers.apply(resp.headers_mut());
+            return resp;
+        }
+        None => {}
+    }
+
+    let Some(dest) = route.destinations.pick() else {
+        return scope.fail(ResponseFlag::NoCluster);
+    };
+    let Some(cluster) = &dest.cluster else {
+        return scope.fail(ResponseFlag::NoCluster);
     };
     let _cluster_active = ActiveGuard::request(&cluster.stats);
-    let Some(endpoint) = cluster.pick() else {
-        return fail(
-            ResponseFlag::NoHealthyUpstream,
-            &[&route.stats, &cluster.stats],
-        );
-    };
+    scope.cluster = Some(&cluster.stats);
 
-    // Rewrite the request for the upstream, keeping the original authority:
-    // in Host for HTTP/1.1, in :authority for HTTP/2.
-    let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let http2 = cluster.protocol == UpstreamProtocol::Http2;
-    let uri = if http2 {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = http::uri::Authority::try_from(authority.as_str()).ok();
-        uri.path_and_query = Some(path);
-        Uri::from_parts(uri)
-    } else {
-        Uri::from_parts({
-            let mut uri = http::uri::Parts::default();
-            uri.path_and_query = Some(path);
-            uri
-        })
+    let forward = Forward {
+        listener: &listener.stats,
+        route,
+        dest,
+        cluster,
     };
-    let Ok(uri) = uri else {
-        return fail(ResponseFlag::DownstreamProtocolError, &[]);
+    let mut resp = match forward.run(req, authority, &scope).await {
+        Ok(resp) => resp,
+        Err(flag) => scope.fail(flag),
     };
-    parts.uri = uri;
-    if http2 {
-        parts.version = Version::HTTP_2;
-        parts.headers.remove(header::HOST);
-    } else {
-        parts.version = Version::HTTP_11;
+    if let Some(o) = &cors_origin {
+        if let Some(cors) = &route.cors {
+            cors.actual(o, resp.headers_mut());
+        }
+    }
+    if delayed {
+        add_flag(&mut resp, ResponseFlag::DelayInjected);
+    }
+    resp
+}
+
+/// Forwarding to one cluster, with retries.
+struct Forward<'a> {
+    listener: &'a Arc<Counters>,
+    route: &'a RouteRt,
+    dest: &'a Destination,
+    cluster: &'a Arc<ClusterRt>,
+}
+
+impl Forward<'_> {
+    async fn run(
+        &self,
+        req: Request<Incoming>,
+        authority: String,
+        scope: &Scope<'_>,
+    ) -> Result<Response<ProxyBody>, ResponseFlag> {
+        let route = self.route;
+        let mut template = self.template(req, authority).await?;
+        for m in &route.mirrors {
+            if actions::roll(m.millionths) {
+                mirror::spawn(m, &template);
+            }
+        }
+        let attempts = match &route.retry {
+            Some(r) => r.attempts,
+            None => 0,
+        };
+        let sent = self.tries(&mut template, attempts);
+        let (resp, lease, load, retries_exhausted) = match route.timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r?,
+                Err(_) => return Err(ResponseFlag::UpstreamRequestTimeout),
+            },
+            None => sent.await?,
+        };
+
+        let status = resp.status().as_u16();
+        for c in [Some(&**self.listener), scope.route, scope.cluster]
+            .into_iter()
+            .flatten()
+        {
+            c.response(status);
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        route.response_headers.apply(&mut parts.headers);
+        self.dest.response_headers.apply(&mut parts.headers);
+        let mut body = Metered::new(body, Direction::Out, self.sinks());
+        body.hold(load, lease);
+        if let Some(id) = &scope.request_id {
+            parts
+                .headers
+                .entry(REQUEST_ID)
+                .or_insert_with(|| id.clone());
+        }
+        let mut resp = Response::from_parts(parts, ProxyBody::Upstream(body));
+        if retries_exhausted {
+            self.cluster.stats.flag(ResponseFlag::RetryLimitExceeded);
+            add_flag(&mut resp, ResponseFlag::RetryLimitExceeded);
+        }
+        Ok(resp)
+    }
+
+    fn sinks(&self) -> [Option<Arc<Counters>>; 3] {
+        [
+            Some(self.listener.clone()),
+            Some(self.route.stats.clone()),
+            Some(self.cluster.stats.clone()),
+        ]
+    }
+
+    /// The upstream request, rewritten, ready to be (re)built per try.
+    async fn template(
+        &self,
+        req: Request<Incoming>,
+        authority: String,
+    ) -> Result<Template, ResponseFlag> {
+        let route = self.route;
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let original_pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut authority = authority;
+        if let Some(rw) = &route.rewrite {
+            if let Some(path) = rw.path(original_pq, &route.matched) {
+                parts.uri =
+                    Uri::try_from(path).map_err(|_| ResponseFlag::DownstreamProtocolError)?;
+            }
+            if let Some(a) = &rw.authority {
+                authority = a.to_str().unwrap_or_default().to_owned();
+            }
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // Host carries the authority; header operations may still change it.
         if let Ok(host) = HeaderValue::from_str(&authority) {
             parts.headers.insert(header::HOST, host);
         }
-    }
-    let sinks = [
-        Some(listener.stats.clone()),
-        Some(route.stats.clone()),
-        Some(cluster.stats.clone()),
-    ];
-    let body = Metered::new(body, Direction::In, sinks.clone());
-    let upstream_req = Request::from_parts(parts, body);
+        route.request_headers.apply(&mut parts.headers);
+        self.dest.request_headers.apply(&mut parts.headers);
 
-    let load = LoadGuard::start(&endpoint.load);
-    let new_connection = || {
-        cluster
-            .stats
-            .cx_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    };
-    let sent = pool::send(
-        &endpoint.address,
-        http2,
-        cluster.connect_timeout,
-        new_connection,
-        upstream_req,
-    );
-    let result = match route.timeout {
-        Some(t) => match tokio::time::timeout(t, sent).await {
-            Ok(r) => r,
-            Err(_) => {
-                return fail(
-                    ResponseFlag::UpstreamRequestTimeout,
-                    &[&route.stats, &cluster.stats],
-                )
+        let wants_replay =
+            route.retry.as_ref().is_some_and(|r| r.attempts > 0) || !route.mirrors.is_empty();
+        let body = if body.is_end_stream() {
+            BodySource::Replay {
+                data: None,
+                trailers: None,
             }
-        },
-        None => sent.await,
-    };
-    let (resp, lease) = match result {
-        Ok(sent) => sent,
-        Err(e) if e.is_connect() => {
-            return fail(
-                ResponseFlag::UpstreamConnectFailure,
-                &[&route.stats, &cluster.stats],
-            );
-        }
-        Err(_) => {
-            return fail(
-                ResponseFlag::UpstreamConnectionTermination,
-                &[&route.stats, &cluster.stats],
-            );
-        }
-    };
-
-    let status = resp.status().as_u16();
-    listener.stats.response(status);
-    route.stats.response(status);
-    cluster.stats.response(status);
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let mut body = Metered::new(body, Direction::Out, sinks);
-    body.hold(load, lease);
-    if let Some(id) = request_id {
-        parts.headers.entry(REQUEST_ID).or_insert(id);
+        } else if wants_replay && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT) {
+            let collected = http_body_util::Limited::new(body, REPLAY_LIMIT as usize)
+                .collect()
+                .await
+                .map_err(|_| ResponseFlag::DownstreamProtocolError)?;
+            let trailers = collected.trailers().cloned();
+            BodySource::Replay {
+                data: Some(collected.to_bytes()),
+                trailers,
+            }
+        } else {
+            BodySource::Streaming(Some(body))
+        };
+        Ok(Template {
+            method: parts.method,
+            path,
+            headers: parts.headers,
+            body,
+            http2: self.cluster.protocol == UpstreamProtocol::Http2,
+            sinks: self.sinks(),
+        })
     }
-    Response::from_parts(parts, ProxyBody::Upstream(body))
+
+    /// The first try and its retries. Returns the response to pass on.
+    async fn tries(
+        &self,
+        template: &mut Template,
+        attempts: u32,
+    ) -> Result<(Response<Incoming>, Option<pool::Lease>, LoadGuard, bool), ResponseFlag> {
+        let cluster = self.cluster;
+        let retry = self.route.retry.as_ref();
+        let mut previous: Option<usize> = None;
+        let mut pending: Option<Request<UpstreamBody>> = None;
+        let mut retries_done = 0u32;
+        loop {
+            let Some(index) =
+                pick_endpoint(cluster, previous, retry.is_some_and(|r| r.previous_hosts))
+            else {
+                return Err(ResponseFlag::NoHealthyUpstream);
+            };
+            let endpoint: &EndpointRt = &cluster.endpoints[index];
+            previous = Some(index);
+            let Some(req) = pending.take().or_else(|| template.build()) else {
+                // A streamed body was already sent once: nothing left to retry with.
+                return Err(ResponseFlag::UpstreamConnectionTermination);
+            };
+            let load = LoadGuard::start(&endpoint.load);
+            let new_connection = || {
+                cluster
+                    .stats
+                    .cx_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            };
+            let sent = pool::send(
+                &endpoint.address,
+                template.http2,
+                cluster.connect_timeout,
+                new_connection,
+                req,
+            );
+            let per_try = retry.and_then(|r| r.per_try_timeout);
+            // None: the per-try timeout fired.
+            let result = match per_try {
+                Some(t) => tokio::time::timeout(t, sent).await.ok(),
+                None => Some(sent.await),
+            };
+            let can_retry = retries_done < attempts;
+            let (outcome, final_flag) = match result {
+                Some(Ok((resp, lease))) => {
+                    let grpc = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let outcome = Outcome::Response(resp.status().as_u16(), grpc);
+                    let retriable = retry.is_some_and(|r| r.should_retry(outcome));
+                    if !(retriable && can_retry && template.replayable()) {
+                        return Ok((resp, lease, load, retriable && retries_done > 0));
+                    }
+                    (outcome, ResponseFlag::RetryLimitExceeded)
+                }
+                Some(Err(Failed { error, request })) => {
+                    pending = request;
+                    if error.is_connect() {
+                        (
+                            Outcome::ConnectFailure,
+                            ResponseFlag::UpstreamConnectFailure,
+                        )
+                    } else {
+                        (Outcome::Reset, ResponseFlag::UpstreamConnectionTermination)
+                    }
+                }
+                None => (Outcome::Timeout, ResponseFlag::UpstreamRequestTimeout),
+            };
+            let retriable = retry.is_some_and(|r| r.should_retry(outcome));
+            if !(retriable && can_retry && (pending.is_some() || template.replayable())) {
+                return Err(final_flag);
+            }
+            if let Some(r) = retry {
+                tokio::time::sleep(r.backoff(retries_done)).await;
+            }
+            retries_done += 1;
+        }
+    }
+}
+
+/// Picks an endpoint, avoiding `previous` when asked (Envoy's previous_hosts).
+fn pick_endpoint(
+    cluster: &ClusterRt,
+    previous: Option<usize>,
+    avoid_previous: bool,
+) -> Option<usize> {
+    let mut index = cluster.pick_index()?;
+    if avoid_previous && cluster.endpoints.len() > 1 {
+        for _ in 0..HOST_SELECTION_ATTEMPTS {
+            if Some(index) != previous {
+                break;
+            }
+            index = cluster.pick_index()?;
+        }
+    }
+    Some(index)
+}
+
+/// Everything needed to build the upstream request again for another try.
+pub struct Template {
+    method: Method,
+    path: http::uri::PathAndQuery,
+    pub headers: HeaderMap,
+    body: BodySource,
+    http2: bool,
+    sinks: [Option<Arc<Counters>>; 3],
+}
+
+enum BodySource {
+    /// Sent once; None after that.
+    Streaming(Option<Incoming>),
+    Replay {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+}
+
+impl Template {
+    pub fn replayable(&self) -> bool {
+        matches!(self.body, BodySource::Replay { .. })
+    }
+
+    pub fn http2(&self) -> bool {
+        self.http2
+    }
+
+    /// A fresh request, or None when the streamed body was already used.
+    pub fn build(&mut self) -> Option<Request<UpstreamBody>> {
+        let body = match &mut self.body {
+            BodySource::Streaming(b) => RequestBody::Streaming(b.take()?),
+            BodySource::Replay { data, trailers } => RequestBody::Replay {
+                data: data.clone(),
+                trailers: trailers.clone(),
+            },
+        };
+        self.request_with(body, self.sinks.clone())
+    }
+
+    /// A copy for a mirror, with its own counters; None for streamed bodies.
+    pub fn mirror_copy(&self, sinks: [Option<Arc<Counters>>; 3]) -> Option<Request<UpstreamBody>> {
+        let BodySource::Replay { data, trailers } = &self.body else {
+            return None;
+        };
+        let body = RequestBody::Replay {
+            data: data.clone(),
+            trailers: trailers.clone(),
+        };
+        self.request_with(body, sinks)
+    }
+
+    fn request_with(
+        &self,
+        body: RequestBody,
+        sinks: [Option<Arc<Counters>>; 3],
+    ) -> Option<Request<UpstreamBody>> {
+        let mut headers = self.headers.clone();
+        let uri = if self.http2 {
+            // HTTP/2 carries the authority in :authority, not Host.
+            let authority = headers
+                .remove(header::HOST)
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = authority;
+            parts.path_and_query = Some(self.path.clone());
+            Uri::from_parts(parts).ok()?
+        } else {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(self.path.clone());
+            Uri::from_parts(parts).ok()?
+        };
+        let mut req = Request::new(Metered::new(body, Direction::In, sinks));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *req.headers_mut() = headers;
+        Some(req)
+    }
 }
 
 /// `:authority` (HTTP/2, absolute-form HTTP/1.1) or the Host header.

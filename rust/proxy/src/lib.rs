@@ -6,11 +6,14 @@
 //! config is a [`runtime::Runtime`] behind an `ArcSwap`: each request loads it
 //! once and keeps that `Arc`, so a swap never changes a request in flight.
 
+mod actions;
 mod body;
 pub mod echo;
 mod flags;
+mod headers;
 mod http_proxy;
 mod listener;
+mod mirror;
 mod pool;
 mod respond;
 pub mod runtime;

@@ -6,7 +6,7 @@
 //! connections are reused LIFO (the most recently used is the warmest);
 //! HTTP/2 keeps one multiplexed connection per endpoint.
 
-use crate::body::Metered;
+use crate::body::{Metered, RequestBody};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub type UpstreamBody = Metered<Incoming>;
+pub type UpstreamBody = Metered<RequestBody>;
+pub type Sent = (http::Response<Incoming>, Option<Lease>);
 type H1Sender = http1::SendRequest<UpstreamBody>;
 type H2Sender = http2::SendRequest<UpstreamBody>;
 
@@ -99,6 +100,23 @@ impl Drop for Lease {
     }
 }
 
+/// A failed send; `request` is given back when none of it was written, so
+/// the caller may try it elsewhere.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: SendError,
+    pub request: Option<http::Request<UpstreamBody>>,
+}
+
+impl From<SendError> for Failed {
+    fn from(error: SendError) -> Self {
+        Self {
+            error,
+            request: None,
+        }
+    }
+}
+
 /// Sends `req` to `address` over a pooled or new connection. A request that a
 /// reused connection closed before sending is moved to another connection
 /// (never resent once any of it was written).
@@ -108,7 +126,7 @@ pub async fn send(
     connect_timeout: Duration,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
-) -> Result<(http::Response<Incoming>, Option<Lease>), SendError> {
+) -> Result<Sent, Failed> {
     if http2 {
         return send_h2(address, connect_timeout, new_connection, req).await;
     }
@@ -121,11 +139,19 @@ pub async fn send(
             Ok(resp) => return Ok((resp, Some(lease(address, sender)))),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
-                None => return Err(http_error(address, e.into_error())),
+                None => return Err(http_error(address, e.into_error()).into()),
             },
         }
     }
-    let io = connect(address, connect_timeout).await?;
+    let io = match connect(address, connect_timeout).await {
+        Ok(io) => io,
+        Err(error) => {
+            return Err(Failed {
+                error,
+                request: Some(req),
+            })
+        }
+    };
     new_connection();
     let (mut sender, conn) = http1::Builder::new()
         .handshake(io)
@@ -144,7 +170,7 @@ async fn send_h2(
     connect_timeout: Duration,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
-) -> Result<(http::Response<Incoming>, Option<Lease>), SendError> {
+) -> Result<Sent, Failed> {
     let pooled = POOL.with(|p| {
         let mut p = p.borrow_mut();
         match p.h2.get(address) {
@@ -163,12 +189,20 @@ async fn send_h2(
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(http_error(address, e.into_error())),
+                    None => return Err(http_error(address, e.into_error()).into()),
                 },
             }
         }
     }
-    let io = connect(address, connect_timeout).await?;
+    let io = match connect(address, connect_timeout).await {
+        Ok(io) => io,
+        Err(error) => {
+            return Err(Failed {
+                error,
+                request: Some(req),
+            })
+        }
+    };
     new_connection();
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

@@ -2,6 +2,10 @@
 //! resolved once (regexes compiled, clusters linked, selectors built) so the
 //! request path only reads.
 
+use crate::actions::{
+    ActionError, CorsRt, DirectRt, FaultRt, MatchedPrefix, RedirectRt, RetryRt, RewriteRt,
+};
+use crate::headers::{HeaderError, HeaderOps};
 use crate::stats::{self, Counters, Scope};
 use meshfast_balance::{Load, Policy, Selector, Wrr};
 use meshfast_ir as ir;
@@ -21,6 +25,10 @@ pub enum BuildError {
     UnknownRouteTable { listener: String, table: String },
     #[error("duplicate {what} name {name:?}")]
     Duplicate { what: &'static str, name: String },
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error(transparent)]
+    Header(#[from] HeaderError),
 }
 
 /// In-flight counts per (cluster, endpoint), carried across snapshots so
@@ -64,6 +72,79 @@ pub struct RouteRt {
     pub stats: Arc<Counters>,
     pub destinations: Destinations,
     pub timeout: Option<Duration>,
+    /// Answers locally instead of forwarding.
+    pub local: Option<LocalAction>,
+    pub matched: MatchedPrefix,
+    pub rewrite: Option<RewriteRt>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub retry: Option<RetryRt>,
+    pub fault: Option<FaultRt>,
+    pub mirrors: Vec<MirrorRt>,
+    pub cors: Option<CorsRt>,
+}
+
+#[derive(Debug)]
+pub enum LocalAction {
+    Redirect(RedirectRt),
+    Direct(DirectRt),
+}
+
+#[derive(Debug)]
+pub struct MirrorRt {
+    /// None: the mirror's cluster does not exist (counted, never fails the request).
+    pub cluster: Option<Arc<ClusterRt>>,
+    pub millionths: u32,
+}
+
+impl RouteRt {
+    fn build(
+        vh: &ir::VirtualHost,
+        route: &ir::Route,
+        registry: &stats::Registry,
+        by_name: &HashMap<&str, Arc<ClusterRt>>,
+    ) -> Result<Self, BuildError> {
+        let a = &route.action;
+        let name = route.name.as_str();
+        let local = match (&a.redirect, &a.direct_response) {
+            (Some(r), _) => Some(LocalAction::Redirect(RedirectRt::build(name, r)?)),
+            (None, Some(d)) => Some(LocalAction::Direct(DirectRt::build(name, d)?)),
+            (None, None) => None,
+        };
+        Ok(Self {
+            stats: registry.get(Scope::Route, &format!("{}/{}", vh.name, route.name)),
+            destinations: Destinations::build(&a.clusters, by_name)?,
+            timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
+            local,
+            matched: MatchedPrefix::of(&route.matcher),
+            rewrite: a
+                .rewrite
+                .as_ref()
+                .map(|r| RewriteRt::build(name, r))
+                .transpose()?,
+            request_headers: HeaderOps::build(&a.request_headers)?,
+            response_headers: HeaderOps::build(&a.response_headers)?,
+            retry: a.retry.as_ref().map(RetryRt::build),
+            fault: a
+                .fault
+                .as_ref()
+                .map(|f| FaultRt::build(name, f))
+                .transpose()?,
+            mirrors: a
+                .mirrors
+                .iter()
+                .map(|m| MirrorRt {
+                    cluster: by_name.get(m.cluster.as_str()).cloned(),
+                    millionths: m.millionths,
+                })
+                .collect(),
+            cors: a
+                .cors
+                .as_ref()
+                .map(|c| CorsRt::build(name, c))
+                .transpose()?,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -72,36 +153,49 @@ pub struct TcpRouteRt {
     pub destinations: Destinations,
 }
 
-/// Weighted clusters; `None` where the named cluster does not exist (a 503 NC
-/// for the requests sent there, as Envoy does).
+/// Weighted clusters; `cluster: None` where the named cluster does not exist
+/// (a 503 NC for the requests sent there, as Envoy does).
 #[derive(Debug)]
 pub struct Destinations {
-    clusters: Vec<Option<Arc<ClusterRt>>>,
+    clusters: Vec<Destination>,
     picker: Wrr,
 }
 
+#[derive(Debug)]
+pub struct Destination {
+    pub cluster: Option<Arc<ClusterRt>>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
 impl Destinations {
-    fn build(weighted: &[ir::WeightedCluster], by_name: &HashMap<&str, Arc<ClusterRt>>) -> Self {
-        let clusters = weighted
-            .iter()
-            .map(|w| by_name.get(w.cluster.as_str()).cloned())
-            .collect();
+    fn build(
+        weighted: &[ir::WeightedCluster],
+        by_name: &HashMap<&str, Arc<ClusterRt>>,
+    ) -> Result<Self, BuildError> {
+        let mut clusters = Vec::with_capacity(weighted.len());
+        for w in weighted {
+            clusters.push(Destination {
+                cluster: by_name.get(w.cluster.as_str()).cloned(),
+                request_headers: HeaderOps::build(&w.request_headers)?,
+                response_headers: HeaderOps::build(&w.response_headers)?,
+            });
+        }
         let weights: Vec<u32> = weighted.iter().map(|w| w.weight).collect();
-        Self {
+        Ok(Self {
             clusters,
             picker: Wrr::new(&weights),
-        }
+        })
     }
 
-    /// `Err(())` when the chosen (or only) destination is a missing cluster.
-    #[allow(clippy::result_unit_err)]
-    pub fn pick(&self) -> Result<&Arc<ClusterRt>, ()> {
+    /// None when there is no destination at all.
+    pub fn pick(&self) -> Option<&Destination> {
         let index = match self.clusters.len() {
-            0 => return Err(()),
+            0 => return None,
             1 => 0,
             _ => self.picker.next(),
         };
-        self.clusters.get(index).and_then(Option::as_ref).ok_or(())
+        self.clusters.get(index)
     }
 }
 
@@ -125,8 +219,11 @@ pub struct EndpointRt {
 
 impl ClusterRt {
     pub fn pick(&self) -> Option<&EndpointRt> {
-        let i = self.selector.pick(|i| self.endpoints[i].load.get())?;
-        self.endpoints.get(i)
+        self.endpoints.get(self.pick_index()?)
+    }
+
+    pub fn pick_index(&self) -> Option<usize> {
+        self.selector.pick(|i| self.endpoints[i].load.get())
     }
 }
 
@@ -163,14 +260,7 @@ impl Runtime {
 
         let mut tables: HashMap<&str, Arc<Table<RouteRt>>> = HashMap::new();
         for t in &snap.route_tables {
-            let table = Table::build(t, |vh, route| -> Result<RouteRt, BuildError> {
-                Ok(RouteRt {
-                    stats: registry.get(Scope::Route, &format!("{}/{}", vh.name, route.name)),
-                    destinations: Destinations::build(&route.action.clusters, &by_name),
-                    timeout: (route.action.timeout_ms > 0)
-                        .then(|| Duration::from_millis(route.action.timeout_ms)),
-                })
-            })?;
+            let table = Table::build(t, |vh, route| RouteRt::build(vh, route, registry, &by_name))?;
             if tables.insert(t.name.as_str(), Arc::new(table)).is_some() {
                 return Err(BuildError::Duplicate {
                     what: "route table",
@@ -199,11 +289,13 @@ impl Runtime {
                 ir::ListenerProtocol::Tcp => ListenerKind::Tcp(
                     l.tcp_routes
                         .iter()
-                        .map(|r| TcpRouteRt {
-                            name: r.name.clone(),
-                            destinations: Destinations::build(&r.clusters, &by_name),
+                        .map(|r| {
+                            Ok(TcpRouteRt {
+                                name: r.name.clone(),
+                                destinations: Destinations::build(&r.clusters, &by_name)?,
+                            })
                         })
-                        .collect(),
+                        .collect::<Result<_, BuildError>>()?,
                 ),
             };
             listeners[id] = Some(ListenerRt {

@@ -17,7 +17,11 @@ pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, list
         return;
     };
     // Compile already filtered routes by port; the first one applies.
-    let Some(Ok(cluster)) = routes.first().map(|r| r.destinations.pick()) else {
+    let Some(cluster) = routes
+        .first()
+        .and_then(|r| r.destinations.pick())
+        .and_then(|d| d.cluster.as_ref())
+    else {
         listener.stats.flag(ResponseFlag::NoCluster);
         return;
     };
