@@ -7,8 +7,6 @@ feature shrinks this table.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
@@ -21,7 +19,9 @@ from meshfast.config import (
     load_config_text,
 )
 
-SAMPLES = Path("/work/shared/istio-samples/samples/bookinfo")
+from ..samples import BOOKINFO_NETWORKING
+
+SAMPLES = BOOKINFO_NETWORKING.parent
 NETWORKING = SAMPLES / "networking"
 
 EXPECTED: dict[str, list[str]] = {
@@ -44,20 +44,14 @@ EXPECTED: dict[str, list[str]] = {
     "egress-rule-google-apis.yaml": [
         "42: DestinationRule/originate-tls-for-googleapis: $.spec.trafficPolicy.portLevelSettings: not implemented yet",  # noqa: E501
     ],
-    "fault-injection-details-v1.yaml": [
-        "9: VirtualService/details: $.spec.http[0].fault: not implemented yet",
-    ],
+    "fault-injection-details-v1.yaml": [],
     "virtual-service-all-v1.yaml": [],
     "virtual-service-details-v2.yaml": [],
     "virtual-service-ratings-db.yaml": [],
     "virtual-service-ratings-mysql-vm.yaml": [],
     "virtual-service-ratings-mysql.yaml": [],
-    "virtual-service-ratings-test-abort.yaml": [
-        "13: VirtualService/ratings: $.spec.http[0].fault: not implemented yet",
-    ],
-    "virtual-service-ratings-test-delay.yaml": [
-        "13: VirtualService/ratings: $.spec.http[0].fault: not implemented yet",
-    ],
+    "virtual-service-ratings-test-abort.yaml": [],
+    "virtual-service-ratings-test-delay.yaml": [],
     "virtual-service-reviews-50-v3.yaml": [],
     "virtual-service-reviews-80-20.yaml": [],
     "virtual-service-reviews-90-10.yaml": [],
@@ -122,3 +116,47 @@ def test_bookinfo_compiles() -> None:
     clusters = [c.name for c in snap.clusters]
     assert "outbound|9080|v2-mysql-vm|ratings.default.svc.cluster.local" in clusters
     assert len(clusters) == 4 + 1 + 3 + 4 + 2  # default clusters + subsets per host
+
+
+@pytest.mark.parametrize(
+    ("sample", "host", "fault"),
+    [
+        (
+            "fault-injection-details-v1.yaml",
+            "details",
+            ir.Fault(abort_http_status=555, abort_millionths=1_000_000),
+        ),
+        (
+            "virtual-service-ratings-test-abort.yaml",
+            "ratings",
+            ir.Fault(abort_http_status=500, abort_millionths=1_000_000),
+        ),
+        (
+            "virtual-service-ratings-test-delay.yaml",
+            "ratings",
+            ir.Fault(delay_ms=7000, delay_millionths=1_000_000),
+        ),
+    ],
+)
+def test_bookinfo_fault_samples_compile(sample: str, host: str, fault: ir.Fault) -> None:
+    rules = (NETWORKING / "destination-rule-all.yaml").read_text()  # the details one has its DR
+    text = "\n---\n".join(
+        [
+            _services(),
+            *([] if sample.startswith("fault") else [rules]),
+            (NETWORKING / sample).read_text(),
+        ]
+    )
+    snap = compile_config(load_config_text(text), CompileOptions())
+    [vh] = [
+        v
+        for v in snap.route_tables[0].virtual_hosts
+        if v.name == f"{host}.default.svc.cluster.local:9080"
+    ]
+    first, *rest = vh.routes
+    assert first.action.fault == fault
+    assert first.action.clusters == (
+        ir.WeightedCluster(f"outbound|9080|v1|{host}.default.svc.cluster.local", 100),
+    )
+    # details: the fault rule has no match, so it is a catch-all and the rule after it is dropped
+    assert [r.action.fault for r in rest] == ([] if host == "details" else [None])

@@ -5,7 +5,7 @@ import textwrap
 import msgspec
 
 from meshfast.config import CompileOptions, compile_config, ir, load_config_text
-from meshfast.config.compile import k8s_port_protocol, upstream_protocol
+from meshfast.config.registry import k8s_port_protocol, upstream_protocol
 from meshfast.config.resources import ServicePortK8s
 
 REVIEWS = """\

@@ -204,10 +204,15 @@ def test_valid_documents_decode_to_structs() -> None:
         (ROUTE + "  foo: 1\n", [("$.spec.http[0].foo", 'unknown field "foo"')]),
         # not-implemented fields
         (
-            ROUTE + "  fault: {abort: {httpStatus: 500}}\n  retries: {attempts: 3}\n",
+            ROUTE
+            + "  fault: {delay: {exponentialDelay: 1s}, abort: {http2Error: x}}\n"
+            + "  retries: {attempts: 3, retryRemoteLocalities: true}\n"
+            + "  delegate: {name: other}\n",
             [
-                ("$.spec.http[0].fault", "not implemented yet"),
-                ("$.spec.http[0].retries", "not implemented yet"),
+                ("$.spec.http[0].fault.delay.exponentialDelay", "not implemented yet"),
+                ("$.spec.http[0].fault.abort.http2Error", "not implemented yet"),
+                ("$.spec.http[0].retries.retryRemoteLocalities", "not implemented yet"),
+                ("$.spec.http[0].delegate", "not implemented yet"),
             ],
         ),
         (
@@ -217,10 +222,7 @@ def test_valid_documents_decode_to_structs() -> None:
         (
             "hosts: [r]\nhttp:\n- match: [{sourceLabels: {a: b}}]\n"
             "  route: [{destination: {host: r}, headers: {}}]\n",
-            [
-                ("$.spec.http[0].match[0].sourceLabels", "not implemented yet"),
-                ("$.spec.http[0].route[0].headers", "not implemented yet"),
-            ],
+            [("$.spec.http[0].match[0].sourceLabels", "not implemented yet")],
         ),
         # wrong types
         (
@@ -398,7 +400,7 @@ def test_vs_hosts_gateways_and_route() -> None:
     assert got == [
         ("$.spec.hosts", "at least one host is required"),
         ("$.spec.gateways[1]", "gateway binding not implemented yet"),
-        ("$.spec.http[0]", "route is required"),
+        ("$.spec.http[0]", "one of route, redirect or directResponse is required"),
     ]
 
 
@@ -644,7 +646,10 @@ def test_workload_entry_problems() -> None:
 
 def test_every_problem_of_every_document_at_once() -> None:
     text = (
-        vs(ROUTE + "  fault: {}\n") + "---\n" + dr("host: r\nbogus: 1\n") + "---\nkind: Gateway\n"
+        vs(ROUTE + "  fault: {abort: {http2Error: x}}\n")
+        + "---\n"
+        + dr("host: r\nbogus: 1\n")
+        + "---\nkind: Gateway\n"
     )
     got = problems(text)
     assert [(p.line, p.kind, p.message) for p in got] == [

@@ -4,19 +4,21 @@ Each Istio Struct names, in ``NOT_IMPLEMENTED``, the camelCase fields Istio defi
 does not implement yet: the validator reports every one present as ``not implemented yet``
 instead of ignoring it.  Implementing a field means moving it from that set into the Struct.
 
+The ``http[]`` types of a VirtualService live in :mod:`meshfast.config.http_route`, the base
+Structs in :mod:`meshfast.config.structs`.
+
 Istio Structs forbid unknown fields (``unknown field "foo"``); Kubernetes Structs accept and
 ignore fields they do not name (object dumps carry many fields a sidecar has no use for).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, Literal
 
 import msgspec
 
-Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-Weight = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-UInt32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+from meshfast.config.http_route import Destination, HTTPRoute
+from meshfast.config.structs import IstioStruct, K8sStruct, Port, UInt32, Weight
 
 SimpleLb = Literal[
     "UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"
@@ -31,20 +33,6 @@ NETWORKING_VERSIONS = frozenset(
 )
 
 
-class IstioStruct(
-    msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True
-):
-    """Base of the Istio API types."""
-
-    NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset()
-
-
-class K8sStruct(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    """Base of the Kubernetes API types: unknown fields are accepted and ignored."""
-
-    NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset()
-
-
 class ObjectMeta(K8sStruct, frozen=True):
     name: str
     namespace: str = "default"
@@ -53,71 +41,6 @@ class ObjectMeta(K8sStruct, frozen=True):
 
 
 # --- VirtualService -----------------------------------------------------------------------
-
-
-class StringMatch(IstioStruct, frozen=True):
-    """Exactly one of exact/prefix/regex; ``{}`` means presence in header/query maps."""
-
-    exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
-
-
-class PortSelector(IstioStruct, frozen=True):
-    number: Port | None = None
-
-
-class Destination(IstioStruct, frozen=True):
-    host: str
-    subset: str | None = None
-    port: PortSelector | None = None
-
-
-class HTTPRouteDestination(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"headers"})
-
-    destination: Destination
-    weight: Weight | None = None
-
-
-class HTTPMatchRequest(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"sourceLabels", "sourceNamespace", "gateways", "statPrefix"})
-
-    name: str | None = None
-    uri: StringMatch | None = None
-    scheme: StringMatch | None = None
-    method: StringMatch | None = None
-    authority: StringMatch | None = None
-    headers: dict[str, StringMatch] = {}
-    without_headers: dict[str, StringMatch] = {}
-    query_params: dict[str, StringMatch] = {}
-    port: Port | None = None
-    ignore_uri_case: bool = False
-
-
-class HTTPRoute(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset(
-        {
-            "redirect",
-            "directResponse",
-            "delegate",
-            "rewrite",
-            "retries",
-            "fault",
-            "mirror",
-            "mirrorPercent",
-            "mirror_percent",
-            "mirrorPercentage",
-            "mirrors",
-            "corsPolicy",
-            "headers",
-        }
-    )
-
-    name: str | None = None
-    match: tuple[HTTPMatchRequest, ...] = ()
-    route: tuple[HTTPRouteDestination, ...] = ()
-    timeout: str | None = None
 
 
 class L4MatchAttributes(IstioStruct, frozen=True):

@@ -17,15 +17,14 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from meshfast.config import compile as comp
+from meshfast.config import registry as reg
 from meshfast.config import resources as r
-from meshfast.config.duration import parse_ms
+from meshfast.config import validate_http as vh
 from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
 from meshfast.config.model import Config, ConfigError, Problem
 
 Issue = tuple[str, str]  # (JSON path, message)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _KNOWN_PROTOCOLS = frozenset(
     {"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"}
 )
@@ -187,53 +186,6 @@ def _type_info(cls: type[Any]) -> mi.Type:
 # --- semantic checks ----------------------------------------------------------------------
 
 
-def _regex(pattern: str, path: str) -> Iterator[Issue]:
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        yield path, f"invalid regex {pattern!r}: {e}"
-
-
-def _string_match(m: r.StringMatch, path: str, *, presence_ok: bool = False) -> Iterator[Issue]:
-    set_ = [k for k in ("exact", "prefix", "regex") if getattr(m, k) is not None]
-    if not set_:
-        if not presence_ok:
-            yield path, "one of exact, prefix or regex is required"
-        return
-    if len(set_) > 1:
-        yield path, f"only one of exact, prefix or regex may be set (got {', '.join(set_)})"
-        return
-    if m.regex is not None and not (presence_ok and m.regex == "*"):
-        yield from _regex(m.regex, child(path, "regex"))
-
-
-def _duration(text: str, path: str) -> Iterator[Issue]:
-    try:
-        ms = parse_ms(text)
-    except ValueError as e:
-        yield path, str(e)
-        return
-    if ms < 1:
-        yield path, f'duration "{text}" must be >= 1ms'
-
-
-def _weights(
-    dests: Sequence[r.HTTPRouteDestination | r.RouteDestination], path: str
-) -> Iterator[Issue]:
-    for i, d in enumerate(dests):
-        p = child(path, i)
-        if not d.destination.host.strip():
-            yield child(child(p, "destination"), "host"), "host must not be empty"
-        subset = d.destination.subset
-        if subset is not None and not _DNS_LABEL.match(subset):
-            yield (
-                child(child(p, "destination"), "subset"),
-                f'subset "{subset}" is not a valid DNS label',
-            )
-    if len(dests) > 1 and sum(d.weight or 0 for d in dests) <= 0:
-        yield path, "with more than one destination the total weight must be > 0"
-
-
 def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
     spec = vs.spec
     if not spec.hosts:
@@ -245,33 +197,12 @@ def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
         if g != "mesh":
             yield f"$.spec.gateways[{i}]", "gateway binding not implemented yet"
     for i, http in enumerate(spec.http):
-        hp = f"$.spec.http[{i}]"
-        if not http.route:
-            yield hp, "route is required"
-        yield from _weights(http.route, f"{hp}.route")
-        if http.timeout is not None:
-            yield from _duration(http.timeout, f"{hp}.timeout")
-        for j, m in enumerate(http.match):
-            mp = f"{hp}.match[{j}]"
-            for key in ("uri", "scheme", "method", "authority"):
-                sm = getattr(m, key)
-                if sm is not None:
-                    yield from _string_match(sm, child(mp, key))
-            for key, attr in (("headers", "headers"), ("withoutHeaders", "without_headers")):
-                for name, sm in getattr(m, attr).items():
-                    p = child(child(mp, key), name)
-                    if name != name.lower():
-                        yield p, f'header name "{name}" must be lowercase'
-                    yield from _string_match(sm, p, presence_ok=True)
-            for name, sm in m.query_params.items():
-                yield from _string_match(
-                    sm, child(child(mp, "queryParams"), name), presence_ok=True
-                )
+        yield from vh.http_route(http, f"$.spec.http[{i}]")
     for i, tcp in enumerate(spec.tcp):
         tp = f"$.spec.tcp[{i}]"
         if not tcp.route:
             yield tp, "route is required"
-        yield from _weights(tcp.route, f"{tp}.route")
+        yield from vh.weights(tcp.route, f"{tp}.route")
 
 
 def _traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
@@ -286,7 +217,7 @@ def _destination_rule(dr: r.DestinationRule) -> Iterator[Issue]:
     seen: set[str] = set()
     for i, s in enumerate(dr.spec.subsets):
         p = f"$.spec.subsets[{i}]"
-        if not _DNS_LABEL.match(s.name):
+        if not vh.DNS_LABEL.match(s.name):
             yield f"{p}.name", f'subset name "{s.name}" is not a valid DNS label'
         if s.name in seen:
             yield f"{p}.name", f'duplicate subset "{s.name}"'
@@ -338,7 +269,7 @@ def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
             yield p, "address is required"
         yield from _address(ep.address, f"{p}.address")
         static = resolution == "STATIC" and not ep.address.startswith("unix://")
-        if static and ep.address and not comp.ip_literal(ep.address):
+        if static and ep.address and not reg.ip_literal(ep.address):
             yield f"{p}.address", f'"{ep.address}" is not an IP address (resolution STATIC)'
 
 
@@ -486,7 +417,7 @@ def _validate(
 
     # TCP services are told apart by port only: two of them on one port would need one listener.
     port_owner: dict[int, str] = {}
-    for svc in comp.build_registry(resources).values():
+    for svc in reg.build_registry(resources).values():
         for port in svc.ports:
             if port.protocol != "tcp":
                 continue

@@ -301,8 +301,11 @@ impl CorsRt {
         })
     }
 
+    /// Envoy also lets a matcher that matches the literal `*` allow any origin.
     pub fn allows(&self, origin: &str) -> bool {
-        self.origins.iter().any(|m| m.matches(origin))
+        self.origins
+            .iter()
+            .any(|m| m.matches(origin) || m.matches("*"))
     }
 
     /// Headers of the answer to an allowed preflight.

@@ -1,0 +1,158 @@
+"""The harness's parts without running a benchmark: parsers, /proc readers, reports, HAProxy."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from meshfast.bench import procs, report
+from meshfast.bench.haproxy_export import Unsupported, haproxy_config
+from meshfast.bench.load import parse_h2load, parse_wrk, percentile, wrk_script
+from meshfast.bench.peers import compile_snapshot
+from meshfast.bench.scenarios import SCENARIOS, config_yaml, route_paths
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:18080/
+  1 threads and 10 connections
+  7102 requests in 1.10s, 2.11MB read
+Requests/sec:   6469.42
+MESHFAST-WRK {"requests":7102,"duration_us":1097780,"connect":0,"read":2,"write":0,\
+"status":1,"timeout":0,"p50_us":1333.0,"p90_us":2240.0,"p99_us":2485.0,"p999_us":2799.0}
+"""
+
+H2LOAD_OUTPUT = """\
+finished in 1.00s, 130001.00 req/s, 22.94MB/s
+requests: 130001 total, 130101 started, 130001 done, 129990 succeeded, 11 failed, 0 errored, \
+0 timeout
+status codes: 129990 2xx, 0 3xx, 0 4xx, 11 5xx
+"""
+
+
+def test_parse_wrk() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.requests == 7102
+    assert result.seconds == pytest.approx(1.09778)
+    assert result.rps == pytest.approx(7102 / 1.09778)
+    assert (result.p50_ms, result.p99_ms, result.p999_ms) == (1.333, 2.485, 2.799)
+    assert result.errors == 3
+    assert result.error_detail == {"read": 2, "status": 1}
+
+
+def test_parse_h2load_with_log_latencies() -> None:
+    latencies = [float(i) for i in range(1, 1001)]  # 1..1000 µs
+    result = parse_h2load(H2LOAD_OUTPUT, latencies)
+    assert result.requests == 130001
+    assert result.seconds == 1.0
+    assert result.errors == 11
+    assert result.error_detail == {"failed": 11, "5xx": 11}
+    assert result.p50_ms == pytest.approx(0.5)
+    assert result.p99_ms == pytest.approx(0.99)
+    assert result.p999_ms == pytest.approx(0.999)
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
+    assert percentile([5.0], 99.9) == 5.0
+
+
+def test_wrk_script_spreads_paths_and_reports() -> None:
+    script = wrk_script(path="/", headers={"Host": "upstream.local"}, spread_paths=["/a", "/b"])
+    assert 'wrk.headers["Host"] = "upstream.local"' in script
+    assert '"/a",' in script
+    assert "request = function()" in script
+    assert "latency:percentile(99.9)" in script
+
+
+def test_proc_readers_on_this_process() -> None:
+    times = procs.cpu_times(os.getpid())
+    assert times.total >= 0
+    assert times.threads >= 1
+    mem = procs.memory(os.getpid())
+    assert mem.rss_kib > 0
+    assert mem.hwm_kib >= mem.rss_kib
+    check = procs.quiet_check([0], threshold=100.0, sample_s=0.05, retries=0)
+    assert check.quiet
+    assert 0 in check.busy_percent
+
+
+def test_scenarios_compile_for_every_proxy() -> None:
+    assert list(SCENARIOS) == [
+        "h1-keepalive",
+        "h2-multiplexed",
+        "connection-churn",
+        "large-body",
+        "route-table-1000",
+        "same-core-latency",
+    ]
+    for scenario in SCENARIOS.values():
+        snapshot = compile_snapshot(config_yaml(scenario, "127.0.0.1:9"), "127.0.0.1:1", "x")
+        routes = snapshot.route_tables[0].virtual_hosts[0].routes
+        assert len(routes) == (scenario.routes or 1)
+        if scenario.routes:
+            assert scenario.probe_path == route_paths(1)[0]
+            with pytest.raises(Unsupported, match="Host → backend"):
+                haproxy_config(snapshot, bind="127.0.0.1:2")
+        else:
+            text = haproxy_config(snapshot, bind="127.0.0.1:2", h2_bind="127.0.0.1:3")
+            assert "bind 127.0.0.1:3 proto h2" in text
+            assert "req.hdr(host) -i upstream.local:80 upstream.local" in text
+            assert "server s0 127.0.0.1:9 weight 1" in text
+            assert "nbthread 1" in text
+
+
+def _sample(**overrides: Any) -> report.RunSample:
+    values: dict[str, Any] = {
+        "rps": 1000.0,
+        "requests": 1000,
+        "seconds": 1.0,
+        "p50_ms": 1.0,
+        "p90_ms": 2.0,
+        "p99_ms": 3.0,
+        "p999_ms": 4.0,
+        "errors": 0,
+        "quiet": True,
+        "busy_percent": {0: 1.0},
+        "cpu_us_per_req": 20.0,
+        "rss_idle_mib": 30.0,
+        "rss_peak_mib": 35.0,
+        "ready_ms": 100.0,
+    }
+    values.update(overrides)
+    return report.RunSample(**values)
+
+
+def test_aggregate_medians_spreads_and_ratios() -> None:
+    mesh = report.aggregate(
+        "s",
+        "meshfast",
+        1,
+        [_sample(cpu_us_per_req=c, errors=1) for c in (10.0, 12.0, 30.0)],
+    )
+    assert mesh.cpu_us_per_req == 12.0
+    assert mesh.spread["cpu_us_per_req"] == [10.0, 30.0]
+    assert mesh.errors == 3
+    assert mesh.runs == 3
+    envoy = report.aggregate("s", "envoy", 1, [_sample(cpu_us_per_req=24.0, p99_ms=6.0)])
+    direct = report.aggregate(
+        "s", "direct", 1, [_sample(cpu_us_per_req=None, p50_ms=0.5, p99_ms=1.0)]
+    )
+    assert direct.cpu_us_per_req is None
+    records = [mesh, envoy, direct]
+    report.fill_added_latency(records)
+    assert mesh.added_p50_ms == 0.5
+    assert envoy.added_p99_ms == 5.0
+    (row,) = report.ratios(records)
+    assert row["vs"] == "envoy"
+    assert row["cpu_us_per_req"] == 0.5
+    assert row["p99_ms"] == 0.5
+    table = report.render_table(records, [row])
+    assert "meshfast/envoy" in table
+    assert "0.50x" in table
+    results = {"machine": {}, "versions": {"envoy": "1.40.0"}, "ratios": [row], "commit": "abc"}
+    markdown = report.render_markdown(results, records, "plot.png")
+    assert "![CPU-µs per request and p99 per scenario](plot.png)" in markdown
+    assert "`abc`" in markdown
+    assert "envoy 1.40.0" in markdown

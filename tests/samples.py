@@ -1,0 +1,25 @@
+"""Where the shared conformance corpus lives: ../shared beside the repository
+(as CI lays it out), or MESHFAST_SHARED."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    candidates = [
+        Path(os.environ["MESHFAST_SHARED"]) if "MESHFAST_SHARED" in os.environ else None,
+        REPO.parent / "shared",
+        Path("/work/shared"),
+    ]
+    for c in candidates:
+        if c is not None and (c / "istio-samples").is_dir():
+            return c
+    raise FileNotFoundError("the shared corpus (../shared/istio-samples) is missing")
+
+
+SAMPLES = shared_dir() / "istio-samples"
+BOOKINFO_NETWORKING = SAMPLES / "samples" / "bookinfo" / "networking"
