@@ -153,12 +153,23 @@ snapshot = st.builds(
             lb=st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]),
             protocol=st.sampled_from(["http1", "http2", "tcp"]),
             connect_timeout_ms=st.integers(0, 10**6),
+            hash=st.none()
+            | st.builds(
+                ir.HashPolicy,
+                source=st.sampled_from(["header", "cookie", "source_ip", "query"]),
+                name=names,
+                cookie_ttl_ms=st.none() | st.integers(0, 10**9),
+                cookie_path=st.none() | names,
+                algorithm=st.sampled_from(["ring", "maglev"]),
+                table_size=st.integers(1, 10**6),
+            ),
             endpoints=st.lists(
                 st.builds(
                     ir.Endpoint,
                     address=names,
                     weight=st.integers(0, 1000),
                     labels=st.dictionaries(names, names, max_size=2),
+                    locality=names,
                 ),
                 max_size=3,
             ).map(tuple),

@@ -174,6 +174,18 @@ class Endpoint(msgspec.Struct, frozen=True):
     address: str
     weight: int = 1
     labels: dict[str, str] = {}
+    locality: str = ""  # region/zone/subzone
+
+
+class HashPolicy(msgspec.Struct, frozen=True):
+    """Istio ``consistentHash``; replaces the cluster's ``lb`` when set."""
+
+    source: Literal["header", "cookie", "source_ip", "query"]
+    name: str = ""  # header, cookie or query parameter name
+    cookie_ttl_ms: int | None = None  # set: generate the cookie when absent (0: session cookie)
+    cookie_path: str | None = None
+    algorithm: Literal["ring", "maglev"] = "ring"
+    table_size: int = 1024  # ring: minimum ring size; maglev: table size (prime)
 
 
 class Cluster(msgspec.Struct, frozen=True):
@@ -182,6 +194,7 @@ class Cluster(msgspec.Struct, frozen=True):
     protocol: UpstreamProtocol = "http1"
     connect_timeout_ms: int = 10_000
     endpoints: tuple[Endpoint, ...] = ()
+    hash: HashPolicy | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True):

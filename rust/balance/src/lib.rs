@@ -4,8 +4,10 @@
 //! only read; the little mutable state there is (a round-robin cursor, the
 //! callers' in-flight counts) is atomic.
 
+mod consistent;
 mod weighted;
 
+pub use consistent::{key_hash, HashTable};
 pub use weighted::Wrr;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -278,6 +278,43 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub connect_timeout_ms: u64,
     pub endpoints: Vec<Endpoint>,
+    /// Consistent hashing; when set it replaces `lb`.
+    pub hash: Option<HashPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HashSource {
+    #[default]
+    Header,
+    Cookie,
+    SourceIp,
+    Query,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HashAlgorithm {
+    /// Envoy's ring hash (Istio's default), `table_size` = minimum ring size.
+    #[default]
+    Ring,
+    /// Maglev, `table_size` = lookup table size (a prime).
+    Maglev,
+}
+
+/// Istio's `consistentHash`: what to hash, and how to map hashes to endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HashPolicy {
+    pub source: HashSource,
+    /// Header, cookie or query parameter name.
+    pub name: String,
+    /// Cookie only: when set and the cookie is absent, the proxy generates it
+    /// with this max-age (0: a session cookie).
+    pub cookie_ttl_ms: Option<u64>,
+    pub cookie_path: Option<String>,
+    pub algorithm: HashAlgorithm,
+    pub table_size: u64,
 }
 
 /// `address` is `ip:port` or `hostname:port` (resolved when connecting).
@@ -287,6 +324,8 @@ pub struct Endpoint {
     pub address: String,
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
+    /// `region/zone/subzone`, empty when unknown.
+    pub locality: String,
 }
 
 #[derive(Debug, thiserror::Error)]

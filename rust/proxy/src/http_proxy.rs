@@ -5,6 +5,7 @@
 use crate::actions::{self, Abort, Outcome};
 use crate::body::{Direction, LoadGuard, Metered, ProxyBody, RequestBody};
 use crate::flags::ResponseFlag;
+use crate::hashing::Key;
 use crate::mirror;
 use crate::pool::{self, Failed, UpstreamBody};
 use crate::respond::{add_flag, local_reply, reply};
@@ -22,6 +23,7 @@ use hyper::body::Incoming;
 use meshfast_ir::UpstreamProtocol;
 use meshfast_route::RequestHead;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What a connection knows that its requests need.
@@ -41,10 +43,11 @@ const HOST_SELECTION_ATTEMPTS: usize = 5;
 pub async fn serve(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
+    peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // One load per request: this request sees this snapshot to its end.
     let snap = ctx.store.load_full();
-    Ok(proxy(req, &snap, ctx.listener_id).await)
+    Ok(proxy(req, &snap, ctx.listener_id, peer).await)
 }
 
 /// The counters a request touches, for local replies at any stage.
@@ -91,6 +94,7 @@ async fn proxy(
     mut req: Request<Incoming>,
     snap: &Runtime,
     listener_id: usize,
+    peer: SocketAddr,
 ) -> Response<ProxyBody> {
     if !req.headers().contains_key(REQUEST_ID) {
         req.headers_mut().insert(REQUEST_ID, new_request_id());
@@ -224,11 +228,16 @@ async fn proxy(
     let _cluster_active = ActiveGuard::request(&cluster.stats);
     scope.cluster = Some(&cluster.stats);
 
+    let key = match &cluster.hash {
+        Some(h) => h.key(req.headers(), req.uri().query(), peer),
+        None => Key::default(),
+    };
     let forward = Forward {
         listener: &listener.stats,
         route,
         dest,
         cluster,
+        hash: key.hash,
     };
     let mut resp = match forward.run(req, authority, &scope).await {
         Ok(resp) => resp,
@@ -242,6 +251,9 @@ async fn proxy(
     if delayed {
         add_flag(&mut resp, ResponseFlag::DelayInjected);
     }
+    if let Some(cookie) = key.set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     resp
 }
 
@@ -251,6 +263,8 @@ struct Forward<'a> {
     route: &'a RouteRt,
     dest: &'a Destination,
     cluster: &'a Arc<ClusterRt>,
+    /// The consistent-hash key, when the cluster hashes and the request has one.
+    hash: Option<u64>,
 }
 
 impl Forward<'_> {
@@ -389,9 +403,9 @@ impl Forward<'_> {
         let mut pending: Option<Request<UpstreamBody>> = None;
         let mut retries_done = 0u32;
         loop {
-            let Some(index) =
-                pick_endpoint(cluster, previous, retry.is_some_and(|r| r.previous_hosts))
-            else {
+            // Consistent hashing keeps retries on the key's endpoint (Istio drops previous_hosts).
+            let avoid_previous = self.hash.is_none() && retry.is_some_and(|r| r.previous_hosts);
+            let Some(index) = pick_endpoint(cluster, self.hash, previous, avoid_previous) else {
                 return Err(ResponseFlag::NoHealthyUpstream);
             };
             let endpoint: &EndpointRt = &cluster.endpoints[index];
@@ -460,12 +474,17 @@ impl Forward<'_> {
     }
 }
 
-/// Picks an endpoint, avoiding `previous` when asked (Envoy's previous_hosts).
+/// Picks an endpoint: by hash when there is one, else by the cluster's
+/// balancer, avoiding `previous` when asked (Envoy's previous_hosts).
 fn pick_endpoint(
     cluster: &ClusterRt,
+    hash: Option<u64>,
     previous: Option<usize>,
     avoid_previous: bool,
 ) -> Option<usize> {
+    if let (Some(h), Some(table)) = (hash, cluster.hash.as_ref()) {
+        return table.table.pick(h);
+    }
     let mut index = cluster.pick_index()?;
     if avoid_previous && cluster.endpoints.len() > 1 {
         for _ in 0..HOST_SELECTION_ATTEMPTS {

@@ -10,6 +10,7 @@ mod actions;
 mod body;
 pub mod echo;
 mod flags;
+mod hashing;
 mod headers;
 mod http_proxy;
 mod listener;

@@ -5,6 +5,7 @@
 use crate::actions::{
     ActionError, CorsRt, DirectRt, FaultRt, MatchedPrefix, RedirectRt, RetryRt, RewriteRt,
 };
+use crate::hashing::HashRt;
 use crate::headers::{HeaderError, HeaderOps};
 use crate::stats::{self, Counters, Scope};
 use meshfast_balance::{Load, Policy, Selector, Wrr};
@@ -206,6 +207,8 @@ pub struct ClusterRt {
     pub connect_timeout: Duration,
     pub endpoints: Vec<EndpointRt>,
     pub selector: Selector,
+    /// Consistent hashing, when the cluster asks for it (replaces `selector`).
+    pub hash: Option<HashRt>,
     pub stats: Arc<Counters>,
 }
 
@@ -369,7 +372,13 @@ fn build_cluster(
         ir::LbPolicy::Random => Policy::Random,
     };
     let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    let addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
+    let hash = c
+        .hash
+        .as_ref()
+        .map(|h| HashRt::build(h, &addresses, &weights));
     Ok(ClusterRt {
+        hash,
         name: c.name.clone(),
         protocol: c.protocol,
         connect_timeout: Duration::from_millis(if c.connect_timeout_ms == 0 {

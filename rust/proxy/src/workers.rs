@@ -370,7 +370,7 @@ async fn accept(
             _ = stop.changed() => return,
             a = socket.accept() => a,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning (Trio's policy).
@@ -400,7 +400,7 @@ async fn accept(
                     }
                 }
                 ir::ListenerProtocol::Http => {
-                    serve_http(stream, ctx, drain.signal.clone(), &builder).await;
+                    serve_http(stream, peer, ctx, drain.signal.clone(), &builder).await;
                 }
             }
             drain.open.fetch_sub(1, Ordering::Relaxed);
@@ -410,11 +410,12 @@ async fn accept(
 
 async fn serve_http(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     ctx: Arc<ConnCtx>,
     mut drain: watch::Receiver<bool>,
     builder: &auto::Builder<TokioExecutor>,
 ) {
-    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone()));
+    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), peer));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
