@@ -155,13 +155,35 @@ impl Body for ProxyBody {
     }
 }
 
-/// What goes upstream: the downstream body streamed once, or a buffered copy
-/// that can be sent again (retries, mirrors).
+/// A copy of a request body as it streams past, kept so a retry can send it
+/// again; given up (and retries with it) once it outgrows its limit.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub frames: Vec<Bytes>,
+    pub trailers: Option<http::HeaderMap>,
+    bytes: u64,
+    pub complete: bool,
+    pub overflow: bool,
+}
+
+impl Recording {
+    pub fn replayable(&self) -> bool {
+        self.complete && !self.overflow
+    }
+}
+
+/// What goes upstream: the downstream body streamed once, the same while a
+/// copy is recorded, or a recorded copy sent again (retries, mirrors).
 #[derive(Debug)]
 pub enum RequestBody {
     Streaming(Incoming),
+    Teed {
+        inner: Incoming,
+        record: Arc<parking_lot::Mutex<Recording>>,
+        limit: u64,
+    },
     Replay {
-        data: Option<Bytes>,
+        frames: std::collections::VecDeque<Bytes>,
         trailers: Option<http::HeaderMap>,
     },
 }
@@ -176,7 +198,36 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Streaming(b) => Pin::new(b).poll_frame(cx),
-            Self::Replay { data, trailers } => Poll::Ready(match data.take() {
+            Self::Teed {
+                inner,
+                record,
+                limit,
+            } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                let mut r = record.lock();
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            r.bytes += data.len() as u64;
+                            if r.bytes > *limit {
+                                r.overflow = true;
+                                r.frames = Vec::new();
+                            } else if !r.overflow {
+                                r.frames.push(data.clone());
+                            }
+                        } else if let Some(t) = frame.trailers_ref() {
+                            r.trailers = Some(t.clone());
+                        }
+                        if inner.is_end_stream() {
+                            r.complete = true;
+                        }
+                    }
+                    Poll::Ready(None) => r.complete = true,
+                    _ => {}
+                }
+                polled
+            }
+            Self::Replay { frames, trailers } => Poll::Ready(match frames.pop_front() {
                 Some(d) => Some(Ok(Frame::data(d))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
@@ -185,18 +236,18 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streaming(b) => b.is_end_stream(),
-            Self::Replay { data, trailers } => data.is_none() && trailers.is_none(),
+            Self::Streaming(b) | Self::Teed { inner: b, .. } => b.is_end_stream(),
+            Self::Replay { frames, trailers } => frames.is_empty() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streaming(b) => b.size_hint(),
+            Self::Streaming(b) | Self::Teed { inner: b, .. } => b.size_hint(),
             Self::Replay {
-                data,
+                frames,
                 trailers: None,
-            } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            } => SizeHint::with_exact(frames.iter().map(|f| f.len() as u64).sum()),
             Self::Replay { .. } => SizeHint::default(),
         }
     }

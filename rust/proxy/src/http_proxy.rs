@@ -3,7 +3,7 @@
 //! header operations, mirrors and retries — bodies streaming both ways.
 
 use crate::actions::{self, Abort, Outcome};
-use crate::body::{Direction, LoadGuard, Metered, ProxyBody, RequestBody};
+use crate::body::{Direction, LoadGuard, Metered, ProxyBody, Recording, RequestBody};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
 use crate::mirror;
@@ -270,12 +270,21 @@ struct Forward<'a> {
 impl Forward<'_> {
     async fn run(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         authority: String,
         scope: &Scope<'_>,
     ) -> Result<Response<ProxyBody>, ResponseFlag> {
         let route = self.route;
+        // An HTTP/1.1 upgrade (WebSocket) becomes a tunnel only if the upstream
+        // answers 101; any other answer keeps the connection in HTTP mode.
+        let upgrade = upgrade_protocol(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
         let mut template = self.template(req, authority).await?;
+        if let Some((proto, _)) = &upgrade {
+            template.headers.insert(header::UPGRADE, proto.clone());
+            template
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         for m in &route.mirrors {
             if actions::roll(m.millionths) {
                 mirror::spawn(m, &template);
@@ -301,6 +310,11 @@ impl Forward<'_> {
         {
             c.response(status);
         }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some((_, downstream)) = upgrade {
+                return Ok(self.tunnel(resp, downstream, load));
+            }
+        }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         route.response_headers.apply(&mut parts.headers);
@@ -319,6 +333,38 @@ impl Forward<'_> {
             add_flag(&mut resp, ResponseFlag::RetryLimitExceeded);
         }
         Ok(resp)
+    }
+
+    /// Answers 101 downstream and splices the two upgraded connections.
+    fn tunnel(
+        &self,
+        mut resp: Response<Incoming>,
+        downstream: hyper::upgrade::OnUpgrade,
+        load: LoadGuard,
+    ) -> Response<ProxyBody> {
+        let upstream = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        // Keep Upgrade/Connection: they are the point of a 101.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.remove("keep-alive");
+        let sinks = self.sinks();
+        tokio::spawn(async move {
+            let _load = load;
+            let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
+                return;
+            };
+            let mut down = hyper_util::rt::TokioIo::new(down);
+            let mut up = hyper_util::rt::TokioIo::new(up);
+            if let Ok((to_up, to_down)) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                for s in sinks.iter().flatten() {
+                    s.bytes_in
+                        .fetch_add(to_up, std::sync::atomic::Ordering::Relaxed);
+                    s.bytes_out
+                        .fetch_add(to_down, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Response::from_parts(parts, ProxyBody::Local(None))
     }
 
     fn sinks(&self) -> [Option<Arc<Counters>>; 3] {
@@ -361,22 +407,30 @@ impl Forward<'_> {
         route.request_headers.apply(&mut parts.headers);
         self.dest.request_headers.apply(&mut parts.headers);
 
-        let wants_replay =
-            route.retry.as_ref().is_some_and(|r| r.attempts > 0) || !route.mirrors.is_empty();
+        let retries = route.retry.as_ref().is_some_and(|r| r.attempts > 0);
         let body = if body.is_end_stream() {
             BodySource::Replay {
-                data: None,
+                frames: Vec::new(),
                 trailers: None,
             }
-        } else if wants_replay && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT) {
+        } else if !route.mirrors.is_empty()
+            && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT)
+        {
+            // Mirrors need the body before the primary is sent: read small ones first.
             let collected = http_body_util::Limited::new(body, REPLAY_LIMIT as usize)
                 .collect()
                 .await
                 .map_err(|_| ResponseFlag::DownstreamProtocolError)?;
             let trailers = collected.trailers().cloned();
             BodySource::Replay {
-                data: Some(collected.to_bytes()),
+                frames: vec![collected.to_bytes()],
                 trailers,
+            }
+        } else if retries {
+            // Stream through while keeping a copy, as Envoy's retry buffer does.
+            BodySource::Teed {
+                first: Some(body),
+                record: Arc::default(),
             }
         } else {
             BodySource::Streaming(Some(body))
@@ -510,15 +564,26 @@ pub struct Template {
 enum BodySource {
     /// Sent once; None after that.
     Streaming(Option<Incoming>),
+    /// Sent once while recording a copy that later tries may replay.
+    Teed {
+        first: Option<Incoming>,
+        record: Arc<parking_lot::Mutex<Recording>>,
+    },
+    /// Known in full: every try sends the same.
     Replay {
-        data: Option<Bytes>,
+        frames: Vec<Bytes>,
         trailers: Option<HeaderMap>,
     },
 }
 
 impl Template {
+    /// Whether another request can still be built.
     pub fn replayable(&self) -> bool {
-        matches!(self.body, BodySource::Replay { .. })
+        match &self.body {
+            BodySource::Streaming(first) => first.is_some(),
+            BodySource::Teed { first, record } => first.is_some() || record.lock().replayable(),
+            BodySource::Replay { .. } => true,
+        }
     }
 
     pub fn http2(&self) -> bool {
@@ -529,8 +594,25 @@ impl Template {
     pub fn build(&mut self) -> Option<Request<UpstreamBody>> {
         let body = match &mut self.body {
             BodySource::Streaming(b) => RequestBody::Streaming(b.take()?),
-            BodySource::Replay { data, trailers } => RequestBody::Replay {
-                data: data.clone(),
+            BodySource::Teed { first, record } => match first.take() {
+                Some(inner) => RequestBody::Teed {
+                    inner,
+                    record: record.clone(),
+                    limit: REPLAY_LIMIT,
+                },
+                None => {
+                    let r = record.lock();
+                    if !r.replayable() {
+                        return None;
+                    }
+                    RequestBody::Replay {
+                        frames: r.frames.iter().cloned().collect(),
+                        trailers: r.trailers.clone(),
+                    }
+                }
+            },
+            BodySource::Replay { frames, trailers } => RequestBody::Replay {
+                frames: frames.iter().cloned().collect(),
                 trailers: trailers.clone(),
             },
         };
@@ -539,11 +621,11 @@ impl Template {
 
     /// A copy for a mirror, with its own counters; None for streamed bodies.
     pub fn mirror_copy(&self, sinks: [Option<Arc<Counters>>; 3]) -> Option<Request<UpstreamBody>> {
-        let BodySource::Replay { data, trailers } = &self.body else {
+        let BodySource::Replay { frames, trailers } = &self.body else {
             return None;
         };
         let body = RequestBody::Replay {
-            data: data.clone(),
+            frames: frames.iter().cloned().collect(),
             trailers: trailers.clone(),
         };
         self.request_with(body, sinks)
@@ -581,6 +663,22 @@ impl Template {
         *req.headers_mut() = headers;
         Some(req)
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade`
+/// plus `Upgrade: X`), e.g. `websocket`.
+fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection = req.headers().get(header::CONNECTION)?.to_str().ok()?;
+    if !connection
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
+        return None;
+    }
+    req.headers().get(header::UPGRADE).cloned()
 }
 
 /// `:authority` (HTTP/2, absolute-form HTTP/1.1) or the Host header.

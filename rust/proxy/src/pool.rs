@@ -157,7 +157,8 @@ pub async fn send(
         .handshake(io)
         .await
         .map_err(|e| http_error(address, e))?;
-    tokio::spawn(conn);
+    // with_upgrades: a 101 hands the connection over to a tunnel.
+    tokio::spawn(conn.with_upgrades());
     let resp = sender
         .send_request(req)
         .await

@@ -416,7 +416,7 @@ async fn serve_http(
     builder: &auto::Builder<TokioExecutor>,
 ) {
     let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), peer));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

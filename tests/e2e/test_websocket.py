@@ -1,0 +1,65 @@
+"""WebSocket upgrades are tunnelled both ways; a refused upgrade stays HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.sync.client import connect
+
+from .conftest import free_port, service_entry
+
+
+@pytest.fixture
+def ws_server() -> Iterator[str]:
+    """A real WebSocket echo server on its own event loop thread."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    async def echo(conn: ServerConnection) -> None:
+        async for message in conn:
+            await conn.send(f"echo:{message}")
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", port):
+            started.set()
+            await stop
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
+    thread.start()
+    assert started.wait(10)
+    yield f"127.0.0.1:{port}"
+    loop.call_soon_threadsafe(stop.set_result, None)
+    thread.join(10)
+    loop.close()
+
+
+def test_websocket_messages_flow_both_ways(ws_server: str, sidecar) -> None:  # type: ignore[no-untyped-def]
+    car = sidecar(service_entry("ws.example.com", 80, [(ws_server, {})]))
+    host, port = car.outbound.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    with connect("ws://ws.example.com/chat", sock=sock, open_timeout=10) as ws:
+        for i in range(20):
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=10) == f"echo:m{i}"
+        ws.send("x" * 100_000)
+        assert ws.recv(timeout=10) == "echo:" + "x" * 100_000
+
+
+def test_upgrade_refused_by_upstream_stays_http(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """The echo upstream ignores Upgrade and answers 200: no tunnel, keep-alive HTTP."""
+    up = echo("plain")
+    car = sidecar(service_entry("plain.example.com", 80, [(up.address, {})]))
+    with httpx.Client(base_url=car.url, headers={"host": "plain.example.com"}) as c:
+        r = c.get("/", headers={"connection": "upgrade", "upgrade": "websocket"})
+        assert r.status_code == 200
+        assert r.json()["headers"]["upgrade"] == "websocket"
+        # The same connection still speaks HTTP.
+        assert c.get("/again").json()["path"] == "/again"
