@@ -122,10 +122,27 @@ snapshot = st.builds(
             ir.Listener,
             name=names,
             address=names,
-            protocol=st.sampled_from(["http", "tcp"]),
+            protocol=st.sampled_from(["http", "tcp", "tls"]),
             route_table=st.none() | names,
             tcp_routes=st.lists(
                 st.builds(ir.TcpRoute, name=names, clusters=weighted), max_size=2
+            ).map(tuple),
+            tls=st.none()
+            | st.builds(
+                ir.TlsServer,
+                cert_chain=names,
+                private_key=names,
+                client_ca=st.none() | names,
+                min_version=st.none() | st.sampled_from(["TLSV1_2", "TLSV1_3"]),
+            ),
+            sni_routes=st.lists(
+                st.builds(
+                    ir.SniRoute,
+                    name=names,
+                    sni_hosts=st.lists(names, max_size=2).map(tuple),
+                    clusters=weighted,
+                ),
+                max_size=2,
             ).map(tuple),
         ),
         max_size=3,

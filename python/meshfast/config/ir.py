@@ -14,7 +14,7 @@ import msgspec
 MatchKind = Literal["exact", "prefix", "regex"]
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]
 UpstreamProtocol = Literal["http1", "http2", "tcp"]
-ListenerProtocol = Literal["http", "tcp"]
+ListenerProtocol = Literal["http", "tcp", "tls"]  # tls: SNI-routed passthrough
 
 
 class StringMatch(msgspec.Struct, frozen=True):
@@ -162,12 +162,31 @@ class TcpRoute(msgspec.Struct, frozen=True):
     clusters: tuple[WeightedCluster, ...]
 
 
+class TlsServer(msgspec.Struct, frozen=True):
+    """TLS termination (Gateway ``tls.mode`` SIMPLE / MUTUAL) from PEM file paths."""
+
+    cert_chain: str
+    private_key: str
+    client_ca: str | None = None  # set: client certificates required (MUTUAL)
+    min_version: Literal["TLSV1_2", "TLSV1_3"] | None = None
+
+
+class SniRoute(msgspec.Struct, frozen=True):
+    """First match wins; ``sni_hosts`` are exact names, ``*.suffix`` or ``*``."""
+
+    name: str
+    sni_hosts: tuple[str, ...]
+    clusters: tuple[WeightedCluster, ...]
+
+
 class Listener(msgspec.Struct, frozen=True):
     name: str
     address: str
     protocol: ListenerProtocol = "http"
     route_table: str | None = None
     tcp_routes: tuple[TcpRoute, ...] = ()
+    tls: TlsServer | None = None  # http only: terminate TLS first
+    sni_routes: tuple[SniRoute, ...] = ()  # tls (passthrough) only
 
 
 class Endpoint(msgspec.Struct, frozen=True):

@@ -24,10 +24,13 @@ pub enum ListenerProtocol {
     #[default]
     Http,
     Tcp,
+    /// TLS passed through untouched, routed by the ClientHello's SNI.
+    Tls,
 }
 
-/// A bound address. HTTP listeners route through `route_table`; TCP listeners
-/// pick a destination from `tcp_routes` once per connection.
+/// A bound address. HTTP listeners route through `route_table` (after
+/// terminating TLS when `tls` is set); TCP listeners pick a destination from
+/// `tcp_routes` once per connection; TLS listeners route by SNI with `sni_routes`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Listener {
@@ -36,6 +39,29 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     pub route_table: Option<String>,
     pub tcp_routes: Vec<TcpRoute>,
+    pub tls: Option<TlsServer>,
+    pub sni_routes: Vec<SniRoute>,
+}
+
+/// TLS termination (Gateway `tls.mode` SIMPLE / MUTUAL), from PEM files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TlsServer {
+    pub cert_chain: String,
+    pub private_key: String,
+    /// Client certificates must chain to these roots (MUTUAL).
+    pub client_ca: Option<String>,
+    /// `TLSV1_2` or `TLSV1_3`; None: TLS 1.2.
+    pub min_version: Option<String>,
+}
+
+/// First match wins: `sni_hosts` are exact names, `*.suffix` or `*`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SniRoute {
+    pub name: String,
+    pub sni_hosts: Vec<String>,
+    pub clusters: Vec<WeightedCluster>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

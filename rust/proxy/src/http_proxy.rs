@@ -111,7 +111,7 @@ async fn proxy(
         cluster: None,
         request_id,
     };
-    let ListenerKind::Http(table) = &listener.kind else {
+    let ListenerKind::Http(table, _) = &listener.kind else {
         return scope.fail(ResponseFlag::NoRoute);
     };
     let Some(authority) = authority(&req) else {

@@ -20,6 +20,7 @@ mod respond;
 pub mod runtime;
 pub mod stats;
 mod tcp_proxy;
+mod tls;
 mod workers;
 
 pub use flags::ResponseFlag;

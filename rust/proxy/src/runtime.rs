@@ -8,6 +8,7 @@ use crate::actions::{
 use crate::hashing::HashRt;
 use crate::headers::{HeaderError, HeaderOps};
 use crate::stats::{self, Counters, Scope};
+use crate::tls::{self, TlsError};
 use meshfast_balance::{Load, Policy, Selector, Wrr};
 use meshfast_ir as ir;
 use meshfast_route::Table;
@@ -15,6 +16,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -30,6 +32,8 @@ pub enum BuildError {
     Action(#[from] ActionError),
     #[error(transparent)]
     Header(#[from] HeaderError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// In-flight counts per (cluster, endpoint), carried across snapshots so
@@ -62,10 +66,27 @@ pub struct ListenerRt {
     pub kind: ListenerKind,
 }
 
-#[derive(Debug)]
 pub enum ListenerKind {
-    Http(Arc<Table<RouteRt>>),
+    Http(Arc<Table<RouteRt>>, Option<TlsAcceptor>),
     Tcp(Vec<TcpRouteRt>),
+    Tls(Vec<SniRouteRt>),
+}
+
+impl std::fmt::Debug for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(_, tls) => write!(f, "Http(tls: {})", tls.is_some()),
+            Self::Tcp(r) => write!(f, "Tcp({} routes)", r.len()),
+            Self::Tls(r) => write!(f, "Tls({} routes)", r.len()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SniRouteRt {
+    pub name: String,
+    pub sni_hosts: Vec<String>,
+    pub destinations: Destinations,
 }
 
 #[derive(Debug)]
@@ -287,8 +308,25 @@ impl Runtime {
                             table: name,
                         }
                     })?;
-                    ListenerKind::Http(table)
+                    let tls = l.tls.as_ref().map(tls::acceptor).transpose()?;
+                    ListenerKind::Http(table, tls)
                 }
+                ir::ListenerProtocol::Tls => ListenerKind::Tls(
+                    l.sni_routes
+                        .iter()
+                        .map(|r| {
+                            Ok(SniRouteRt {
+                                name: r.name.clone(),
+                                sni_hosts: r
+                                    .sni_hosts
+                                    .iter()
+                                    .map(|h| h.to_ascii_lowercase())
+                                    .collect(),
+                                destinations: Destinations::build(&r.clusters, &by_name)?,
+                            })
+                        })
+                        .collect::<Result<_, BuildError>>()?,
+                ),
                 ir::ListenerProtocol::Tcp => ListenerKind::Tcp(
                     l.tcp_routes
                         .iter()

@@ -3,9 +3,11 @@
 use crate::body::LoadGuard;
 use crate::flags::ResponseFlag;
 use crate::runtime::{ListenerKind, Runtime};
+use crate::tls;
 use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, listener_id: usize) {
@@ -13,16 +15,30 @@ pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, list
     let Some(listener) = snap.listener(listener_id) else {
         return;
     };
-    let ListenerKind::Tcp(routes) = &listener.kind else {
-        return;
+    // What was read before choosing a destination (a ClientHello) goes first.
+    let mut prefix = Vec::new();
+    let destinations = match &listener.kind {
+        // Compile already filtered routes by port; the first one applies.
+        ListenerKind::Tcp(routes) => routes.first().map(|r| &r.destinations),
+        ListenerKind::Tls(routes) => {
+            let Some((sni, seen)) = tls::peek_sni(&mut downstream).await else {
+                listener.stats.flag(ResponseFlag::DownstreamProtocolError);
+                return;
+            };
+            prefix = seen;
+            let sni = sni.unwrap_or_default();
+            routes
+                .iter()
+                .find(|r| r.sni_hosts.iter().any(|p| tls::sni_matches(p, &sni)))
+                .map(|r| &r.destinations)
+        }
+        ListenerKind::Http(..) => return,
     };
-    // Compile already filtered routes by port; the first one applies.
-    let Some(cluster) = routes
-        .first()
-        .and_then(|r| r.destinations.pick())
+    let Some(cluster) = destinations
+        .and_then(|d| d.pick())
         .and_then(|d| d.cluster.as_ref())
     else {
-        listener.stats.flag(ResponseFlag::NoCluster);
+        listener.stats.flag(ResponseFlag::NoRoute);
         return;
     };
     let Some(endpoint) = cluster.pick() else {
@@ -41,6 +57,9 @@ pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, list
         }
     };
     let _ = upstream.set_nodelay(true);
+    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
+        return;
+    }
     cluster.stats.cx_total.fetch_add(1, Relaxed);
     // copy_bidirectional uses a bounded buffer per direction and half-closes
     // each side when the other finishes.

@@ -6,7 +6,7 @@
 
 use crate::http_proxy::{self, ConnCtx};
 use crate::listener;
-use crate::runtime::{Loads, Runtime};
+use crate::runtime::{ListenerKind, Loads, Runtime};
 use crate::stats::{ActiveGuard, Registry};
 use crate::tcp_proxy;
 use arc_swap::ArcSwap;
@@ -392,7 +392,7 @@ async fn accept(
                 .map(|l| ActiveGuard::connection(&l.stats));
             drop(snap);
             match protocol {
-                ir::ListenerProtocol::Tcp => {
+                ir::ListenerProtocol::Tcp | ir::ListenerProtocol::Tls => {
                     let mut signal = drain.signal.clone();
                     tokio::select! {
                         _ = tcp_proxy::serve(stream, ctx.store.clone(), ctx.listener_id) => {}
@@ -400,7 +400,23 @@ async fn accept(
                     }
                 }
                 ir::ListenerProtocol::Http => {
-                    serve_http(stream, peer, ctx, drain.signal.clone(), &builder).await;
+                    // The snapshot says whether this listener terminates TLS.
+                    let tls = match &ctx.store.load().listener(ctx.listener_id).map(|l| &l.kind) {
+                        Some(ListenerKind::Http(_, tls)) => tls.clone(),
+                        _ => None,
+                    };
+                    match tls {
+                        None => serve_http(stream, peer, ctx, drain.signal.clone(), &builder).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                crate::tls::HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            );
+                            if let Ok(Ok(stream)) = handshake.await {
+                                serve_http(stream, peer, ctx, drain.signal.clone(), &builder).await;
+                            }
+                        }
+                    }
                 }
             }
             drain.open.fetch_sub(1, Ordering::Relaxed);
@@ -408,13 +424,15 @@ async fn accept(
     }
 }
 
-async fn serve_http(
-    stream: tokio::net::TcpStream,
+async fn serve_http<S>(
+    stream: S,
     peer: SocketAddr,
     ctx: Arc<ConnCtx>,
     mut drain: watch::Receiver<bool>,
     builder: &auto::Builder<TokioExecutor>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), peer));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -1,0 +1,155 @@
+//! TLS on listeners: termination from PEM files (Gateway SIMPLE / MUTUAL),
+//! and reading a ClientHello's SNI without terminating (PASSTHROUGH).
+
+use meshfast_ir as ir;
+use rustls::server::{Acceptor, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A ClientHello bigger than this is not one we will wait for.
+const MAX_CLIENT_HELLO: usize = 64 << 10;
+/// Handshakes (and SNI peeks) that take longer are dropped, so half-open TLS
+/// connections cannot pile up.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path:?}: {message}")]
+    Pem {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("{path:?} holds no certificate")]
+    NoCertificate { path: String },
+    #[error("TLS settings rejected: {0}")]
+    Config(String),
+}
+
+fn certs(what: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            what,
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A TLS acceptor for `tls`, advertising h2 and http/1.1 by ALPN.
+pub fn acceptor(tls: &ir::TlsServer) -> Result<TlsAcceptor, TlsError> {
+    let chain = certs("certificate chain", &tls.cert_chain)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.private_key).map_err(|e| TlsError::Pem {
+        what: "private key",
+        path: tls.private_key.clone(),
+        message: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version.as_deref() {
+        Some("TLSV1_3") => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certs("client CA", ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Reads the ClientHello and returns its SNI (lowercased) with every byte read,
+/// so the connection can be passed on untouched. None: not TLS, too big, or slow.
+pub async fn peek_sni(stream: &mut TcpStream) -> Option<(Option<String>, Vec<u8>)> {
+    let read = async {
+        let mut acceptor = Acceptor::default();
+        let mut seen = Vec::with_capacity(1024);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 || seen.len() + n > MAX_CLIENT_HELLO {
+                return None;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            acceptor.read_tls(&mut &buf[..n]).ok()?;
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let sni = accepted
+                        .client_hello()
+                        .server_name()
+                        .map(str::to_ascii_lowercase);
+                    return Some((sni, seen));
+                }
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Istio SNI match: exact (any case), `*.suffix`, or `*`.
+pub fn sni_matches(pattern: &str, sni: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => sni.len() > suffix.len() && sni.ends_with(suffix),
+        None => pattern == sni,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_patterns() {
+        assert!(sni_matches("*", "a.b"));
+        assert!(sni_matches("*.example.com", "api.example.com"));
+        assert!(!sni_matches("*.example.com", "example.com"));
+        assert!(sni_matches("api.example.com", "api.example.com"));
+        assert!(!sni_matches("api.example.com", "www.example.com"));
+    }
+
+    #[test]
+    fn missing_files_are_clear_errors() {
+        let Err(err) = acceptor(&ir::TlsServer {
+            cert_chain: "/nonexistent/cert.pem".into(),
+            private_key: "/nonexistent/key.pem".into(),
+            ..Default::default()
+        }) else {
+            panic!("a missing file must fail");
+        };
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+}
