@@ -26,9 +26,7 @@ __all__ = ["build_parser", "main"]
 # DESIGN.md commands that exist in the contract but not yet in the code.
 NOT_IMPLEMENTED_COMMANDS = {
     "explain": "which route matches a request and why",
-    "bench": "meshfast beside Envoy on the same scenarios",
     "ca": "a mesh CA and workload certificates",
-    "export-envoy": "the equivalent Envoy bootstrap config",
     "iptables": "traffic-capture rules of a transparent sidecar",
 }
 # `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
@@ -86,6 +84,106 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _proxies(text: str) -> list[str]:
+    from meshfast.bench.peers import PROXIES
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in PROXIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {','.join(PROXIES)}, not {text!r}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # No import of meshfast.bench here: building the parser must stay cheap for `run`.
+    bench = commands.add_parser(
+        "bench",
+        help="meshfast beside Envoy, HAProxy and direct on the same scenarios",
+        description="Runs every scenario for every proxy (pinned, same worker count) and"
+        " writes results.json, RESULTS.md and plot.png under --out.",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="brief runs (1 run of 1 s each, no warm-up)"
+    )
+    bench.add_argument("--out", default="bench/out", metavar="DIR")
+    bench.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="append",
+        metavar="NAME",
+        help="repeatable; default: all (h1-keepalive, h2-multiplexed, connection-churn,"
+        " large-body, route-table-1000, same-core-latency)",
+    )
+    bench.add_argument(
+        "--proxies",
+        type=_proxies,
+        default=None,
+        metavar="LIST",
+        help="comma-separated; default: meshfast,envoy,haproxy,direct",
+    )
+    bench.add_argument("--workers", default=1, type=_positive_int, metavar="N")
+    bench.add_argument(
+        "--runs", default=None, type=_positive_int, metavar="N", help="default 3 (--quick: 1)"
+    )
+    bench.add_argument(
+        "--duration",
+        default=None,
+        type=_positive_float,
+        metavar="S",
+        help="seconds per measured run; default 10 (--quick: 1)",
+    )
+    bench.add_argument("--upstream", default="echo", choices=["echo", "nginx"])
+    bench.add_argument(
+        "--no-install",
+        dest="install",
+        action="store_false",
+        help="fail instead of installing missing tools (Envoy via pip, wrk etc. via apt-get)",
+    )
+
+
+def _add_export_envoy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser(
+        "export-envoy",
+        help="the equivalent Envoy bootstrap config",
+        description="Translates meshfast's compiled config into an Envoy bootstrap (static"
+        " listeners, routes and clusters with the same semantics).",
+    )
+    _add_config(export)
+    export.add_argument("--outbound", default="127.0.0.1:15001", type=_address, metavar="ADDR")
+    export.add_argument(
+        "--workers",
+        default=1,
+        type=_positive_int,
+        metavar="N",
+        help="Envoy's --concurrency in the header's command line",
+    )
+    export.add_argument("--admin-port", default=15000, type=_port, metavar="P")
+    export.add_argument("-o", "--output", default=None, metavar="FILE", help="default: stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshfast",
@@ -122,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a small mesh on this machine, with traffic")
     demo.add_argument("--serve", action="store_true", help="keep everything running until Ctrl-C")
     demo.add_argument("--requests", default=2000, type=_non_negative_int, metavar="N")
+
+    _add_bench(commands)
+    _add_export_envoy(commands)
 
     for name, what in NOT_IMPLEMENTED_COMMANDS.items():
         commands.add_parser(name, help=f"{what} (not implemented yet)")
@@ -279,6 +380,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(requests=args.requests, serve=args.serve)
 
 
+def cmd_export_envoy(args: argparse.Namespace) -> int:
+    from meshfast.bench.envoy_export import ExportError, bootstrap_yaml
+    from meshfast.config import CompileOptions, ConfigError, compile_config
+
+    try:
+        config = _load(args.paths, args.namespace)
+        options = CompileOptions(namespace=args.namespace, outbound=args.outbound, version=1)
+        snapshot = compile_config(config, options)
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return 1
+    try:
+        text = bootstrap_yaml(snapshot, admin_port=args.admin_port, workers=args.workers)
+    except ExportError as exc:
+        _die(f"cannot export to Envoy: {exc}", 1)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            _die(f"cannot write {args.output}: {exc.strerror or exc}", 1)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from meshfast.bench.harness import BenchOptions, run_bench
+    from meshfast.bench.report import render_table
+    from meshfast.bench.scenarios import SCENARIOS
+    from meshfast.bench.tools import ToolError
+
+    unknown = [s for s in args.scenarios or () if s not in SCENARIOS]
+    if unknown:
+        _die(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}", 2)
+    options = BenchOptions.make(
+        Path(args.out),
+        quick=args.quick,
+        scenarios=args.scenarios,
+        proxies=args.proxies,
+        workers=args.workers,
+        runs=args.runs,
+        duration_s=args.duration,
+        upstream=args.upstream,
+        install=args.install,
+    )
+    try:
+        outcome = run_bench(options)
+    except ToolError as exc:
+        _die(str(exc), 1)
+    except KeyboardInterrupt:
+        print("meshfast bench: interrupted (every process it started was stopped)", file=sys.stderr)
+        return 130
+    print(render_table(outcome.records, outcome.results["ratios"]))
+    for item in outcome.results["skipped"]:
+        print(f"skipped {item['scenario']}/{item['proxy']}: {item['reason']}")
+    print()
+    for path in (outcome.results_path, outcome.markdown_path, outcome.plot_path):
+        if path is not None:
+            print(f"wrote {path}")
+    for failure in outcome.failures:
+        print(f"meshfast bench: {failure}", file=sys.stderr)
+    return 1 if outcome.failures else 0
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     _die(f"`{args.command}` is not implemented yet (see the issues)", 2)
 
@@ -288,6 +456,8 @@ COMMANDS = {
     "validate": cmd_validate,
     "echo": cmd_echo,
     "demo": cmd_demo,
+    "bench": cmd_bench,
+    "export-envoy": cmd_export_envoy,
 }
 
 

@@ -289,8 +289,8 @@ def test_route_without_destination_is_envoys_no_cluster() -> None:
 
 
 def test_features_not_translated_are_refused() -> None:
-    fault = ir.Fault(abort_http_status=503, abort_millionths=1_000_000)
-    action = ir.RouteAction(clusters=(ir.WeightedCluster("a", 100),), fault=fault)
+    redirect = ir.Redirect(scheme="https", derive_port="FROM_REQUEST_PORT")
+    action = ir.RouteAction(redirect=redirect)
     snapshot = ir.Snapshot(
         listeners=(ir.Listener(name="l", address="127.0.0.1:1", route_table="t"),),
         route_tables=(
@@ -306,8 +306,22 @@ def test_features_not_translated_are_refused() -> None:
             ),
         ),
     )
-    with pytest.raises(ExportError, match=r"route r: fault: not translated to Envoy yet"):
+    with pytest.raises(ExportError, match=r"route r: this redirect is not translated"):
         bootstrap(snapshot)
+
+
+def test_unknown_fields_are_refused() -> None:
+    """A field the IR gains later is refused until the export learns it (never dropped)."""
+
+    class Action(ir.RouteAction, frozen=True):
+        shiny: int = 0
+
+    action = Action(clusters=(ir.WeightedCluster("a", 100),), shiny=1)
+    route = ir.Route(name="r", match_=ir.RouteMatch(), action=action)
+    with pytest.raises(ExportError, match=r"route r: shiny: not translated to Envoy yet"):
+        bootstrap(one_route_snapshot(route))
+    plain = ir.Route(name="r", match_=ir.RouteMatch(), action=Action(clusters=action.clusters))
+    assert bootstrap(one_route_snapshot(plain))
 
 
 def one_route_snapshot(*routes: ir.Route) -> ir.Snapshot:
@@ -361,6 +375,26 @@ def actions_snapshot() -> ir.Snapshot:
                 request_headers=ops,
                 response_headers=ir.HeaderOps(set=(ir.HeaderValue("x-resp", "3"),)),
                 retry=ir.RetryPolicy(attempts=2, retry_on=("connect-failure",)),
+                mirrors=(ir.Mirror("b", 250_000), ir.Mirror("a")),
+            ),
+        ),
+        ir.Route(
+            name="faulty",
+            match_=ir.RouteMatch(path=ir.StringMatch(kind="prefix", value="/faulty")),
+            action=ir.RouteAction(
+                clusters=(a,),
+                fault=ir.Fault(
+                    delay_ms=5,
+                    delay_millionths=500_000,
+                    abort_http_status=503,
+                    abort_millionths=100_000,
+                ),
+                cors=ir.Cors(
+                    allow_origins=(ir.StringMatch(kind="exact", value="https://a.example"),),
+                    allow_methods=("GET", "POST"),
+                    max_age_s=60,
+                    allow_credentials=True,
+                ),
             ),
         ),
         ir.Route(
@@ -404,6 +438,98 @@ def test_route_actions() -> None:
     assert one["weighted_clusters"]["clusters"][0]["response_headers_to_remove"] == ["x-gone"]
     assert one["regex_rewrite"] == {"pattern": {"regex": "/re/(.*)"}, "substitution": "/\\1"}
     assert routes["plain"]["route"]["cluster"] == "a"
+    assert action["request_mirror_policies"] == [
+        {
+            "cluster": "b",
+            "runtime_fraction": {"default_value": {"numerator": 250_000, "denominator": "MILLION"}},
+        },
+        {"cluster": "a"},
+    ]
+    per_filter = routes["faulty"]["typed_per_filter_config"]
+    fault = per_filter[envoy_export.FAULT_FILTER]
+    assert fault["delay"] == {
+        "fixed_delay": "0.005s",
+        "percentage": {"numerator": 500_000, "denominator": "MILLION"},
+    }
+    assert fault["abort"]["http_status"] == 503
+    cors = per_filter[envoy_export.CORS_FILTER]
+    assert cors["allow_origin_string_match"] == [{"exact": "https://a.example"}]
+    assert cors["allow_methods"] == "GET,POST"
+    assert cors["max_age"] == "60"
+    assert cors["allow_credentials"] is True
+    # The filters are in the chain only because a route uses them: CORS, fault, router.
+    names = [f["name"] for f in _hcm(boot)["http_filters"]]
+    assert names == [
+        envoy_export.CORS_FILTER,
+        envoy_export.FAULT_FILTER,
+        "envoy.filters.http.router",
+    ]
+
+
+def test_no_extra_filters_without_faults_or_cors(boot: dict[str, Any]) -> None:
+    assert [f["name"] for f in _hcm(boot)["http_filters"]] == ["envoy.filters.http.router"]
+
+
+def hashing_snapshot() -> ir.Snapshot:
+    """Consistent-hash clusters (ring on a header, Maglev on a generated cookie), localities."""
+    base = one_route_snapshot(
+        ir.Route(
+            name="by-user",
+            match_=ir.RouteMatch(path=ir.StringMatch(kind="prefix", value="/user")),
+            action=ir.RouteAction(clusters=(ir.WeightedCluster("a", 100),)),
+        ),
+        ir.Route(
+            name="by-cookie",
+            match_=ir.RouteMatch(),
+            action=ir.RouteAction(clusters=(ir.WeightedCluster("b", 100),)),
+        ),
+    )
+    clusters = (
+        ir.Cluster(
+            name="a",
+            endpoints=(
+                ir.Endpoint(address="127.0.0.1:9001", locality="us-east1/us-east1-b"),
+                ir.Endpoint(address="127.0.0.1:9002", locality="us-east1/us-east1-c/rack7"),
+                ir.Endpoint(address="127.0.0.1:9003", locality="us-east1/us-east1-b"),
+            ),
+            hash=ir.HashPolicy(source="header", name="x-user", table_size=2048),
+        ),
+        ir.Cluster(
+            name="b",
+            endpoints=(ir.Endpoint(address="127.0.0.1:9004"),),
+            hash=ir.HashPolicy(
+                source="cookie",
+                name="session",
+                cookie_ttl_ms=0,
+                cookie_path="/",
+                algorithm="maglev",
+                table_size=65537,
+            ),
+        ),
+    )
+    return ir.Snapshot(listeners=base.listeners, route_tables=base.route_tables, clusters=clusters)
+
+
+def test_consistent_hashing_and_localities() -> None:
+    boot = bootstrap(hashing_snapshot())
+    routes = {r["name"]: r for r in _routes(boot, "v")}
+    assert routes["by-user"]["route"]["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+    assert routes["by-cookie"]["route"]["hash_policy"] == [
+        {"cookie": {"name": "session", "ttl": "0s", "path": "/"}}
+    ]
+    a, b = _cluster(boot, "a"), _cluster(boot, "b")
+    assert a["lb_policy"] == "RING_HASH"
+    assert a["ring_hash_lb_config"] == {"minimum_ring_size": 2048}
+    assert b["lb_policy"] == "MAGLEV"
+    assert b["maglev_lb_config"] == {"table_size": 65537}
+    groups = a["load_assignment"]["endpoints"]
+    assert [g["locality"] for g in groups] == [
+        {"region": "us-east1", "zone": "us-east1-b"},
+        {"region": "us-east1", "zone": "us-east1-c", "sub_zone": "rack7"},
+    ]
+    assert [len(g["lb_endpoints"]) for g in groups] == [2, 1]
+    assert all("priority" not in g for g in groups)
+    assert "locality" not in b["load_assignment"]["endpoints"][0]
 
 
 def test_cli_writes_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -429,11 +555,11 @@ def test_cli_refuses_a_broken_config(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("which", ["mesh", "actions"])
+@pytest.mark.parametrize("which", ["mesh", "actions", "hashing"])
 def test_envoy_accepts_the_bootstrap(which: str, tmp_path: Path) -> None:
     """Envoy's own validation (`--mode validate`) of the export; installs Envoy if missing."""
     envoy = tools.envoy_binary()
-    snapshot = compiled() if which == "mesh" else actions_snapshot()
+    snapshot = {"mesh": compiled, "actions": actions_snapshot, "hashing": hashing_snapshot}[which]()
     config = tmp_path / "envoy.yaml"
     config.write_text(envoy_export.bootstrap_yaml(snapshot, admin_port=19002))
     done = subprocess.run(
