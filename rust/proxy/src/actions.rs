@@ -407,6 +407,17 @@ impl RetryRt {
         }
     }
 
+    /// Whether a try that reached the upstream may be retried (so the request
+    /// must be kept to build again); connect failures give the request back.
+    pub fn retries_after_sending(&self, grpc: bool) -> bool {
+        self.on_5xx
+            || self.on_gateway
+            || self.on_reset
+            || self.on_4xx
+            || !self.codes.is_empty()
+            || (grpc && !self.grpc.is_empty())
+    }
+
     pub fn should_retry(&self, outcome: Outcome) -> bool {
         match outcome {
             Outcome::ConnectFailure => self.on_connect || self.on_refused,

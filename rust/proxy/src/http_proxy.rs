@@ -435,10 +435,21 @@ impl Forward<'_> {
         } else {
             BodySource::Streaming(Some(body))
         };
+        let grpc = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let keep = !route.mirrors.is_empty()
+            || route
+                .retry
+                .as_ref()
+                .is_some_and(|r| r.attempts > 0 && r.retries_after_sending(grpc));
         Ok(Template {
             method: parts.method,
             path,
             headers: parts.headers,
+            keep,
+            spent: false,
             body,
             http2: self.cluster.protocol == UpstreamProtocol::Http2,
             sinks: self.sinks(),
@@ -556,6 +567,11 @@ pub struct Template {
     method: Method,
     path: http::uri::PathAndQuery,
     pub headers: HeaderMap,
+    /// Whether later tries may need the request again. When not, the first
+    /// try takes the headers instead of copying them.
+    keep: bool,
+    /// The headers were handed to a try; nothing more can be built.
+    spent: bool,
     body: BodySource,
     http2: bool,
     sinks: [Option<Arc<Counters>>; 3],
@@ -579,6 +595,9 @@ enum BodySource {
 impl Template {
     /// Whether another request can still be built.
     pub fn replayable(&self) -> bool {
+        if self.spent {
+            return false;
+        }
         match &self.body {
             BodySource::Streaming(first) => first.is_some(),
             BodySource::Teed { first, record } => first.is_some() || record.lock().replayable(),
@@ -592,6 +611,9 @@ impl Template {
 
     /// A fresh request, or None when the streamed body was already used.
     pub fn build(&mut self) -> Option<Request<UpstreamBody>> {
+        if self.spent {
+            return None;
+        }
         let body = match &mut self.body {
             BodySource::Streaming(b) => RequestBody::Streaming(b.take()?),
             BodySource::Teed { first, record } => match first.take() {
@@ -616,7 +638,13 @@ impl Template {
                 trailers: trailers.clone(),
             },
         };
-        self.request_with(body, self.sinks.clone())
+        let headers = if self.keep {
+            self.headers.clone()
+        } else {
+            self.spent = true;
+            std::mem::take(&mut self.headers)
+        };
+        self.request_with(headers, body, self.sinks.clone())
     }
 
     /// A copy for a mirror, with its own counters; None for streamed bodies.
@@ -628,15 +656,15 @@ impl Template {
             frames: frames.iter().cloned().collect(),
             trailers: trailers.clone(),
         };
-        self.request_with(body, sinks)
+        self.request_with(self.headers.clone(), body, sinks)
     }
 
     fn request_with(
         &self,
+        mut headers: HeaderMap,
         body: RequestBody,
         sinks: [Option<Arc<Counters>>; 3],
     ) -> Option<Request<UpstreamBody>> {
-        let mut headers = self.headers.clone();
         let uri = if self.http2 {
             // HTTP/2 carries the authority in :authority, not Host.
             let authority = headers
@@ -723,17 +751,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// A random (version 4) UUID, as Envoy generates for `x-request-id`.
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v = fastrand::u128(..);
+    // Version 4, variant 10xx.
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (v >> 96) as u32,
-        (v >> 80) as u16,
-        (v >> 64) as u16,
-        (v >> 48) as u16,
-        v & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut out = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *byte = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
