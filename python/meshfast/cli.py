@@ -61,6 +61,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _ip(text: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address, not {text!r}") from None
+    return text
+
+
 def _address(text: str) -> str:
     _, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
@@ -204,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", default=0, type=_non_negative_int, metavar="N", help="0: one per CPU"
     )
     run.add_argument("--drain-timeout", default=5.0, type=_non_negative_float, metavar="SECONDS")
+    run.add_argument(
+        "--gateway",
+        action="store_true",
+        help="run as an ingress gateway: serve the Gateways' servers, no sidecar listeners",
+    )
+    run.add_argument(
+        "--gateway-bind",
+        default="0.0.0.0",
+        type=_ip,
+        metavar="IP",
+        help="address of gateway listeners whose server has no bind (default 0.0.0.0)",
+    )
     for flag, dest, metavar in NOT_IMPLEMENTED_RUN_FLAGS:
         run.add_argument(flag, dest=dest, metavar=metavar, help="(not implemented yet)")
 
@@ -283,6 +305,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             inbound=args.inbound,
             app=args.app,
             version=1,
+            gateway=args.gateway,
+            gateway_bind=args.gateway_bind,
         )
         snapshot = compile_config(config, options)
     except ConfigError as exc:
@@ -303,6 +327,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         app=args.app,
         drain_timeout=args.drain_timeout,
         sources=tuple(args.paths),
+        gateway=args.gateway,
+        gateway_bind=args.gateway_bind,
     )
     try:
         core = core_class(workers=args.workers)

@@ -25,14 +25,8 @@ SAMPLES = BOOKINFO_NETWORKING.parent
 NETWORKING = SAMPLES / "networking"
 
 EXPECTED: dict[str, list[str]] = {
-    "bookinfo-gateway.yaml": [
-        "2: Gateway/bookinfo-gateway: $.kind: Gateway is not implemented yet",
-        "26: VirtualService/bookinfo: $.spec.gateways[0]: gateway binding not implemented yet",
-    ],
-    "certmanager-gateway.yaml": [
-        "2: Gateway/cert-manager-gateway: $.kind: Gateway is not implemented yet",
-        "26: VirtualService/cert-manager: $.spec.gateways[0]: gateway binding not implemented yet",
-    ],
+    "bookinfo-gateway.yaml": [],
+    "certmanager-gateway.yaml": [],
     "destination-rule-all-mtls.yaml": [
         "8: DestinationRule/productpage: $.spec.trafficPolicy.tls: not implemented yet",
         "22: DestinationRule/reviews: $.spec.trafficPolicy.tls: not implemented yet",
@@ -42,7 +36,7 @@ EXPECTED: dict[str, list[str]] = {
     "destination-rule-all.yaml": [],
     "destination-rule-reviews.yaml": [],
     "egress-rule-google-apis.yaml": [
-        "42: DestinationRule/originate-tls-for-googleapis: $.spec.trafficPolicy.portLevelSettings: not implemented yet",  # noqa: E501
+        "45: DestinationRule/originate-tls-for-googleapis: $.spec.trafficPolicy.portLevelSettings[0].tls: not implemented yet",  # noqa: E501
     ],
     "fault-injection-details-v1.yaml": [],
     "virtual-service-all-v1.yaml": [],

@@ -239,11 +239,15 @@ def test_service_entry_dns_http_and_tcp() -> None:
     assert route.name == "rewrite-port-for-googleapis.0"
     assert route.action.clusters == (ir.WeightedCluster("outbound|443||www.googleapis.com", 100),)
     listeners = {x.name: x for x in snap.listeners}
-    tcp = listeners["outbound|tcp|443"]
-    assert (tcp.protocol, tcp.address, tcp.route_table) == ("tcp", "127.0.0.1:443", None)
-    assert tcp.tcp_routes == (
-        ir.TcpRoute("default", (ir.WeightedCluster("outbound|443||www.googleapis.com", 100),)),
+    # An HTTPS port without tls[] rules: SNI-routed, everything to the one service.
+    tls = listeners["outbound|tls|443"]
+    assert (tls.protocol, tls.address, tls.route_table) == ("tls", "127.0.0.1:443", None)
+    assert tls.sni_routes == (
+        ir.SniRoute(
+            "default", ("*",), (ir.WeightedCluster("outbound|443||www.googleapis.com", 100),)
+        ),
     )
+    assert "outbound|tcp|443" not in listeners
 
 
 def test_service_entry_static_workload_entries_and_vip() -> None:

@@ -216,8 +216,9 @@ def test_valid_documents_decode_to_structs() -> None:
             ],
         ),
         (
-            "hosts: [r]\ntls: []\n",
-            [("$.spec.tls", "not implemented yet")],
+            "hosts: [r]\ntls:\n- match: [{sniHosts: [r], destinationSubnets: [10.0.0.0/8]}]\n"
+            "  route: [{destination: {host: r}}]\n",
+            [("$.spec.tls[0].match[0].destinationSubnets", "not implemented yet")],
         ),
         (
             "hosts: [r]\nhttp:\n- match: [{sourceLabels: {a: b}}]\n"
@@ -272,7 +273,14 @@ def test_dr_not_implemented_and_passthrough() -> None:
             trafficPolicy:
               connectionPool: {tcp: {maxConnections: 1}}
               outlierDetection: {}
-              loadBalancer: {consistentHash: {useSourceIp: true}}
+              loadBalancer: {consistentHash: {useSourceIp: true}, warmupDurationSecs: 10s}
+              tunnel: {targetHost: h, targetPort: 1}
+              portLevelSettings:
+              - port: {number: 80}
+                tls: {mode: SIMPLE}
+                connectionPool: {}
+                loadBalancer:
+                  localityLbSetting: {failover: [{from: a, to: b}], failoverPriority: [x]}
             subsets:
             - name: v1
               trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
@@ -283,7 +291,19 @@ def test_dr_not_implemented_and_passthrough() -> None:
         ("$.spec.workloadSelector", "not implemented yet"),
         ("$.spec.trafficPolicy.connectionPool", "not implemented yet"),
         ("$.spec.trafficPolicy.outlierDetection", "not implemented yet"),
-        ("$.spec.trafficPolicy.loadBalancer.consistentHash", "not implemented yet"),
+        ("$.spec.trafficPolicy.loadBalancer.warmupDurationSecs", "not implemented yet"),
+        ("$.spec.trafficPolicy.tunnel", "not implemented yet"),
+        ("$.spec.trafficPolicy.portLevelSettings[0].tls", "not implemented yet"),
+        ("$.spec.trafficPolicy.portLevelSettings[0].connectionPool", "not implemented yet"),
+        (
+            "$.spec.trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting.failover",
+            "not implemented yet",
+        ),
+        (
+            "$.spec.trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting"
+            ".failoverPriority",
+            "not implemented yet",
+        ),
     ]
     # Semantic checks only run once the structure is clean.
     got = messages(
@@ -396,10 +416,10 @@ def test_good_durations(timeout: str) -> None:
 
 
 def test_vs_hosts_gateways_and_route() -> None:
-    got = messages(vs("hosts: []\ngateways: [mesh, my-gw]\nhttp:\n- name: x\n"))
+    got = messages(vs("hosts: []\ngateways: [mesh, my-gw, ns/gw, a/]\nhttp:\n- name: x\n"))
     assert got == [
         ("$.spec.hosts", "at least one host is required"),
-        ("$.spec.gateways[1]", "gateway binding not implemented yet"),
+        ("$.spec.gateways[3]", '"a/" must be mesh, a Gateway name or namespace/name'),
         ("$.spec.http[0]", "one of route, redirect or directResponse is required"),
     ]
 
@@ -474,8 +494,8 @@ def test_unknown_kinds() -> None:
     got = problems(
         """\
         apiVersion: networking.istio.io/v1
-        kind: Gateway
-        metadata: {name: gw}
+        kind: WorkloadGroup
+        metadata: {name: wg}
         spec: {}
         ---
         apiVersion: security.istio.io/v1
@@ -493,7 +513,7 @@ def test_unknown_kinds() -> None:
         """
     )
     assert [str(p) for p in got] == [
-        "t.yaml:2: Gateway/gw: $.kind: Gateway is not implemented yet",
+        "t.yaml:2: WorkloadGroup/wg: $.kind: WorkloadGroup is not implemented yet",
         "t.yaml:7: AuthorizationPolicy/deny: $.kind: AuthorizationPolicy is not implemented yet",
         "t.yaml:11: Deployment/web: $.kind: Deployment is not supported",
         't.yaml:14: -/nokind: $: missing required field "kind"',
@@ -649,11 +669,11 @@ def test_every_problem_of_every_document_at_once() -> None:
         vs(ROUTE + "  fault: {abort: {http2Error: x}}\n")
         + "---\n"
         + dr("host: r\nbogus: 1\n")
-        + "---\nkind: Gateway\n"
+        + "---\nkind: WorkloadGroup\n"
     )
     got = problems(text)
     assert [(p.line, p.kind, p.message) for p in got] == [
         (10, "VirtualService", "not implemented yet"),
         (18, "DestinationRule", 'unknown field "bogus"'),
-        (20, "Gateway", "Gateway is not implemented yet"),
+        (20, "WorkloadGroup", "WorkloadGroup is not implemented yet"),
     ]

@@ -226,6 +226,33 @@ async def test_first_snapshot_rejected_propagates(core: FakeCore) -> None:
     assert sidecar.state == "stopped"
 
 
+@pytest.mark.parametrize(
+    ("listeners", "outbound"),
+    [
+        (("gateway|31400", "gateway|8080"), "127.0.0.2:31400"),
+        ((), "-"),
+    ],
+)
+async def test_gateway_ready_reports_its_first_listener(
+    core: FakeCore, listeners: tuple[str, ...], outbound: str
+) -> None:
+    snapshot = ir.Snapshot(
+        version=1,
+        listeners=tuple(
+            ir.Listener(name=n, address=f"127.0.0.2:{n.split('|')[1]}", protocol="tcp")
+            for n in listeners
+        ),
+    )
+    settings = SidecarSettings(admin="127.0.0.1:0", gateway=True, gateway_bind="127.0.0.2")
+    sidecar = Sidecar(core, snapshot, settings, core_errors=(FakeSnapshotError,))
+    async with trio.open_nursery() as nursery:
+        ready: Ready = await nursery.start(sidecar.serve)
+        assert ready.outbound == outbound
+        options = sidecar.compile_options(2)
+        assert (options.gateway, options.gateway_bind) == (True, "127.0.0.2")
+        sidecar.request_shutdown()
+
+
 async def test_serve_refuses_a_second_run(running: Running) -> None:
     with pytest.raises(RuntimeError, match="only once"):
         await running.sidecar.serve()

@@ -83,12 +83,20 @@ def test_run_defaults() -> None:
     assert args.drain_timeout == 5.0
 
 
+def test_run_gateway_flags() -> None:
+    args = build_parser().parse_args(["run", "-c", "a.yaml"])
+    assert (args.gateway, args.gateway_bind) == (False, "0.0.0.0")
+    args = build_parser().parse_args(["run", "-c", "a", "--gateway", "--gateway-bind", "::1"])
+    assert (args.gateway, args.gateway_bind) == (True, "::1")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["run"],  # -c is required
         ["run", "-c", "a.yaml", "--admin", "nope"],
         ["run", "-c", "a.yaml", "--workers", "-1"],
+        ["run", "-c", "a.yaml", "--gateway-bind", "nope"],
         ["run", "-c", "a.yaml", "--bogus"],
         ["echo"],  # --listen is required
         ["frobnicate"],

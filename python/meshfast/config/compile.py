@@ -8,6 +8,12 @@ is built by :mod:`meshfast.config.registry`; HTTP rules become routes in
 Which Sidecar applies: the Sidecars in ``options.namespace``; one without ``workloadSelector``
 is preferred, ties broken by name.  Its ``egress[].hosts`` limit which services (and
 VirtualService-only hosts) get outbound virtual hosts, listeners and clusters.
+
+TLS/HTTPS service ports and ``CompileOptions.gateway`` (the Gateways' servers instead of the
+sidecar's listeners) are compiled by :mod:`meshfast.config.listeners`.
+
+DestinationRule traffic policies (which ``loadBalancer`` applies to which cluster, consistent
+hashing, locality weights) are resolved by :mod:`meshfast.config.policy`.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meshfast.config import hosts, ir
+from meshfast.config import hosts, ir, policy
 from meshfast.config import http_route as hr
+from meshfast.config import listeners as listeners_mod
 from meshfast.config import resources as r
 from meshfast.config import routes as routes_mod
 from meshfast.config.model import Config
@@ -32,16 +39,6 @@ from meshfast.config.registry import (
 
 CONNECT_TIMEOUT_MS = 10_000
 
-_LB: dict[str | None, ir.LbPolicy] = {
-    None: "LEAST_REQUEST",
-    "UNSPECIFIED": "LEAST_REQUEST",
-    "LEAST_REQUEST": "LEAST_REQUEST",
-    "LEAST_CONN": "LEAST_REQUEST",
-    "ROUND_ROBIN": "ROUND_ROBIN",
-    "RANDOM": "RANDOM",
-    "PASSTHROUGH": "LEAST_REQUEST",  # rejected by validation
-}
-
 
 @dataclass(frozen=True)
 class CompileOptions:
@@ -50,6 +47,9 @@ class CompileOptions:
     inbound: str = "127.0.0.1:15006"
     app: str | None = None
     version: int = 1
+    locality: str = ""  # the sidecar's own region/zone/subzone (localityLbSetting.distribute)
+    gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
+    gateway_bind: str = "0.0.0.0"  # the IP of gateway listeners whose server has no bind
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -60,6 +60,9 @@ class _Compiler:
         self.options = options
         res = config.resources
         self.registry = build_registry(res)
+        self.sources = config.sources
+        self.all_vss = by_kind(res, r.VirtualService)
+        self.gateways = by_kind(res, r.Gateway)
         self.vss = [
             vs
             for vs in by_kind(res, r.VirtualService)
@@ -124,37 +127,53 @@ class _Compiler:
     # -- clusters
 
     def clusters(self, services: list[RegistryService]) -> list[ir.Cluster]:
+        """One cluster per service port, plus one per DestinationRule subset and port.
+
+        The ``loadBalancer`` that applies is chosen by :func:`policy.load_balancer_for`.
+        """
         out = []
         for svc in services:
             dr = self.dr_for(svc.fqdn)
-            top_lb = dr.spec.traffic_policy.load_balancer if dr and dr.spec.traffic_policy else None
+            top = dr.spec.traffic_policy if dr else None
             for port in svc.ports:
                 out.append(
-                    ir.Cluster(
-                        name=f"outbound|{port.number}||{svc.fqdn}",
-                        lb=_LB[top_lb.simple if top_lb else None],
-                        protocol=port.protocol,
-                        connect_timeout_ms=CONNECT_TIMEOUT_MS,
-                        endpoints=tuple(svc.endpoints_for(port)),
+                    self.cluster(
+                        f"outbound|{port.number}||{svc.fqdn}",
+                        port.protocol,
+                        svc.endpoints_for(port),
+                        policy.load_balancer_for(top, None, port.number),
                     )
                 )
-                for subset in dr.spec.subsets if dr else ():
-                    lb = top_lb
-                    if (
-                        subset.traffic_policy is not None
-                        and subset.traffic_policy.load_balancer is not None
-                    ):
-                        lb = subset.traffic_policy.load_balancer
-                    out.append(
-                        ir.Cluster(
-                            name=f"outbound|{port.number}|{subset.name}|{svc.fqdn}",
-                            lb=_LB[lb.simple if lb else None],
-                            protocol=port.protocol,
-                            connect_timeout_ms=CONNECT_TIMEOUT_MS,
-                            endpoints=tuple(svc.endpoints_for(port, subset.labels)),
-                        )
+                out.extend(
+                    self.cluster(
+                        f"outbound|{port.number}|{subset.name}|{svc.fqdn}",
+                        port.protocol,
+                        svc.endpoints_for(port, subset.labels),
+                        policy.load_balancer_for(top, subset.traffic_policy, port.number),
                     )
+                    for subset in (dr.spec.subsets if dr else ())
+                )
         return out
+
+    def cluster(
+        self,
+        name: str,
+        protocol: ir.UpstreamProtocol,
+        endpoints: list[ir.Endpoint],
+        lb: r.LoadBalancerSettings | None,
+    ) -> ir.Cluster:
+        if lb is not None:
+            endpoints = list(
+                policy.distribute(endpoints, lb.locality_lb_setting, self.options.locality)
+            )
+        return ir.Cluster(
+            name=name,
+            lb=policy.LB[lb.simple if lb else None],
+            protocol=protocol,
+            connect_timeout_ms=CONNECT_TIMEOUT_MS,
+            endpoints=tuple(endpoints),
+            hash=policy.hash_policy(lb.consistent_hash if lb else None),
+        )
 
     # -- destinations
 
@@ -220,6 +239,8 @@ class _Compiler:
 
     def snapshot(self) -> ir.Snapshot:
         opts = self.options
+        if opts.gateway:
+            return listeners_mod.gateway_snapshot(self)
         services = [s for s in self.registry.values() if self.imported(s.namespace, s.fqdn)]
         clusters = self.clusters(services)
         listeners: list[ir.Listener] = []
@@ -276,7 +297,7 @@ class _Compiler:
         used: set[int] = set()
         for svc in services:
             for port in svc.ports:
-                if port.protocol != "tcp" or port.number in used:
+                if port.protocol != "tcp" or port.tls or port.number in used:
                     continue
                 used.add(port.number)
                 ip = svc.vip or out_ip
@@ -288,6 +309,9 @@ class _Compiler:
                         tcp_routes=self.tcp_routes(svc, port.number),
                     )
                 )
+
+        # Outbound TLS (TLS and HTTPS ports): one SNI-routed listener per port.
+        listeners.extend(listeners_mod.sidecar_tls_listeners(self, services, used))
 
         # Inbound.
         if opts.app is not None:

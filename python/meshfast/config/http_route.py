@@ -56,7 +56,7 @@ class HTTPRouteDestination(IstioStruct, frozen=True):
 
 
 class HTTPMatchRequest(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"sourceLabels", "sourceNamespace", "gateways", "statPrefix"})
+    NOT_IMPLEMENTED = frozenset({"sourceLabels", "sourceNamespace", "statPrefix"})
 
     name: str | None = None
     uri: StringMatch | None = None
@@ -68,6 +68,7 @@ class HTTPMatchRequest(IstioStruct, frozen=True):
     query_params: dict[str, StringMatch] = {}
     port: Port | None = None
     ignore_uri_case: bool = False
+    gateways: tuple[str, ...] = ()  # set: replaces the VirtualService's gateways for this match
 
 
 class HTTPRedirect(IstioStruct, frozen=True):

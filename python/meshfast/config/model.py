@@ -35,6 +35,12 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Config:
-    """Decoded, validated resources, in the order they were read."""
+    """Decoded, validated resources, in the order they were read.
+
+    ``sources`` names the file each resource was read from, by ``(kind, namespace, name)``
+    (``<body>``-style names for texts that were not files); relative paths in a resource (a
+    Gateway's certificates) are relative to that file's folder.
+    """
 
     resources: list[Resource] = field(default_factory=list)
+    sources: dict[tuple[str, str, str], str] = field(default_factory=dict)

@@ -15,8 +15,15 @@ Endpoint labels (what DestinationRule subsets select on):
 Port protocols: ServiceEntry ``protocol``; for a Kubernetes Service ``appProtocol``, else the
 port name prefix before ``-`` (``http-web`` → HTTP), else TCP for the server-first well-known
 ports 25/53/3306/27017, else HTTP (meshfast does not sniff).  HTTP → ``http1``,
-HTTP2/GRPC/GRPC-WEB → ``http2``, anything else → ``tcp`` (a TCP listener per port).
+HTTP2/GRPC/GRPC-WEB → ``http2``, anything else → ``tcp`` (a TCP listener per port; TLS and
+HTTPS ports get an SNI-routed ``tls`` listener instead).
 UDP/SCTP Service ports are skipped (never proxied).
+
+Endpoint localities (``region/zone/subzone``, what ``localityLbSetting`` weighs on): ServiceEntry
+``endpoints[].locality`` and WorkloadEntry ``locality`` as written; for Kubernetes only the zone
+is known (EndpointSlice ``endpoints[].zone``), the region comes from the EndpointSlice's
+``topology.kubernetes.io/region`` label, so the locality is ``region/zone``, ``/zone`` (no
+region label), ``region`` (no zone) or empty.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from meshfast.config import resources as r
 _T = TypeVar("_T")
 
 SERVER_FIRST_PORTS = frozenset({25, 53, 3306, 27017})
+REGION_LABEL = "topology.kubernetes.io/region"
 
 _APP_PROTOCOLS = {
     "kubernetes.io/h2c": "HTTP2",
@@ -82,6 +90,12 @@ class ServicePort:
     protocol: ir.UpstreamProtocol
     target: int | None
     index: int  # position in the defining resource's ports list
+    istio_protocol: str = "HTTP"  # upper-case: HTTP, HTTPS, TLS, TCP, GRPC...
+
+    @property
+    def tls(self) -> bool:
+        """TLS and HTTPS ports: SNI-routed (``outbound|tls|PORT`` listeners)."""
+        return self.istio_protocol in ("TLS", "HTTPS")
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class RawEndpoint:
     ports: dict[str, int]
     labels: dict[str, str]
     weight: int = 1
+    locality: str = ""  # region/zone/subzone
 
 
 @dataclass
@@ -117,9 +132,14 @@ class RegistryService:
                     address=join_host_port(ep.address, number),
                     weight=ep.weight,
                     labels=dict(ep.labels),
+                    locality=ep.locality,
                 )
             )
         return sorted(out, key=lambda e: (e.address, e.weight, sorted(e.labels.items())))
+
+
+def _locality(text: str | None) -> str:
+    return "/".join(part.strip() for part in (text or "").strip().split("/", 2)).rstrip("/")
 
 
 def join_host_port(host: str, port: int) -> str:
@@ -164,6 +184,7 @@ def build_registry(resources: Iterable[r.Resource]) -> dict[str, RegistryService
                 protocol=upstream_protocol(k8s_port_protocol(p)),
                 target=p.target_port if isinstance(p.target_port, int) else None,
                 index=i,
+                istio_protocol=k8s_port_protocol(p).upper(),
             )
             for i, p in enumerate(svc.spec.ports)
             if p.protocol == "TCP"
@@ -178,12 +199,14 @@ def build_registry(resources: Iterable[r.Resource]) -> dict[str, RegistryService
             if sl.metadata.labels.get("kubernetes.io/service-name") != svc.metadata.name:
                 continue
             labels = {k: v for k, v in sl.metadata.labels.items() if "kubernetes.io/" not in k}
+            region = sl.metadata.labels.get(REGION_LABEL, "")
             slice_ports = {(p.name or ""): p.port for p in sl.ports if p.port is not None}
             for ep in sl.endpoints:
                 if ep.conditions.ready is False:
                     continue
+                locality = f"{region}/{ep.zone}" if ep.zone else region
                 for addr in ep.addresses:
-                    rs.endpoints.append(RawEndpoint(addr, slice_ports, labels))
+                    rs.endpoints.append(RawEndpoint(addr, slice_ports, labels, 1, locality))
         registry[fqdn] = rs
 
     entries = by_kind(resources, r.WorkloadEntry)
@@ -191,18 +214,31 @@ def build_registry(resources: Iterable[r.Resource]) -> dict[str, RegistryService
         ns = se.metadata.namespace
         spec = se.spec
         ports = [
-            ServicePort(p.number, p.name or "", upstream_protocol(p.protocol), p.target_port, i)
+            ServicePort(
+                p.number,
+                p.name or "",
+                upstream_protocol(p.protocol),
+                p.target_port,
+                i,
+                (p.protocol or "HTTP").upper(),
+            )
             for i, p in enumerate(spec.ports)
         ]
         raw: list[RawEndpoint] = [
-            RawEndpoint(e.address, dict(e.ports), dict(e.labels), e.weight or 1)
+            RawEndpoint(
+                e.address, dict(e.ports), dict(e.labels), e.weight or 1, _locality(e.locality)
+            )
             for e in spec.endpoints
         ]
         if spec.workload_selector is not None:
             sel = spec.workload_selector.labels
             raw.extend(
                 RawEndpoint(
-                    we.spec.address, dict(we.spec.ports), dict(we.spec.labels), we.spec.weight or 1
+                    we.spec.address,
+                    dict(we.spec.ports),
+                    dict(we.spec.labels),
+                    we.spec.weight or 1,
+                    _locality(we.spec.locality),
                 )
                 for we in entries
                 if we.metadata.namespace == ns

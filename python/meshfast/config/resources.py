@@ -4,8 +4,9 @@ Each Istio Struct names, in ``NOT_IMPLEMENTED``, the camelCase fields Istio defi
 does not implement yet: the validator reports every one present as ``not implemented yet``
 instead of ignoring it.  Implementing a field means moving it from that set into the Struct.
 
-The ``http[]`` types of a VirtualService live in :mod:`meshfast.config.http_route`, the base
-Structs in :mod:`meshfast.config.structs`.
+The ``http[]`` types of a VirtualService live in :mod:`meshfast.config.http_route`, its ``tls[]``
+types in :mod:`meshfast.config.tls_route`, the Gateway spec in :mod:`meshfast.config.gateway`,
+the base Structs in :mod:`meshfast.config.structs`.
 
 Istio Structs forbid unknown fields (``unknown field "foo"``); Kubernetes Structs accept and
 ignore fields they do not name (object dumps carry many fields a sidecar has no use for).
@@ -17,8 +18,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from meshfast.config.http_route import Destination, HTTPRoute
-from meshfast.config.structs import IstioStruct, K8sStruct, Port, UInt32, Weight
+from meshfast.config.gateway import GatewaySpec
+from meshfast.config.http_route import HTTPRoute
+from meshfast.config.structs import IstioStruct, K8sStruct, Port, UInt32, UInt64
+from meshfast.config.tls_route import RouteDestination as RouteDestination
+from meshfast.config.tls_route import TLSRoute
 
 SimpleLb = Literal[
     "UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"
@@ -51,41 +55,81 @@ class L4MatchAttributes(IstioStruct, frozen=True):
     port: Port | None = None
 
 
-class RouteDestination(IstioStruct, frozen=True):
-    destination: Destination
-    weight: Weight | None = None
-
-
 class TCPRoute(IstioStruct, frozen=True):
     match: tuple[L4MatchAttributes, ...] = ()
     route: tuple[RouteDestination, ...] = ()
 
 
 class VirtualServiceSpec(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"tls"})
-
     hosts: tuple[str, ...] = ()
     gateways: tuple[str, ...] = ()
     export_to: tuple[str, ...] = ()
     http: tuple[HTTPRoute, ...] = ()
+    tls: tuple[TLSRoute, ...] = ()
     tcp: tuple[TCPRoute, ...] = ()
 
 
 # --- DestinationRule ----------------------------------------------------------------------
 
 
+class HTTPCookie(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"attributes"})
+
+    name: str
+    path: str | None = None
+    ttl: str | None = None  # set: the proxy generates the cookie when absent ("0s": session)
+
+
+class RingHash(IstioStruct, frozen=True):
+    minimum_ring_size: UInt64 | None = None
+
+
+class MagLev(IstioStruct, frozen=True):
+    table_size: UInt64 | None = None
+
+
+class ConsistentHashLB(IstioStruct, frozen=True):
+    # hash_key oneof
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    # hash_algorithm oneof, and the deprecated ring size
+    ring_hash: RingHash | None = None
+    maglev: MagLev | None = None
+    minimum_ring_size: UInt64 | None = None
+
+
+class LocalityDistribute(IstioStruct, frozen=True):
+    from_: str = msgspec.field(default="", name="from")
+    to: dict[str, UInt32] = {}
+
+
+class LocalityLbSetting(IstioStruct, frozen=True):
+    # Failover only acts with outlier detection, which is not implemented yet.
+    NOT_IMPLEMENTED = frozenset({"failover", "failoverPriority"})
+
+    distribute: tuple[LocalityDistribute, ...] = ()
+    enabled: bool | None = None
+
+
 class LoadBalancerSettings(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset(
-        {
-            "consistentHash",
-            "localityLbSetting",
-            "warmup",
-            "warmupDurationSecs",
-            "zoneAwareLbSetting",
-        }
-    )
+    NOT_IMPLEMENTED = frozenset({"warmup", "warmupDurationSecs", "zoneAwareLbSetting"})
 
     simple: SimpleLb | None = None
+    consistent_hash: ConsistentHashLB | None = None
+    locality_lb_setting: LocalityLbSetting | None = None
+
+
+class PortSelector(IstioStruct, frozen=True):
+    number: Port
+
+
+class PortTrafficPolicy(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset({"connectionPool", "outlierDetection", "tls"})
+
+    port: PortSelector
+    load_balancer: LoadBalancerSettings | None = None
 
 
 class TrafficPolicy(IstioStruct, frozen=True):
@@ -94,7 +138,6 @@ class TrafficPolicy(IstioStruct, frozen=True):
             "connectionPool",
             "outlierDetection",
             "tls",
-            "portLevelSettings",
             "tunnel",
             "proxyProtocol",
             "retryBudget",
@@ -102,6 +145,7 @@ class TrafficPolicy(IstioStruct, frozen=True):
     )
 
     load_balancer: LoadBalancerSettings | None = None
+    port_level_settings: tuple[PortTrafficPolicy, ...] = ()
 
 
 class Subset(IstioStruct, frozen=True):
@@ -240,6 +284,14 @@ class Sidecar(IstioStruct, frozen=True):
     status: Any = None
 
 
+class Gateway(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: GatewaySpec
+    status: Any = None
+
+
 # --- Kubernetes ---------------------------------------------------------------------------
 
 
@@ -300,6 +352,7 @@ Resource = (
     | ServiceEntry
     | WorkloadEntry
     | Sidecar
+    | Gateway
     | Service
     | EndpointSlice
 )
@@ -311,6 +364,7 @@ KINDS: dict[str, tuple[type[Any], frozenset[str]]] = {
     "ServiceEntry": (ServiceEntry, NETWORKING_VERSIONS),
     "WorkloadEntry": (WorkloadEntry, NETWORKING_VERSIONS),
     "Sidecar": (Sidecar, NETWORKING_VERSIONS),
+    "Gateway": (Gateway, NETWORKING_VERSIONS),
     "Service": (Service, frozenset({"v1"})),
     "EndpointSlice": (EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
 }
@@ -318,7 +372,6 @@ KINDS: dict[str, tuple[type[Any], frozenset[str]]] = {
 # Istio kinds meshfast knows of but does not implement yet.
 ISTIO_KINDS_NOT_IMPLEMENTED = frozenset(
     {
-        "Gateway",
         "WorkloadGroup",
         "EnvoyFilter",
         "ProxyConfig",

@@ -26,6 +26,7 @@ from meshfast.config import http_route as h
 from meshfast.config import ir
 from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
+from meshfast.config.gateway import bound_gateways
 
 DEFAULT_RETRY = ir.RetryPolicy(
     attempts=2,
@@ -369,17 +370,24 @@ def _replace(action: ir.RouteAction, **changes: object) -> ir.RouteAction:
     return msgspec.structs.replace(action, **changes)
 
 
-def http_routes(vs: r.VirtualService, port: int, dest: DestFn) -> list[ir.Route]:
+def http_routes(
+    vs: r.VirtualService, port: int, dest: DestFn, *, gateway: str = "mesh"
+) -> list[ir.Route]:
     """One route per ``match`` entry of each rule, in order, up to the first catch-all.
 
-    Matches for another ``port`` are skipped.  The rules of one entry share one action.
+    Matches for another ``port`` are skipped, and so are matches whose own ``gateways`` do not
+    name ``gateway`` (``mesh`` for sidecars, else ``ns/name``).  The rules of one entry share
+    one action.
     """
     routes: list[ir.Route] = []
+    ns = vs.metadata.namespace
     for i, http in enumerate(vs.spec.http):
         name = http.name or f"{vs.metadata.name}.{i}"
         action = route_action(http, dest)
         for m in http.match or (None,):
             if m is not None and m.port is not None and m.port != port:
+                continue
+            if m is not None and m.gateways and gateway not in bound_gateways(m.gateways, ns):
                 continue
             rm = route_match(m)
             routes.append(ir.Route(name=name, match_=rm, action=action))

@@ -9,6 +9,7 @@ import msgspec
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Weight = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 UInt32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+UInt64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec ints stop at 2**64 - 1 anyway
 Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # proto int32 where negatives are invalid
 Percentage = Annotated[float, msgspec.Meta(ge=0, le=100)]
 HttpStatus = Annotated[int, msgspec.Meta(ge=200, le=599)]

@@ -3,8 +3,10 @@
 1. Structure: a generic walker over ``msgspec.inspect.type_info`` checks each document against
    its Struct (unknown / not-implemented / missing fields, wrong types, bad enum values,
    out-of-range integers).  Only documents without structural problems are decoded.
-2. Semantics, per resource: weights, regexes, StringMatch oneofs, durations, hosts, ports...
-3. Across resources: duplicates, TCP services that would need the same listener port.
+2. Semantics, per resource: weights, regexes, StringMatch oneofs, durations, hosts, ports,
+   traffic policies (:mod:`meshfast.config.validate_policy`)...
+3. Across resources: duplicates, TCP services that would need the same listener port, Gateway
+   servers on one port that would need different listeners.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from msgspec import inspect as mi
 
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
+from meshfast.config import validate_gateway as vg
 from meshfast.config import validate_http as vh
+from meshfast.config import validate_policy as vp
 from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
 from meshfast.config.model import Config, ConfigError, Problem
 
@@ -193,9 +197,7 @@ def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
     for i, h in enumerate(spec.hosts):
         if not h.strip():
             yield f"$.spec.hosts[{i}]", "host must not be empty"
-    for i, g in enumerate(spec.gateways):
-        if g != "mesh":
-            yield f"$.spec.gateways[{i}]", "gateway binding not implemented yet"
+    yield from vg.virtual_service(vs)
     for i, http in enumerate(spec.http):
         yield from vh.http_route(http, f"$.spec.http[{i}]")
     for i, tcp in enumerate(spec.tcp):
@@ -205,15 +207,10 @@ def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
         yield from vh.weights(tcp.route, f"{tp}.route")
 
 
-def _traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
-    if tp is not None and tp.load_balancer is not None and tp.load_balancer.simple == "PASSTHROUGH":
-        yield f"{path}.loadBalancer.simple", "PASSTHROUGH is not implemented yet"
-
-
 def _destination_rule(dr: r.DestinationRule) -> Iterator[Issue]:
     if not dr.spec.host.strip():
         yield "$.spec.host", "host must not be empty"
-    yield from _traffic_policy(dr.spec.traffic_policy, "$.spec.trafficPolicy")
+    yield from vp.traffic_policy(dr.spec.traffic_policy, "$.spec.trafficPolicy")
     seen: set[str] = set()
     for i, s in enumerate(dr.spec.subsets):
         p = f"$.spec.subsets[{i}]"
@@ -222,7 +219,7 @@ def _destination_rule(dr: r.DestinationRule) -> Iterator[Issue]:
         if s.name in seen:
             yield f"{p}.name", f'duplicate subset "{s.name}"'
         seen.add(s.name)
-        yield from _traffic_policy(s.traffic_policy, f"{p}.trafficPolicy")
+        yield from vp.traffic_policy(s.traffic_policy, f"{p}.trafficPolicy")
 
 
 def _protocol(protocol: str | None, path: str) -> Iterator[Issue]:
@@ -330,6 +327,7 @@ _SEMANTIC: dict[type[Any], Any] = {
     r.Sidecar: _sidecar,
     r.Service: _service,
     r.EndpointSlice: _endpoint_slice,
+    r.Gateway: vg.gateway,
 }
 
 
@@ -416,13 +414,14 @@ def _validate(
         resources.append(resource)
 
     # TCP services are told apart by port only: two of them on one port would need one listener.
-    port_owner: dict[int, str] = {}
+    # TLS/HTTPS ports are routed by SNI, so several of them may share a port.
+    port_owner: dict[int, tuple[str, bool]] = {}
     for svc in reg.build_registry(resources).values():
         for port in svc.ports:
             if port.protocol != "tcp":
                 continue
-            other = port_owner.setdefault(port.number, svc.fqdn)
-            if other == svc.fqdn:
+            other, other_tls = port_owner.setdefault(port.number, (svc.fqdn, port.tls))
+            if other == svc.fqdn or (other_tls and port.tls):
                 continue
             doc = origins[svc.origin][0]
             field = "number" if svc.origin[0] == "ServiceEntry" else "port"
@@ -438,11 +437,15 @@ def _validate(
                 )
             )
 
+    problems.extend(
+        vg.port_conflicts((doc, res) for doc, res in origins.values() if isinstance(res, r.Gateway))
+    )
+
     if problems:
         order = {f: i for i, f in enumerate(dict.fromkeys([*files, *(p.file for p in problems)]))}
         problems.sort(key=lambda p: (order[p.file], p.line))
         raise ConfigError(problems)
-    return Config(resources=resources)
+    return Config(resources=resources, sources={key: doc.file for key, (doc, _) in origins.items()})
 
 
 def load_config(paths: Sequence[str | Path], *, namespace: str = "default") -> Config:

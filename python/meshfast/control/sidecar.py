@@ -53,6 +53,8 @@ class SidecarSettings:
     app: str | None = None
     drain_timeout: float = 5.0
     sources: tuple[str, ...] = ()
+    gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
+    gateway_bind: str = "0.0.0.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,8 @@ class Sidecar:
             inbound=s.inbound,
             app=s.app,
             version=version,
+            gateway=s.gateway,
+            gateway_bind=s.gateway_bind,
         )
 
     async def apply_yaml(self, text: str, *, source: str = "<POST /config>") -> int:
@@ -234,14 +238,18 @@ class Sidecar:
     async def _start_core(self) -> Ready:
         version = await self.apply(self._snapshot, self._sources)
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
-        outbound_names = {
-            listener.name
-            for listener in self._snapshot.listeners
-            if listener.address == self.settings.outbound
-        }
-        outbound = next(
-            (addr for name, addr in bound if name in outbound_names), self.settings.outbound
-        )
+        if self.settings.gateway:
+            # A gateway has no outbound listener: report its first one (or "-").
+            outbound_names = {x.name for x in self._snapshot.listeners[:1]}
+            default = "-"
+        else:
+            outbound_names = {
+                listener.name
+                for listener in self._snapshot.listeners
+                if listener.address == self.settings.outbound
+            }
+            default = self.settings.outbound
+        outbound = next((addr for name, addr in bound if name in outbound_names), default)
         assert self.admin_address is not None
         return Ready(self.admin_address, outbound, bound, version)
 
