@@ -26,16 +26,18 @@ pub enum HashTable {
 }
 
 impl HashTable {
-    /// A ring with at least `min_size` points, each endpoint's share by weight.
+    /// A ring where each endpoint owns points in proportion to its weight.
     ///
-    /// Points per unit of weight do not depend on how many endpoints there
-    /// are (at least [`POINTS_PER_WEIGHT`]), so removing an endpoint removes
-    /// only its own points and moves only its own keys. (Envoy scales points
-    /// to the ring size instead, which moves a few more.)
+    /// Points per unit of weight depend only on `min_size` (a quarter of it,
+    /// at least [`POINTS_PER_WEIGHT`]), never on how many endpoints there are,
+    /// so removing an endpoint removes only its own points and moves only its
+    /// own keys. (Envoy scales points to fill the ring for the current
+    /// endpoints, which moves some other keys too.) From four endpoints of
+    /// weight 1 on, the ring has at least `min_size` points.
     pub fn ring(addresses: &[&str], weights: &[u32], min_size: u64) -> Self {
         let total: u64 = weights.iter().map(|&w| u64::from(w.max(1))).sum();
         let per_weight = POINTS_PER_WEIGHT
-            .max(min_size.div_ceil(total.max(1)))
+            .max(min_size / 4)
             .min(MAX_TABLE / total.max(1))
             .max(1);
         let mut points = Vec::with_capacity((per_weight * total) as usize);
