@@ -31,3 +31,17 @@ def test_tcp_port_is_proxied_per_connection(echo, sidecar) -> None:  # type: ign
     assert listener["cx_active"] == 0
     assert listener["bytes_in"] > 0
     assert listener["bytes_out"] > 0
+
+
+def test_tls_port_passes_non_tls_bytes_to_its_only_service(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """Istio treats a TLS port without a matching VS rule as opaque TCP."""
+    up = echo("behind-tls-port")
+    port = free_port()
+    car = sidecar(service_entry("secure.example.com", port, [(up.address, {})], protocol="TLS"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert b'"behind-tls-port"' in data
+    assert f"outbound|tls|{port}" in car.stats()["listeners"]

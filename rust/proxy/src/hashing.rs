@@ -44,6 +44,12 @@ impl HashRt {
         }
     }
 
+    /// The key of a TCP connection: only `useSourceIp` has one.
+    pub fn source_ip_key(&self, peer: SocketAddr) -> Option<u64> {
+        (self.source == ir::HashSource::SourceIp)
+            .then(|| key_hash(peer.ip().to_string().as_bytes()))
+    }
+
     pub fn key(&self, headers: &HeaderMap, query: Option<&str>, peer: SocketAddr) -> Key {
         match self.source {
             ir::HashSource::Header => Key {

@@ -10,7 +10,12 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, listener_id: usize) {
+pub async fn serve(
+    mut downstream: TcpStream,
+    peer: std::net::SocketAddr,
+    store: Arc<ArcSwap<Runtime>>,
+    listener_id: usize,
+) {
     let snap = store.load_full();
     let Some(listener) = snap.listener(listener_id) else {
         return;
@@ -21,12 +26,16 @@ pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, list
         // Compile already filtered routes by port; the first one applies.
         ListenerKind::Tcp(routes) => routes.first().map(|r| &r.destinations),
         ListenerKind::Tls(routes) => {
-            let Some((sni, seen)) = tls::peek_sni(&mut downstream).await else {
+            let Some((hello, seen)) = tls::peek_sni(&mut downstream).await else {
                 listener.stats.flag(ResponseFlag::DownstreamProtocolError);
                 return;
             };
             prefix = seen;
-            let sni = sni.unwrap_or_default();
+            // No SNI (or not TLS at all) only matches a `*` route.
+            let sni = match hello {
+                tls::Hello::Tls(sni) => sni.unwrap_or_default(),
+                tls::Hello::NotTls => String::new(),
+            };
             routes
                 .iter()
                 .find(|r| r.sni_hosts.iter().any(|p| tls::sni_matches(p, &sni)))
@@ -41,7 +50,14 @@ pub async fn serve(mut downstream: TcpStream, store: Arc<ArcSwap<Runtime>>, list
         listener.stats.flag(ResponseFlag::NoRoute);
         return;
     };
-    let Some(endpoint) = cluster.pick() else {
+    // Consistent hashing on a TCP port can only key on the source IP.
+    let hashed = cluster
+        .hash
+        .as_ref()
+        .and_then(|h| h.source_ip_key(peer))
+        .and_then(|key| cluster.hash.as_ref()?.table.pick(key))
+        .and_then(|i| cluster.endpoints.get(i));
+    let Some(endpoint) = hashed.or_else(|| cluster.pick()) else {
         listener.stats.flag(ResponseFlag::NoHealthyUpstream);
         cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
         return;

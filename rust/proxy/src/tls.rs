@@ -86,9 +86,18 @@ pub fn acceptor(tls: &ir::TlsServer) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Reads the ClientHello and returns its SNI (lowercased) with every byte read,
-/// so the connection can be passed on untouched. None: not TLS, too big, or slow.
-pub async fn peek_sni(stream: &mut TcpStream) -> Option<(Option<String>, Vec<u8>)> {
+/// What the first bytes of a passthrough connection said.
+#[derive(Debug)]
+pub enum Hello {
+    /// A ClientHello, with its SNI (lowercased, trailing dot removed) if any.
+    Tls(Option<String>),
+    /// Not TLS: Istio treats such traffic on a TLS port as plain TCP.
+    NotTls,
+}
+
+/// Reads the ClientHello and returns what it says with every byte read, so
+/// the connection can be passed on untouched. None: closed, too big, or slow.
+pub async fn peek_sni(stream: &mut TcpStream) -> Option<(Hello, Vec<u8>)> {
     let read = async {
         let mut acceptor = Acceptor::default();
         let mut seen = Vec::with_capacity(1024);
@@ -99,17 +108,20 @@ pub async fn peek_sni(stream: &mut TcpStream) -> Option<(Option<String>, Vec<u8>
                 return None;
             }
             seen.extend_from_slice(&buf[..n]);
-            acceptor.read_tls(&mut &buf[..n]).ok()?;
+            // A TLS record starts with the handshake content type (22).
+            if seen[0] != 22 || acceptor.read_tls(&mut &buf[..n]).is_err() {
+                return Some((Hello::NotTls, seen));
+            }
             match acceptor.accept() {
                 Ok(Some(accepted)) => {
                     let sni = accepted
                         .client_hello()
                         .server_name()
-                        .map(str::to_ascii_lowercase);
-                    return Some((sni, seen));
+                        .map(|s| s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase());
+                    return Some((Hello::Tls(sni), seen));
                 }
                 Ok(None) => {}
-                Err(_) => return None,
+                Err(_) => return Some((Hello::NotTls, seen)),
             }
         }
     };

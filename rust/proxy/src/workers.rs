@@ -395,7 +395,7 @@ async fn accept(
                 ir::ListenerProtocol::Tcp | ir::ListenerProtocol::Tls => {
                     let mut signal = drain.signal.clone();
                     tokio::select! {
-                        _ = tcp_proxy::serve(stream, ctx.store.clone(), ctx.listener_id) => {}
+                        _ = tcp_proxy::serve(stream, peer, ctx.store.clone(), ctx.listener_id) => {}
                         _ = signal.wait_for(|d| *d) => {}
                     }
                 }
