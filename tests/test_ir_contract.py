@@ -170,6 +170,23 @@ snapshot = st.builds(
             lb=st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]),
             protocol=st.sampled_from(["http1", "http2", "tcp"]),
             connect_timeout_ms=st.integers(0, 10**6),
+            outlier=st.none()
+            | st.builds(
+                ir.OutlierDetection,
+                consecutive_5xx=st.integers(0, 100),
+                consecutive_gateway=st.integers(0, 100),
+                interval_ms=st.integers(1, 10**6),
+                base_ejection_ms=st.integers(1, 10**6),
+                max_ejection_percent=st.integers(0, 100),
+                min_health_percent=st.integers(0, 100),
+            ),
+            warmup=st.none()
+            | st.builds(
+                ir.Warmup,
+                duration_ms=st.integers(1, 10**6),
+                min_percent=st.floats(0, 100),
+                aggression=st.floats(0.1, 10),
+            ),
             hash=st.none()
             | st.builds(
                 ir.HashPolicy,
@@ -187,6 +204,7 @@ snapshot = st.builds(
                     weight=st.integers(0, 1000),
                     labels=st.dictionaries(names, names, max_size=2),
                     locality=names,
+                    priority=st.integers(0, 5),
                 ),
                 max_size=3,
             ).map(tuple),

@@ -194,6 +194,7 @@ class Endpoint(msgspec.Struct, frozen=True):
     weight: int = 1
     labels: dict[str, str] = {}
     locality: str = ""  # region/zone/subzone
+    priority: int = 0  # locality failover order: lowest priority with a healthy endpoint wins
 
 
 class HashPolicy(msgspec.Struct, frozen=True):
@@ -207,6 +208,26 @@ class HashPolicy(msgspec.Struct, frozen=True):
     table_size: int = 1024  # ring: minimum ring size; maglev: table size (prime)
 
 
+class OutlierDetection(msgspec.Struct, frozen=True):
+    """Istio ``outlierDetection`` with Istio's defaults applied."""
+
+    consecutive_5xx: int = 5  # 0: off
+    consecutive_gateway: int = 0  # 0: off
+    interval_ms: int = 10_000
+    base_ejection_ms: int = 30_000  # × times ejected, capped at 300 s
+    max_ejection_percent: int = 10  # at least one endpoint may always be ejected
+    min_health_percent: int = 0  # panic threshold; 0: never panic
+
+
+class Warmup(msgspec.Struct, frozen=True):
+    """Slow start: a new endpoint's share grows from ``min_percent`` to full over
+    ``duration_ms``, shaped by ``aggression`` (Envoy's slow_start_config)."""
+
+    duration_ms: int
+    min_percent: float = 10.0
+    aggression: float = 1.0
+
+
 class Cluster(msgspec.Struct, frozen=True):
     name: str
     lb: LbPolicy = "LEAST_REQUEST"
@@ -214,6 +235,8 @@ class Cluster(msgspec.Struct, frozen=True):
     connect_timeout_ms: int = 10_000
     endpoints: tuple[Endpoint, ...] = ()
     hash: HashPolicy | None = None
+    outlier: OutlierDetection | None = None
+    warmup: Warmup | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True):

@@ -306,6 +306,37 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Consistent hashing; when set it replaces `lb`.
     pub hash: Option<HashPolicy>,
+    /// Passive health: eject endpoints that keep failing.
+    pub outlier: Option<OutlierDetection>,
+    /// Slow start for endpoints new to the cluster.
+    pub warmup: Option<Warmup>,
+}
+
+/// Istio `outlierDetection` with its defaults already applied by compile.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OutlierDetection {
+    /// Eject after this many consecutive 5xx (or local failures); 0: off.
+    pub consecutive_5xx: u32,
+    /// Eject after this many consecutive 502/503/504 (or local failures); 0: off.
+    pub consecutive_gateway: u32,
+    pub interval_ms: u64,
+    /// Ejection lasts base × times ejected (capped at 300 s).
+    pub base_ejection_ms: u64,
+    /// At most this share of endpoints ejected at once (at least one may be).
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ignore ejections (panic); 0: never.
+    pub min_health_percent: u32,
+}
+
+/// Istio `warmup` / `warmupDurationSecs`: a new endpoint's share grows from
+/// `min_percent` to full over `duration_ms`, shaped by `aggression`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Warmup {
+    pub duration_ms: u64,
+    pub min_percent: f64,
+    pub aggression: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -352,6 +383,9 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// `region/zone/subzone`, empty when unknown.
     pub locality: String,
+    /// Failover order (0 first): traffic goes to the lowest priority that has
+    /// a healthy endpoint. Set by locality failover; 0 otherwise.
+    pub priority: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

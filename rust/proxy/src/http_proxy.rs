@@ -4,14 +4,13 @@
 
 use crate::actions::{self, Abort, Outcome};
 use crate::body::{Direction, LoadGuard, Metered, ProxyBody, Recording, RequestBody};
+use crate::cluster::{ClusterRt, EndpointRt, Health};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
 use crate::mirror;
 use crate::pool::{self, Failed, UpstreamBody};
 use crate::respond::{add_flag, local_reply, reply};
-use crate::runtime::{
-    ClusterRt, Destination, EndpointRt, ListenerKind, LocalAction, RouteRt, Runtime,
-};
+use crate::runtime::{Destination, ListenerKind, LocalAction, RouteRt, Runtime};
 use crate::stats::{ActiveGuard, Counters};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -507,7 +506,16 @@ impl Forward<'_> {
                         .get("grpc-status")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok());
-                    let outcome = Outcome::Response(resp.status().as_u16(), grpc);
+                    let status = resp.status().as_u16();
+                    cluster.record(
+                        index,
+                        if status >= 500 {
+                            Health::ServerError(status)
+                        } else {
+                            Health::Success
+                        },
+                    );
+                    let outcome = Outcome::Response(status, grpc);
                     let retriable = retry.is_some_and(|r| r.should_retry(outcome));
                     if !(retriable && can_retry && template.replayable()) {
                         return Ok((resp, lease, load, retriable && retries_done > 0));
@@ -515,6 +523,7 @@ impl Forward<'_> {
                     (outcome, ResponseFlag::RetryLimitExceeded)
                 }
                 Some(Err(Failed { error, request })) => {
+                    cluster.record(index, Health::LocalFailure);
                     pending = request;
                     if error.is_connect() {
                         (
@@ -525,7 +534,10 @@ impl Forward<'_> {
                         (Outcome::Reset, ResponseFlag::UpstreamConnectionTermination)
                     }
                 }
-                None => (Outcome::Timeout, ResponseFlag::UpstreamRequestTimeout),
+                None => {
+                    cluster.record(index, Health::LocalFailure);
+                    (Outcome::Timeout, ResponseFlag::UpstreamRequestTimeout)
+                }
             };
             let retriable = retry.is_some_and(|r| r.should_retry(outcome));
             if !(retriable && can_retry && (pending.is_some() || template.replayable())) {
@@ -547,8 +559,8 @@ fn pick_endpoint(
     previous: Option<usize>,
     avoid_previous: bool,
 ) -> Option<usize> {
-    if let (Some(h), Some(table)) = (hash, cluster.hash.as_ref()) {
-        return table.table.pick(h);
+    if let Some(h) = hash.filter(|_| cluster.hash.is_some()) {
+        return cluster.pick_hashed(h);
     }
     let mut index = cluster.pick_index()?;
     if avoid_previous && cluster.endpoints.len() > 1 {

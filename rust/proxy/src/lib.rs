@@ -8,6 +8,7 @@
 
 mod actions;
 mod body;
+mod cluster;
 pub mod echo;
 mod flags;
 mod hashing;

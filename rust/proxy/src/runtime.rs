@@ -5,14 +5,13 @@
 use crate::actions::{
     ActionError, CorsRt, DirectRt, FaultRt, MatchedPrefix, RedirectRt, RetryRt, RewriteRt,
 };
-use crate::hashing::HashRt;
+use crate::cluster::{ClusterRt, EndpointStates};
 use crate::headers::{HeaderError, HeaderOps};
 use crate::stats::{self, Counters, Scope};
 use crate::tls::{self, TlsError};
-use meshfast_balance::{Load, Policy, Selector, Wrr};
+use meshfast_balance::Wrr;
 use meshfast_ir as ir;
 use meshfast_route::Table;
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +21,8 @@ use tokio_rustls::TlsAcceptor;
 pub enum BuildError {
     #[error(transparent)]
     Route(#[from] meshfast_route::BuildError),
-    #[error("cluster {cluster:?}: endpoint address {address:?} is not host:port")]
-    BadEndpoint { cluster: String, address: String },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("listener {listener:?}: route table {table:?} does not exist")]
     UnknownRouteTable { listener: String, table: String },
     #[error("duplicate {what} name {name:?}")]
@@ -34,21 +33,6 @@ pub enum BuildError {
     Header(#[from] HeaderError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-}
-
-/// In-flight counts per (cluster, endpoint), carried across snapshots so
-/// least-request keeps its view of the load when config changes.
-#[derive(Debug, Default)]
-pub struct Loads(Mutex<HashMap<(String, String), Arc<Load>>>);
-
-impl Loads {
-    fn get(&self, cluster: &str, address: &str) -> Arc<Load> {
-        self.0
-            .lock()
-            .entry((cluster.to_owned(), address.to_owned()))
-            .or_default()
-            .clone()
-    }
 }
 
 #[derive(Debug)]
@@ -221,36 +205,6 @@ impl Destinations {
     }
 }
 
-#[derive(Debug)]
-pub struct ClusterRt {
-    pub name: String,
-    pub protocol: ir::UpstreamProtocol,
-    pub connect_timeout: Duration,
-    pub endpoints: Vec<EndpointRt>,
-    pub selector: Selector,
-    /// Consistent hashing, when the cluster asks for it (replaces `selector`).
-    pub hash: Option<HashRt>,
-    pub stats: Arc<Counters>,
-}
-
-#[derive(Debug)]
-pub struct EndpointRt {
-    pub address: String,
-    pub authority: http::uri::Authority,
-    pub weight: u32,
-    pub load: Arc<Load>,
-}
-
-impl ClusterRt {
-    pub fn pick(&self) -> Option<&EndpointRt> {
-        self.endpoints.get(self.pick_index()?)
-    }
-
-    pub fn pick_index(&self) -> Option<usize> {
-        self.selector.pick(|i| self.endpoints[i].load.get())
-    }
-}
-
 // === impl Runtime ===
 
 impl Runtime {
@@ -267,12 +221,12 @@ impl Runtime {
         snap: &ir::Snapshot,
         listener_ids: &HashMap<String, usize>,
         registry: &stats::Registry,
-        loads: &Loads,
+        loads: &EndpointStates,
     ) -> Result<Self, BuildError> {
         let mut clusters = Vec::with_capacity(snap.clusters.len());
         let mut by_name: HashMap<&str, Arc<ClusterRt>> = HashMap::new();
         for c in &snap.clusters {
-            let cluster = Arc::new(build_cluster(c, registry, loads)?);
+            let cluster = Arc::new(ClusterRt::build(c, registry, loads)?);
             if by_name.insert(c.name.as_str(), cluster.clone()).is_some() {
                 return Err(BuildError::Duplicate {
                     what: "cluster",
@@ -366,66 +320,16 @@ impl Runtime {
                     "name": c.name,
                     "protocol": format!("{:?}", c.protocol).to_lowercase(),
                     "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
-                    "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                    "endpoints": c.endpoints.iter().enumerate().map(|(i, e)| serde_json::json!({
                         "address": e.address,
                         "weight": e.weight,
+                        "priority": e.priority,
                         "rq_active": e.load.get(),
-                        "health": "HEALTHY",
+                        "health": c.health_json(i),
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
         serde_json::json!({"version": self.version, "clusters": clusters}).to_string()
     }
-}
-
-fn build_cluster(
-    c: &ir::Cluster,
-    registry: &stats::Registry,
-    loads: &Loads,
-) -> Result<ClusterRt, BuildError> {
-    let mut endpoints = Vec::with_capacity(c.endpoints.len());
-    for e in &c.endpoints {
-        let authority: http::uri::Authority =
-            e.address.parse().map_err(|_| BuildError::BadEndpoint {
-                cluster: c.name.clone(),
-                address: e.address.clone(),
-            })?;
-        if authority.port_u16().is_none() {
-            return Err(BuildError::BadEndpoint {
-                cluster: c.name.clone(),
-                address: e.address.clone(),
-            });
-        }
-        endpoints.push(EndpointRt {
-            address: e.address.clone(),
-            authority,
-            weight: e.weight,
-            load: loads.get(&c.name, &e.address),
-        });
-    }
-    let policy = match c.lb {
-        ir::LbPolicy::RoundRobin => Policy::RoundRobin,
-        ir::LbPolicy::LeastRequest => Policy::LeastRequest,
-        ir::LbPolicy::Random => Policy::Random,
-    };
-    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-    let addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
-    let hash = c
-        .hash
-        .as_ref()
-        .map(|h| HashRt::build(h, &addresses, &weights));
-    Ok(ClusterRt {
-        hash,
-        name: c.name.clone(),
-        protocol: c.protocol,
-        connect_timeout: Duration::from_millis(if c.connect_timeout_ms == 0 {
-            10_000
-        } else {
-            c.connect_timeout_ms
-        }),
-        selector: Selector::new(policy, &weights),
-        endpoints,
-        stats: registry.get(Scope::Cluster, &c.name),
-    })
 }

@@ -41,6 +41,8 @@ pub struct Counters {
     /// Body bytes sent to the downstream (listener) or received from upstream (cluster).
     pub bytes_out: AtomicU64,
     pub flags: [AtomicU64; ResponseFlag::ALL.len()],
+    /// Outlier ejections (clusters).
+    pub ejections: AtomicU64,
 }
 
 // === impl Counters ===
@@ -137,8 +139,11 @@ impl Registry {
                     obj["cx_total"] = c.cx_total.load(Relaxed).into();
                     obj["cx_active"] = c.cx_active.load(Relaxed).into();
                 }
-                // Upstream connections opened (pool misses).
-                Scope::Cluster => obj["cx_total"] = c.cx_total.load(Relaxed).into(),
+                // Upstream connections opened (pool misses), and outlier ejections.
+                Scope::Cluster => {
+                    obj["cx_total"] = c.cx_total.load(Relaxed).into();
+                    obj["ejections_total"] = c.ejections.load(Relaxed).into();
+                }
                 Scope::Route => {}
             }
             if let serde_json::Value::Object(g) = group {

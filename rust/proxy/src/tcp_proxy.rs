@@ -1,6 +1,7 @@
 //! Plain TCP proxying for ports declared TCP: one destination per connection.
 
 use crate::body::LoadGuard;
+use crate::cluster::Health;
 use crate::flags::ResponseFlag;
 use crate::runtime::{ListenerKind, Runtime};
 use crate::tls;
@@ -51,13 +52,11 @@ pub async fn serve(
         return;
     };
     // Consistent hashing on a TCP port can only key on the source IP.
-    let hashed = cluster
-        .hash
-        .as_ref()
-        .and_then(|h| h.source_ip_key(peer))
-        .and_then(|key| cluster.hash.as_ref()?.table.pick(key))
-        .and_then(|i| cluster.endpoints.get(i));
-    let Some(endpoint) = hashed.or_else(|| cluster.pick()) else {
+    let index = match cluster.hash.as_ref().and_then(|h| h.source_ip_key(peer)) {
+        Some(key) => cluster.pick_hashed(key),
+        None => cluster.pick_index(),
+    };
+    let Some((index, endpoint)) = index.and_then(|i| Some((i, cluster.endpoints.get(i)?))) else {
         listener.stats.flag(ResponseFlag::NoHealthyUpstream);
         cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
         return;
@@ -65,8 +64,13 @@ pub async fn serve(
     let _load = LoadGuard::start(&endpoint.load);
     let connect = TcpStream::connect(endpoint.address.as_str());
     let mut upstream = match tokio::time::timeout(cluster.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            cluster.record(index, Health::Success);
+            s
+        }
         _ => {
+            // TCP outlier detection counts connect failures (Istio's consecutive errors).
+            cluster.record(index, Health::LocalFailure);
             listener.stats.flag(ResponseFlag::UpstreamConnectFailure);
             cluster.stats.flag(ResponseFlag::UpstreamConnectFailure);
             return;

@@ -4,9 +4,10 @@
 //! caller's thread (so bind errors come back synchronously), then handed to
 //! every worker as its own `SO_REUSEPORT` socket.
 
+use crate::cluster::EndpointStates;
 use crate::http_proxy::{self, ConnCtx};
 use crate::listener;
-use crate::runtime::{ListenerKind, Loads, Runtime};
+use crate::runtime::{ListenerKind, Runtime};
 use crate::stats::{ActiveGuard, Registry};
 use crate::tcp_proxy;
 use arc_swap::ArcSwap;
@@ -87,7 +88,7 @@ pub struct Proxy {
     workers: Vec<mpsc::Sender<Command>>,
     state: Mutex<State>,
     stats: Arc<Registry>,
-    loads: Loads,
+    loads: EndpointStates,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -123,7 +124,7 @@ impl Proxy {
             workers: senders,
             state: Mutex::new(State::default()),
             stats: Arc::new(Registry::default()),
-            loads: Loads::default(),
+            loads: EndpointStates::default(),
         })
     }
 

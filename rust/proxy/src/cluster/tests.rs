@@ -1,0 +1,133 @@
+use super::*;
+
+fn cluster(
+    endpoints: &[(&str, u32)],
+    outlier: Option<ir::OutlierDetection>,
+    lb: ir::LbPolicy,
+) -> ClusterRt {
+    let ir = ir::Cluster {
+        name: "c".into(),
+        lb,
+        endpoints: endpoints
+            .iter()
+            .map(|(a, p)| ir::Endpoint {
+                address: (*a).into(),
+                weight: 1,
+                priority: *p,
+                ..Default::default()
+            })
+            .collect(),
+        outlier,
+        ..Default::default()
+    };
+    ClusterRt::build(&ir, &stats::Registry::default(), &EndpointStates::default()).expect("build")
+}
+
+fn outlier(consecutive_5xx: u32, max_ejection_percent: u32) -> Option<ir::OutlierDetection> {
+    Some(ir::OutlierDetection {
+        consecutive_5xx,
+        consecutive_gateway: 0,
+        interval_ms: 10_000,
+        base_ejection_ms: 60_000,
+        max_ejection_percent,
+        min_health_percent: 0,
+    })
+}
+
+#[test]
+fn consecutive_5xx_ejects_and_picks_skip_the_ejected() {
+    let c = cluster(
+        &[("10.0.0.1:80", 0), ("10.0.0.2:80", 0)],
+        outlier(3, 100),
+        ir::LbPolicy::RoundRobin,
+    );
+    c.record(0, Health::ServerError(500));
+    c.record(0, Health::ServerError(503));
+    // A success resets the streak.
+    c.record(0, Health::Success);
+    c.record(0, Health::ServerError(500));
+    c.record(0, Health::ServerError(500));
+    assert_eq!(c.health_json(0), "HEALTHY");
+    c.record(0, Health::ServerError(500));
+    assert_eq!(c.health_json(0), "EJECTED");
+    assert!((0..100).all(|_| c.pick_index() == Some(1)));
+    assert_eq!(c.stats.ejections.load(Relaxed), 1);
+}
+
+#[test]
+fn max_ejection_percent_still_allows_one() {
+    let c = cluster(
+        &[("10.0.0.1:80", 0), ("10.0.0.2:80", 0), ("10.0.0.3:80", 0)],
+        outlier(1, 10),
+        ir::LbPolicy::RoundRobin,
+    );
+    c.record(0, Health::LocalFailure);
+    c.record(1, Health::LocalFailure);
+    assert_eq!(c.health_json(0), "EJECTED");
+    assert_eq!(
+        c.health_json(1),
+        "HEALTHY",
+        "10% of 3 rounds down; one ejection is still allowed"
+    );
+}
+
+#[test]
+fn all_ejected_without_panic_threshold_is_no_endpoint() {
+    let c = cluster(
+        &[("10.0.0.1:80", 0)],
+        outlier(1, 100),
+        ir::LbPolicy::RoundRobin,
+    );
+    c.record(0, Health::LocalFailure);
+    assert_eq!(c.pick_index(), None);
+}
+
+#[test]
+fn lower_priority_is_used_only_when_the_preferred_one_is_down() {
+    let c = cluster(
+        &[("10.0.0.1:80", 0), ("10.0.0.2:80", 1), ("10.0.0.3:80", 2)],
+        outlier(1, 100),
+        ir::LbPolicy::LeastRequest,
+    );
+    assert!((0..50).all(|_| c.pick_index() == Some(0)));
+    c.record(0, Health::LocalFailure);
+    assert!((0..50).all(|_| c.pick_index() == Some(1)));
+    c.record(1, Health::LocalFailure);
+    assert!((0..50).all(|_| c.pick_index() == Some(2)));
+}
+
+#[test]
+fn gateway_errors_only_count_502_to_504() {
+    let mut o = outlier(0, 100).expect("outlier");
+    o.consecutive_gateway = 2;
+    let c = cluster(
+        &[("10.0.0.1:80", 0), ("10.0.0.2:80", 0)],
+        Some(o),
+        ir::LbPolicy::RoundRobin,
+    );
+    c.record(0, Health::ServerError(500));
+    c.record(0, Health::ServerError(500));
+    assert_eq!(c.health_json(0), "HEALTHY");
+    c.record(0, Health::ServerError(503));
+    c.record(0, Health::ServerError(502));
+    assert_eq!(c.health_json(0), "EJECTED");
+}
+
+#[test]
+fn warmup_factor_grows_from_min_percent_to_full() {
+    let w = ir::Warmup {
+        duration_ms: 1000,
+        min_percent: 10.0,
+        aggression: 1.0,
+    };
+    assert!((warm_factor(0, &w) - 0.1).abs() < 1e-9);
+    assert!((warm_factor(500, &w) - 0.5).abs() < 1e-9);
+    assert!((warm_factor(1000, &w) - 1.0).abs() < 1e-9);
+    assert!((warm_factor(5000, &w) - 1.0).abs() < 1e-9);
+    // More aggression: faster ramp early on.
+    let fast = ir::Warmup {
+        aggression: 2.0,
+        ..w
+    };
+    assert!(warm_factor(250, &fast) > warm_factor(250, &w));
+}
