@@ -571,3 +571,449 @@ def test_envoy_accepts_the_bootstrap(which: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK" in done.stdout + done.stderr
+
+
+# === TLS: SNI-routed passthrough and termination ===
+
+SIDECAR_TLS = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external}
+spec:
+  hosts: [api.example.com, www.example.com, db.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  endpoints: [{address: 127.0.0.5}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vault}
+spec:
+  hosts: [vault]
+  addresses: [10.96.0.7]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8200, name: https-api, protocol: HTTPS}]
+  endpoints: [{address: 127.0.0.6}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api.example.com, www.example.com]
+  tls:
+  - match: [{sniHosts: [api.example.com], port: 443}]
+    route: [{destination: {host: www.example.com}}]
+  - match: [{sniHosts: [www.example.com, api.example.com]}]
+    route:
+    - {destination: {host: api.example.com}, weight: 30}
+    - {destination: {host: www.example.com}, weight: 70}
+"""
+
+EXTERNAL = "outbound|443||{}.example.com"
+
+
+def _chains(boot: dict[str, Any], listener: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in _listener(boot, listener)["filter_chains"]}
+
+
+def _proxy(chain: dict[str, Any]) -> dict[str, Any]:
+    (proxy,) = chain["filters"]
+    assert proxy["name"] == "envoy.filters.network.tcp_proxy"
+    typed: dict[str, Any] = proxy["typed_config"]
+    return typed
+
+
+def test_sidecar_tls_passthrough_by_sni() -> None:
+    boot = bootstrap(compiled(SIDECAR_TLS))
+    listener = _listener(boot, "outbound|tls|443")
+    (inspector,) = listener["listener_filters"]
+    assert inspector["name"] == "envoy.filters.listener.tls_inspector"
+    assert inspector["typed_config"]["@type"] == envoy_export.TLS_INSPECTOR_TYPE
+    assert listener["listener_filters_timeout"] == "10s"  # meshfast's ClientHello deadline
+    chains = listener["filter_chains"]
+    # The IR's order; api.example.com of the second rule is taken by the first (meshfast's
+    # first match), so it is not repeated where Envoy would find it first.
+    assert [(c["name"], c["filter_chain_match"]) for c in chains] == [
+        ("api.tls.0", {"transport_protocol": "tls", "server_names": ["api.example.com"]}),
+        ("api.tls.1", {"transport_protocol": "tls", "server_names": ["www.example.com"]}),
+        ("db.example.com", {"transport_protocol": "tls", "server_names": ["db.example.com"]}),
+    ]
+    assert _proxy(chains[0])["cluster"] == EXTERNAL.format("www")
+    assert _proxy(chains[1])["weighted_clusters"] == {
+        "clusters": [
+            {"name": EXTERNAL.format("api"), "weight": 30},
+            {"name": EXTERNAL.format("www"), "weight": 70},
+        ]
+    }
+    assert _proxy(chains[2])["cluster"] == EXTERNAL.format("db")
+    # One service on the port and no rule: the catch-all is the chain without server_names.
+    vault = _listener(boot, "outbound|tls|8200")
+    assert vault["address"]["socket_address"] == {"address": "10.96.0.7", "port_value": 8200}
+    (chain,) = vault["filter_chains"]
+    assert chain["filter_chain_match"] == {"transport_protocol": "tls"}
+    assert _proxy(chain)["cluster"] == "outbound|8200||vault.default.svc.cluster.local"
+    assert "transport_socket" not in chain  # passthrough: never terminated
+
+
+def sni_snapshot() -> ir.Snapshot:
+    """Routes whose first-match order differs from Envoy's most-specific-name order."""
+
+    def route(name: str, hosts: tuple[str, ...], cluster: str) -> ir.SniRoute:
+        return ir.SniRoute(name, hosts, (ir.WeightedCluster(cluster, 100),))
+
+    return ir.Snapshot(
+        listeners=(
+            ir.Listener(
+                name="sni",
+                address="127.0.0.1:9443",
+                protocol="tls",
+                sni_routes=(
+                    route("exact", ("Pay.Example.com",), "a"),
+                    route("wide", ("*.example.com",), "b"),
+                    route("shadowed", ("api.example.com", "api.other.org"), "c"),
+                    route("deeper", ("*.eu.example.com",), "c"),
+                    route("all", ("*.org", "*"), "d"),
+                    route("late", ("late.net",), "a"),
+                    route("late", ("later.net",), "a"),
+                ),
+            ),
+        ),
+        clusters=tuple(
+            ir.Cluster(name=n, endpoints=(ir.Endpoint(address=f"127.0.0.{i}:443"),))
+            for i, n in enumerate("abcd", 1)
+        ),
+    )
+
+
+def _meshfast_pick(routes: tuple[ir.SniRoute, ...], sni: str) -> str | None:
+    """rust/proxy/src/tls.rs `sni_matches` with the first-match loop of tcp_proxy.rs."""
+
+    def matches(pattern: str, name: str) -> bool:
+        pattern = pattern.lower()
+        if pattern == "*":
+            return True
+        if pattern.startswith("*"):
+            return len(name) > len(pattern) - 1 and name.endswith(pattern[1:])
+        return pattern == name
+
+    sni = sni.lower()
+    return next((r.name for r in routes if any(matches(p, sni) for p in r.sni_hosts)), None)
+
+
+def _envoy_pick(chains: list[dict[str, Any]], sni: str) -> str | None:
+    """Envoy's choice among chains differing only in server_names: the exact name, then
+    `*` + each suffix from the first dot on (longest first), then the chain without names."""
+    by_name: dict[str, str] = {
+        n: c["name"] for c in chains for n in c["filter_chain_match"].get("server_names", ())
+    }
+    default: str | None = next(
+        (c["name"] for c in chains if "server_names" not in c["filter_chain_match"]), None
+    )
+    sni = sni.lower()
+    if not sni:
+        return default
+    if sni in by_name:
+        return by_name[sni]
+    pos = sni.find(".", 1)
+    while pos != -1 and pos < len(sni) - 1:
+        if f"*{sni[pos:]}" in by_name:
+            return by_name[f"*{sni[pos:]}"]
+        pos = sni.find(".", pos + 1)
+    return default
+
+
+def test_sni_first_match_kept_under_envoys_most_specific_match() -> None:
+    snapshot = sni_snapshot()
+    chains = envoy_export.sni_filter_chains(snapshot.listeners[0])
+    assert [(c["name"], c["filter_chain_match"].get("server_names")) for c in chains] == [
+        ("exact", ["pay.example.com"]),  # lowercased: meshfast matches lowercased SNI
+        ("wide", ["*.example.com"]),
+        ("shadowed", ["api.other.org"]),  # api.example.com goes to "wide" in meshfast
+        # "deeper" has no chain: *.eu.example.com is all within *.example.com, taken before.
+        ("all", None),  # `*`: the default chain (its *.org adds nothing)
+        # "late" routes come after `*`: unreachable in meshfast, so no chain in Envoy.
+    ]
+    assert all(c["filter_chain_match"]["transport_protocol"] == "tls" for c in chains)
+    routes = snapshot.listeners[0].sni_routes
+    for sni in [
+        "pay.example.com",
+        "PAY.example.COM",
+        "api.example.com",
+        "x.eu.example.com",
+        "a.b.example.com",
+        "example.com",
+        "api.other.org",
+        "other.org",
+        "late.net",
+        "",
+    ]:
+        assert _envoy_pick(chains, sni) == _meshfast_pick(routes, sni), sni
+
+
+def test_sni_without_default_and_without_routes() -> None:
+    def listener(*routes: ir.SniRoute) -> ir.Listener:
+        return ir.Listener(name="l", address="127.0.0.1:1", protocol="tls", sni_routes=routes)
+
+    only = ir.SniRoute("only", ("a.example.com",), (ir.WeightedCluster("a", 100),))
+    chains = envoy_export.sni_filter_chains(listener(only))
+    assert [c["filter_chain_match"] for c in chains] == [
+        {"transport_protocol": "tls", "server_names": ["a.example.com"]}
+    ]  # no default chain: other names match nothing and are closed, as in meshfast
+    (empty,) = envoy_export.sni_filter_chains(listener())
+    assert empty["filter_chain_match"] == {"transport_protocol": "tls"}
+    assert _proxy(empty)["cluster"] == envoy_export.MISSING_CLUSTER
+    no_destination = ir.SniRoute("none", ("*",), ())
+    (chain,) = envoy_export.sni_filter_chains(listener(no_destination))
+    assert _proxy(chain)["cluster"] == envoy_export.MISSING_CLUSTER
+
+
+@pytest.mark.parametrize(
+    ("listener", "message"),
+    [
+        (
+            ir.Listener(
+                name="l",
+                address="127.0.0.1:1",
+                protocol="tls",
+                sni_routes=(ir.SniRoute("r", ("api*.example.com",), ()),),
+            ),
+            r"SNI route r: SNI host 'api\*.example.com' is not an exact name, \*.suffix or \*",
+        ),
+        (
+            ir.Listener(
+                name="l",
+                address="127.0.0.1:1",
+                protocol="tls",
+                sni_routes=(ir.SniRoute("r", ("",), ()),),
+            ),
+            r"SNI host '' is not an exact name",
+        ),
+        (
+            ir.Listener(
+                name="l",
+                address="127.0.0.1:1",
+                protocol="tls",
+                sni_routes=(
+                    ir.SniRoute(
+                        "r",
+                        ("*",),
+                        (ir.WeightedCluster("a", 1, request_headers=ir.HeaderOps(remove=("x",))),),
+                    ),
+                ),
+            ),
+            r"SNI route r -> a: request_headers: not translated",
+        ),
+        (
+            ir.Listener(
+                name="l",
+                address="127.0.0.1:1",
+                protocol="tcp",
+                tls=ir.TlsServer(cert_chain="c.pem", private_key="k.pem"),
+            ),
+            r"listener l \(tcp\): tls: not translated",
+        ),
+        (
+            ir.Listener(
+                name="l",
+                address="127.0.0.1:1",
+                protocol="http",
+                sni_routes=(ir.SniRoute("r", ("*",), ()),),
+            ),
+            r"listener l \(http\): sni_routes: not translated",
+        ),
+        (
+            ir.Listener(
+                name="l",
+                address="127.0.0.1:1",
+                protocol="tls",
+                tcp_routes=(ir.TcpRoute("t", ()),),
+            ),
+            r"listener l \(tls\): tcp_routes: not translated",
+        ),
+    ],
+)
+def test_tls_fields_not_translated_are_refused(listener: ir.Listener, message: str) -> None:
+    with pytest.raises(ExportError, match=message):
+        bootstrap(ir.Snapshot(listeners=(listener,)))
+
+
+GATEWAY_TLS = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.7}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backends}
+spec:
+  hosts: [a.example.com, b.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  endpoints: [{address: 127.0.0.8}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.com]
+    tls:
+      mode: %(mode)s
+      serverCertificate: %(cert)s
+      privateKey: %(key)s
+      caCertificates: %(ca)s
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: ["*.example.com"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo}
+spec:
+  hosts: [bookinfo.com]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: httpbin.local}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sni}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [a.example.com], port: 9443}]
+    route: [{destination: {host: a.example.com, port: {number: 443}}}]
+  - match: [{sniHosts: ["*"]}]
+    route: [{destination: {host: b.example.com, port: {number: 443}}}]
+"""
+
+
+def gateway_snapshot(folder: Path, mode: str = "SIMPLE") -> ir.Snapshot:
+    """Gateway mode: an HTTPS server (certificates made in ``folder``) and a passthrough one."""
+    from ..certs import MiniCA
+
+    ca = MiniCA(folder)
+    server = ca.issue("bookinfo", ["bookinfo.com"])
+    text = GATEWAY_TLS % {
+        "mode": mode,
+        "cert": server.cert,
+        "key": server.key,
+        "ca": ca.path,
+    }
+    config = load_config_text(text, source=str(folder / "gateway.yaml"))
+    return compile_config(config, CompileOptions(gateway=True, gateway_bind="127.0.0.1"))
+
+
+@pytest.mark.parametrize("mode", ["SIMPLE", "MUTUAL"])
+def test_gateway_https_terminates_tls(tmp_path: Path, mode: str) -> None:
+    snapshot = gateway_snapshot(tmp_path, mode)
+    boot = bootstrap(snapshot)
+    (chain,) = _listener(boot, "gateway|8443")["filter_chains"]
+    socket = chain["transport_socket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    tls = socket["typed_config"]
+    assert tls["@type"] == envoy_export.DOWNSTREAM_TLS_TYPE
+    common = tls["common_tls_context"]
+    assert common["tls_certificates"] == [
+        {
+            "certificate_chain": {"filename": str(tmp_path / "bookinfo.pem")},
+            "private_key": {"filename": str(tmp_path / "bookinfo-key.pem")},
+        }
+    ]
+    assert common["alpn_protocols"] == ["h2", "http/1.1"]
+    assert common["tls_params"] == {
+        "tls_minimum_protocol_version": "TLSv1_2",
+        "tls_maximum_protocol_version": "TLSv1_3",
+    }
+    assert chain["transport_socket_connect_timeout"] == "10s"
+    if mode == "MUTUAL":
+        assert tls["require_client_certificate"] is True
+        assert common["validation_context"] == {
+            "trusted_ca": {"filename": str(tmp_path / "ca.pem")}
+        }
+    else:
+        assert "require_client_certificate" not in tls
+        assert "validation_context" not in common
+    hcm = chain["filters"][0]["typed_config"]
+    assert hcm["codec_type"] == "AUTO"  # HTTP/1.1 or h2 by ALPN
+    (vhost,) = hcm["route_config"]["virtual_hosts"]
+    assert vhost["domains"] == ["bookinfo.com:8443", "bookinfo.com"]
+    assert vhost["routes"][0]["route"]["cluster"] == "outbound|8000||httpbin.local"
+
+    # The passthrough server: `*` narrowed to the server's *.example.com, after a.example.com.
+    chains = _listener(boot, "gateway|9443")["filter_chains"]
+    assert [c["filter_chain_match"]["server_names"] for c in chains] == [
+        ["a.example.com"],
+        ["*.example.com"],
+    ]
+    assert [_proxy(c)["cluster"] for c in chains] == [
+        "outbound|443||a.example.com",
+        "outbound|443||b.example.com",
+    ]
+
+
+def test_tls_1_3_only() -> None:
+    tls = ir.TlsServer(cert_chain="c.pem", private_key="k.pem", min_version="TLSV1_3")
+    params = envoy_export.downstream_tls(tls, "l")["typed_config"]["common_tls_context"]
+    assert params["tls_params"]["tls_minimum_protocol_version"] == "TLSv1_3"
+
+
+def yes_no_snapshot() -> ir.Snapshot:
+    """Names Envoy's YAML reader would take for booleans if left bare."""
+    a = (ir.WeightedCluster("a", 100),)
+    listener = ir.Listener(
+        name="n",
+        address="127.0.0.1:9443",
+        protocol="tls",
+        sni_routes=(ir.SniRoute("y", ("a.com",), a), ir.SniRoute("N", ("*",), a)),
+    )
+    return ir.Snapshot(
+        listeners=(listener,),
+        clusters=(ir.Cluster(name="a", endpoints=(ir.Endpoint(address="127.0.0.1:1"),)),),
+    )
+
+
+def test_yaml_quotes_yes_no_names() -> None:
+    text = envoy_export.bootstrap_yaml(yes_no_snapshot())
+    for name in ("n", "y", "N"):
+        assert f"name: '{name}'" in text
+    assert yaml.safe_load(text)["static_resources"]["listeners"][0]["name"] == "n"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "which", ["sidecar-tls", "sni", "yes-no", "gateway-simple", "gateway-mutual"]
+)
+def test_envoy_accepts_the_tls_bootstraps(which: str, tmp_path: Path) -> None:
+    """`--mode validate` loads the certificate files too, so they are real ones here."""
+    envoy = tools.envoy_binary()
+    if which == "sidecar-tls":
+        snapshot = compiled(SIDECAR_TLS)
+    elif which == "sni":
+        snapshot = sni_snapshot()
+    elif which == "yes-no":
+        snapshot = yes_no_snapshot()
+    else:
+        snapshot = gateway_snapshot(tmp_path, which.removeprefix("gateway-").upper())
+    config = tmp_path / "envoy.yaml"
+    config.write_text(envoy_export.bootstrap_yaml(snapshot, admin_port=19003))
+    done = subprocess.run(
+        [str(envoy), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK" in done.stdout + done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import msgspec
 import pytest
 
 from meshfast.bench import procs, report
@@ -12,6 +13,7 @@ from meshfast.bench.haproxy_export import Unsupported, haproxy_config
 from meshfast.bench.load import parse_h2load, parse_wrk, percentile, wrk_script
 from meshfast.bench.peers import compile_snapshot
 from meshfast.bench.scenarios import SCENARIOS, config_yaml, route_paths
+from meshfast.config import ir
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:18080/
@@ -156,3 +158,20 @@ def test_aggregate_medians_spreads_and_ratios() -> None:
     assert "![CPU-µs per request and p99 per scenario](plot.png)" in markdown
     assert "`abc`" in markdown
     assert "envoy 1.40.0" in markdown
+
+
+def test_haproxy_refuses_tls() -> None:
+    """TLS termination or passthrough is work HAProxy's generated config would not do."""
+    base = compile_snapshot(
+        config_yaml(SCENARIOS["h1-keepalive"], "127.0.0.1:9"), "127.0.0.1:1", "x"
+    )
+    (http,) = base.listeners
+    tls = ir.TlsServer(cert_chain="c.pem", private_key="k.pem")
+    terminating = msgspec.structs.replace(base, listeners=(msgspec.structs.replace(http, tls=tls),))
+    with pytest.raises(Unsupported, match="terminates TLS"):
+        haproxy_config(terminating, bind="127.0.0.1:2")
+    passthrough = ir.Listener(name="outbound|tls|443", address="127.0.0.1:443", protocol="tls")
+    with pytest.raises(Unsupported, match="no TCP or TLS passthrough listener"):
+        haproxy_config(
+            msgspec.structs.replace(base, listeners=(http, passthrough)), bind="127.0.0.1:2"
+        )

@@ -45,6 +45,23 @@ Semantics kept equal, field by field:
   endpoint localities → one ``LocalityLbEndpoints`` each, at one priority and without
   locality weights, so Envoy balances over all of them as meshfast does.
 - TCP listeners → ``tcp_proxy`` with the first TCP route's clusters (meshfast uses the first).
+- TLS passthrough listeners (protocol ``tls``, SNI routes) → the ``tls_inspector`` listener
+  filter (its timeout = meshfast's 10 s ClientHello deadline) and one filter chain per SNI
+  route with ``transport_protocol: tls`` (a connection that is not TLS matches no chain and
+  is closed, as meshfast closes it) and ``server_names``, each a ``tcp_proxy`` to the
+  route's destinations; a ``*`` route is the chain without ``server_names`` (Envoy's default
+  for any name, or no SNI). Envoy picks the most specific name (exact, then the longest
+  ``*.suffix``, then the default) where meshfast takes the first route that matches, so the
+  names are rewritten to make both choose alike: a name every SNI of which an earlier route
+  already takes (``api.example.com`` after ``*.example.com``, ``*.a.example.com`` after
+  ``*.example.com``, anything after ``*``) is left out, and a route left without names has
+  no chain (see :func:`sni_filter_chains`). Names are lowercased (meshfast matches
+  lowercased SNI; Envoy compares them without case).
+- TLS termination (``Listener.tls``) on HTTP listeners → the filter chain's
+  ``envoy.transport_sockets.tls`` ``DownstreamTlsContext``: the PEM files by name, ALPN
+  ``h2,http/1.1`` (the HCM's ``AUTO`` codec then follows ALPN, as meshfast), TLS 1.2 to 1.3 or
+  1.3 only, a client CA → ``require_client_certificate`` with ``trusted_ca``; the handshake
+  deadline (``transport_socket_connect_timeout``) is meshfast's 10 s.
 
 Fairness settings (see ``bench/README.md``): ``generate_request_id: false`` (note: meshfast
 does generate an ``x-request-id`` when absent, so this favours Envoy slightly), router
@@ -71,7 +88,9 @@ __all__ = [
     "ExportError",
     "bootstrap",
     "bootstrap_yaml",
+    "downstream_tls",
     "envoy_command",
+    "sni_filter_chains",
     "split_address",
     "unhandled_fields",
 ]
@@ -91,6 +110,15 @@ FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFau
 CORS_FILTER = "envoy.filters.http.cors"
 CORS_TYPE = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
 CORS_POLICY_TYPE = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+TLS_INSPECTOR_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+)
+DOWNSTREAM_TLS_TYPE = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+)
+# meshfast drops a connection whose ClientHello (passthrough) or handshake (termination) takes
+# longer than this (rust/proxy/src/tls.rs, HANDSHAKE_TIMEOUT).
+TLS_HANDSHAKE_TIMEOUT = "10s"
 PREVIOUS_HOSTS_TYPE = (
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 )
@@ -548,36 +576,170 @@ def _http_listener(
         },
         "http_filters": _http_filters(virtual_hosts),
     }
+    chain: Json = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    }
+    if listener.tls is not None:
+        chain["transport_socket"] = downstream_tls(listener.tls, f"listener {listener.name}")
+        chain["transport_socket_connect_timeout"] = TLS_HANDSHAKE_TIMEOUT
     return {
         "name": listener.name,
         "address": _socket_address(listener.address),
-        "filter_chains": [
-            {
-                "filters": [
-                    {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": hcm,
-                    }
-                ]
-            }
-        ],
+        "filter_chains": [chain],
     }
+
+
+def _tcp_proxy(stat_prefix: str, clusters: Sequence[ir.WeightedCluster]) -> Json:
+    """A ``tcp_proxy`` network filter to ``clusters`` (none: a missing cluster, so closed)."""
+    proxy: Json = {"@type": TCP_PROXY_TYPE, "stat_prefix": stat_prefix}
+    proxy.update(_destinations(clusters) if clusters else {"cluster": MISSING_CLUSTER})
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}
 
 
 def _tcp_listener(listener: ir.Listener) -> Json:
     for route in listener.tcp_routes:
+        _refuse(route, ("name", "clusters"), f"listener {listener.name}, TCP route {route.name}")
         for c in route.clusters:
             _refuse(c, ("cluster", "weight"), f"listener {listener.name} -> {c.cluster}")
-    proxy: Json = {"@type": TCP_PROXY_TYPE, "stat_prefix": listener.name}
     first = listener.tcp_routes[0].clusters if listener.tcp_routes else ()
-    proxy.update(_destinations(first) if first else {"cluster": MISSING_CLUSTER})
     return {
         "name": listener.name,
         "address": _socket_address(listener.address),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
-        ],
+        "filter_chains": [{"filters": [_tcp_proxy(listener.name, first)]}],
     }
+
+
+def _sni_pattern(host: str, where: str) -> str:
+    """An IR SNI host, lowercased (as meshfast matches it); refused unless Envoy can say it."""
+    pattern = host.lower()
+    exact = bool(pattern) and "*" not in pattern
+    wildcard = pattern.startswith("*.") and len(pattern) > 2 and "*" not in pattern[1:]
+    if not (exact or wildcard or pattern == "*"):
+        raise ExportError(
+            f"{where}: SNI host {host!r} is not an exact name, *.suffix or *:"
+            " not translated to Envoy"
+        )
+    return pattern
+
+
+def _covers(earlier: str, later: str) -> bool:
+    """Whether every SNI that ``later`` matches is matched by ``earlier`` too.
+
+    meshfast's matching (``rust/proxy/src/tls.rs``, ``sni_matches``): ``*`` matches anything
+    (no SNI too), ``*.suffix`` any name longer than ``.suffix`` that ends with it (any depth,
+    as Envoy's wildcards), anything else that name only.
+    """
+    if earlier == "*":
+        return True
+    if earlier.startswith("*."):
+        suffix = earlier[1:]  # ".example.com"
+        if later.startswith("*."):
+            return later[1:].endswith(suffix)  # *.a.example.com within *.example.com
+        return later != "*" and len(later) > len(suffix) and later.endswith(suffix)
+    return earlier == later
+
+
+def sni_filter_chains(listener: ir.Listener) -> list[Json]:
+    """One filter chain per SNI route that can still be chosen, in the IR's order.
+
+    meshfast takes the FIRST route with a matching SNI host; Envoy takes the chain with the
+    MOST SPECIFIC matching ``server_names`` entry (the exact name, then the longest
+    ``*.suffix``, then the chain without names), whatever the order. The two agree once every
+    name whose SNIs an earlier route already takes all of is dropped: a name kept can then only
+    be beaten in Envoy by a more specific name of an earlier route, which meshfast also picks
+    first, and a less specific name of an earlier route never covers a later, more specific one
+    (it would have been dropped). Envoy also refuses the same name in two chains, which this
+    prevents. A route left with no name is unreachable in meshfast and gets no chain; a route
+    with ``*`` becomes the chain without names (its other names add nothing), and every route
+    after it is unreachable.
+    """
+    chains: list[Json] = []
+    taken: list[str] = []  # names of the routes before, in order
+    chain_names: set[str] = set()
+    for route in listener.sni_routes:
+        where = f"listener {listener.name}, SNI route {route.name}"
+        _refuse(route, ("name", "sni_hosts", "clusters"), where)
+        for c in route.clusters:
+            _refuse(c, ("cluster", "weight"), f"{where} -> {c.cluster}")
+        names: list[str] = []
+        for host in route.sni_hosts:
+            pattern = _sni_pattern(host, where)
+            if pattern not in names and not any(_covers(e, pattern) for e in taken):
+                names.append(pattern)
+        taken.extend(names)
+        if not names:
+            continue  # every SNI it would take goes to an earlier route in meshfast
+        match: Json = {"transport_protocol": "tls"}  # not TLS: no chain, closed (as meshfast)
+        if "*" not in names:
+            match["server_names"] = names
+        name = route.name
+        while name in chain_names:  # Envoy wants unique chain names
+            name += "'"
+        chain_names.add(name)
+        chains.append(
+            {
+                "name": name,
+                "filter_chain_match": match,
+                "filters": [_tcp_proxy(listener.name, route.clusters)],
+            }
+        )
+    if not chains:
+        # meshfast reads the ClientHello, finds no route and closes; so does this chain
+        # (a cluster that does not exist). Envoy wants at least one chain.
+        chains.append(
+            {
+                "name": "no-route",
+                "filter_chain_match": {"transport_protocol": "tls"},
+                "filters": [_tcp_proxy(listener.name, ())],
+            }
+        )
+    return chains
+
+
+def _tls_listener(listener: ir.Listener) -> Json:
+    """SNI-routed TLS passthrough: the ClientHello is read, never terminated."""
+    return {
+        "name": listener.name,
+        "address": _socket_address(listener.address),
+        "listener_filters": [
+            {
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {"@type": TLS_INSPECTOR_TYPE},
+            }
+        ],
+        "listener_filters_timeout": TLS_HANDSHAKE_TIMEOUT,
+        "filter_chains": sni_filter_chains(listener),
+    }
+
+
+_TLS_VERSIONS = {None: "TLSv1_2", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
+
+
+def downstream_tls(tls: ir.TlsServer, where: str) -> Json:
+    """The ``transport_socket`` of an HTTP filter chain terminating TLS as meshfast does
+    (rustls: TLS 1.2 and 1.3, or 1.3 only; ALPN h2, http/1.1; client certificates required
+    and checked against the CA when there is one)."""
+    _refuse(tls, ("cert_chain", "private_key", "client_ca", "min_version"), where)
+    if tls.min_version not in _TLS_VERSIONS:
+        raise ExportError(f"{where}: TLS minimum version {tls.min_version}: not translated")
+    context: Json = {
+        "tls_certificates": [
+            {
+                "certificate_chain": {"filename": tls.cert_chain},
+                "private_key": {"filename": tls.private_key},
+            }
+        ],
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_params": {
+            "tls_minimum_protocol_version": _TLS_VERSIONS[tls.min_version],
+            "tls_maximum_protocol_version": "TLSv1_3",
+        },
+    }
+    out: Json = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": context}
+    if tls.client_ca is not None:
+        context["validation_context"] = {"trusted_ca": {"filename": tls.client_ca}}
+        out["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": out}
 
 
 # === clusters ===
@@ -651,21 +813,33 @@ def _cluster(cluster: ir.Cluster) -> Json:
 # === the bootstrap ===
 
 
+# The fields each kind of listener uses: any other one set (e.g. ``tls`` on a TCP listener,
+# ``sni_routes`` on an HTTP one) is refused rather than ignored.
+_LISTENER_FIELDS: dict[str, tuple[str, ...]] = {
+    "http": ("name", "address", "protocol", "route_table", "tls"),
+    "tcp": ("name", "address", "protocol", "tcp_routes"),
+    "tls": ("name", "address", "protocol", "sni_routes"),
+}
+
+
 def bootstrap(snapshot: ir.Snapshot, *, admin_port: int = 15000) -> Json:
     """The Envoy bootstrap (as JSON-ready builtins) serving ``snapshot``."""
     _refuse(snapshot, ("version", "listeners", "route_tables", "clusters"), "snapshot")
-    for x in snapshot.listeners:
-        _refuse(
-            x, ("name", "address", "protocol", "route_table", "tcp_routes"), f"listener {x.name}"
-        )
     tables = {t.name: t for t in snapshot.route_tables}
     hashes = {c.name: c.hash for c in snapshot.clusters if c.hash is not None}
-    listeners = [
-        _tcp_listener(x)
-        if x.protocol == "tcp"
-        else _http_listener(x, tables.get(x.route_table or ""), hashes)
-        for x in snapshot.listeners
-    ]
+    listeners = []
+    for x in snapshot.listeners:
+        where = f"listener {x.name} ({x.protocol})"
+        handled = _LISTENER_FIELDS.get(x.protocol)
+        if handled is None:
+            raise ExportError(f"{where}: protocol {x.protocol!r}: not translated to Envoy yet")
+        _refuse(x, handled, where)
+        if x.protocol == "tcp":
+            listeners.append(_tcp_listener(x))
+        elif x.protocol == "tls":
+            listeners.append(_tls_listener(x))
+        else:
+            listeners.append(_http_listener(x, tables.get(x.route_table or ""), hashes))
     return {
         "node": {"id": "meshfast-export", "cluster": "meshfast-export"},
         "admin": {"address": _socket_address(f"127.0.0.1:{admin_port}")},
@@ -700,7 +874,29 @@ def bootstrap_yaml(snapshot: ir.Snapshot, *, admin_port: int = 15000, workers: i
         "# Same routes, balancing and timeouts as meshfast; retries explicitly off;\n"
         "# generate_request_id, dynamic_stats and envoy headers off; circuit breakers raised.\n"
     )
-    body: str = yaml.safe_dump(
-        bootstrap(snapshot, admin_port=admin_port), sort_keys=False, width=100
+    body: str = yaml.dump(
+        bootstrap(snapshot, admin_port=admin_port),
+        Dumper=_yaml_dumper(),
+        sort_keys=False,
+        width=100,
     )
     return header + body
+
+
+def _yaml_dumper() -> type:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        """PyYAML leaves ``y``/``n`` bare, which Envoy's YAML reader takes as booleans (a route
+        or SNI route named ``y`` would break the bootstrap): quote them."""
+
+        def represent_str(self, data: str) -> yaml.ScalarNode:
+            if data in _YAML_11_BOOLS:
+                return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+            return super().represent_str(data)
+
+    Dumper.add_representer(str, Dumper.represent_str)
+    return Dumper
+
+
+_YAML_11_BOOLS = frozenset({"y", "Y", "n", "N"})

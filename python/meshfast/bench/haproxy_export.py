@@ -4,9 +4,9 @@ HAProxy is the benchmark's optional third peer: a lean proxy that shows how low 
 request can go. Only what maps one to one is translated: virtual hosts with exact domains
 (matched on the whole ``Host``, as meshfast does) whose routes are a single catch-all to a
 single cluster, plus a ``*`` domain as the default backend. Anything else (path or header
-conditions, weighted splits, wildcard domains, TCP listeners, many routes) raises
-:class:`Unsupported` with the reason, and the harness skips HAProxy for that scenario,
-saying why.
+conditions, weighted splits, wildcard domains, TCP or TLS passthrough listeners, TLS
+termination, many routes) raises :class:`Unsupported` with the reason, and the harness skips
+HAProxy for that scenario, saying why.
 
 Settings matched to the others: ``nbthread`` = the worker count, no logging, keep-alive both
 ways, connect timeout from the cluster, ``retries`` = the route's retry attempts (HAProxy
@@ -56,8 +56,12 @@ def haproxy_config(
     speaks one or the other on a bind, where meshfast and Envoy detect).
     """
     http = [x for x in snapshot.listeners if x.protocol == "http"]
-    if len(http) != 1 or any(x.protocol == "tcp" for x in snapshot.listeners):
-        raise Unsupported("only one HTTP listener and no TCP listener are translated")
+    if len(http) != 1 or len(http) != len(snapshot.listeners):
+        raise Unsupported(
+            "only one HTTP listener (and no TCP or TLS passthrough listener) is translated"
+        )
+    if http[0].tls is not None:
+        raise Unsupported(f"listener {http[0].name} terminates TLS: not translated to HAProxy")
     tables = {t.name: t for t in snapshot.route_tables}
     table = tables.get(http[0].route_table or "")
     if table is None:
