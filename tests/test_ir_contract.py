@@ -170,6 +170,7 @@ snapshot = st.builds(
             lb=st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]),
             protocol=st.sampled_from(["http1", "http2", "tcp"]),
             connect_timeout_ms=st.integers(0, 10**6),
+            original_dst=st.booleans(),
             outlier=st.none()
             | st.builds(
                 ir.OutlierDetection,

@@ -237,6 +237,9 @@ class Cluster(msgspec.Struct, frozen=True):
     hash: HashPolicy | None = None
     outlier: OutlierDetection | None = None
     warmup: Warmup | None = None
+    # Each request goes to its original destination (resolution NONE, PASSTHROUGH):
+    # the iptables-redirected address, or the x-envoy-original-dst-host header.
+    original_dst: bool = False
 
 
 class Snapshot(msgspec.Struct, frozen=True):

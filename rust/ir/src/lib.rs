@@ -310,6 +310,9 @@ pub struct Cluster {
     pub outlier: Option<OutlierDetection>,
     /// Slow start for endpoints new to the cluster.
     pub warmup: Option<Warmup>,
+    /// No endpoints: each request goes to its original destination (Istio's
+    /// `resolution: NONE` and `loadBalancer.simple: PASSTHROUGH`).
+    pub original_dst: bool,
 }
 
 /// Istio `outlierDetection` with its defaults already applied by compile.

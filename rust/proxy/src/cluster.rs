@@ -133,6 +133,8 @@ pub struct ClusterRt {
     pub hash: Option<HashRt>,
     outlier: Option<ir::OutlierDetection>,
     warmup: Option<ir::Warmup>,
+    /// Endpoints come from each request's original destination instead.
+    pub original_dst: bool,
     pub stats: Arc<Counters>,
 }
 
@@ -203,6 +205,7 @@ impl ClusterRt {
             levels,
             outlier: c.outlier.clone(),
             warmup: c.warmup.clone().filter(|w| w.duration_ms > 0),
+            original_dst: c.original_dst,
             endpoints,
             stats: registry.get(Scope::Cluster, &c.name),
         })

@@ -39,14 +39,25 @@ const REPLAY_LIMIT: u64 = 64 << 10;
 /// Envoy tries this many times to pick a host other than the last one.
 const HOST_SELECTION_ATTEMPTS: usize = 5;
 
+/// What the accepted connection tells about where it came from and went to.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// Where the client was going before iptables redirected it here.
+    pub original_dst: Option<SocketAddr>,
+}
+
+/// Envoy's header for choosing an original-destination endpoint explicitly.
+const ORIGINAL_DST_HOST: HeaderName = HeaderName::from_static("x-envoy-original-dst-host");
+
 pub async fn serve(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // One load per request: this request sees this snapshot to its end.
     let snap = ctx.store.load_full();
-    Ok(proxy(req, &snap, ctx.listener_id, peer).await)
+    Ok(proxy(req, &snap, ctx.listener_id, conn).await)
 }
 
 /// The counters a request touches, for local replies at any stage.
@@ -93,7 +104,7 @@ async fn proxy(
     mut req: Request<Incoming>,
     snap: &Runtime,
     listener_id: usize,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> Response<ProxyBody> {
     if !req.headers().contains_key(REQUEST_ID) {
         req.headers_mut().insert(REQUEST_ID, new_request_id());
@@ -228,8 +239,21 @@ async fn proxy(
     scope.cluster = Some(&cluster.stats);
 
     let key = match &cluster.hash {
-        Some(h) => h.key(req.headers(), req.uri().query(), peer),
+        Some(h) => h.key(req.headers(), req.uri().query(), conn.peer),
         None => Key::default(),
+    };
+    // An original-destination cluster sends to where the request was going.
+    let original_dst = if cluster.original_dst {
+        let from_header = req
+            .headers_mut()
+            .remove(ORIGINAL_DST_HOST)
+            .and_then(|v| v.to_str().ok()?.parse::<SocketAddr>().ok());
+        match from_header.or(conn.original_dst) {
+            Some(addr) => Some(addr.to_string()),
+            None => return scope.fail(ResponseFlag::NoHealthyUpstream),
+        }
+    } else {
+        None
     };
     let forward = Forward {
         listener: &listener.stats,
@@ -237,6 +261,7 @@ async fn proxy(
         dest,
         cluster,
         hash: key.hash,
+        original_dst,
     };
     let mut resp = match forward.run(req, authority, &scope).await {
         Ok(resp) => resp,
@@ -264,6 +289,8 @@ struct Forward<'a> {
     cluster: &'a Arc<ClusterRt>,
     /// The consistent-hash key, when the cluster hashes and the request has one.
     hash: Option<u64>,
+    /// The one endpoint of an original-destination cluster.
+    original_dst: Option<String>,
 }
 
 impl Forward<'_> {
@@ -469,16 +496,27 @@ impl Forward<'_> {
         loop {
             // Consistent hashing keeps retries on the key's endpoint (Istio drops previous_hosts).
             let avoid_previous = self.hash.is_none() && retry.is_some_and(|r| r.previous_hosts);
-            let Some(index) = pick_endpoint(cluster, self.hash, previous, avoid_previous) else {
-                return Err(ResponseFlag::NoHealthyUpstream);
+            let (index, address, endpoint_load) = match &self.original_dst {
+                // Not an endpoint of the cluster: nothing to balance or eject.
+                Some(address) => (usize::MAX, address.as_str(), None),
+                None => {
+                    let Some(index) = pick_endpoint(cluster, self.hash, previous, avoid_previous)
+                    else {
+                        return Err(ResponseFlag::NoHealthyUpstream);
+                    };
+                    let endpoint: &EndpointRt = &cluster.endpoints[index];
+                    (index, endpoint.address.as_str(), Some(&endpoint.load))
+                }
             };
-            let endpoint: &EndpointRt = &cluster.endpoints[index];
             previous = Some(index);
             let Some(req) = pending.take().or_else(|| template.build()) else {
                 // A streamed body was already sent once: nothing left to retry with.
                 return Err(ResponseFlag::UpstreamConnectionTermination);
             };
-            let load = LoadGuard::start(&endpoint.load);
+            let load = match endpoint_load {
+                Some(l) => LoadGuard::start(l),
+                None => LoadGuard::start(&Arc::default()),
+            };
             let new_connection = || {
                 cluster
                     .stats
@@ -486,7 +524,7 @@ impl Forward<'_> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             };
             let sent = pool::send(
-                &endpoint.address,
+                address,
                 template.http2,
                 cluster.connect_timeout,
                 new_connection,

@@ -38,6 +38,9 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct Runtime {
     pub version: u64,
+    /// Some cluster sends to original destinations: accepted connections
+    /// must look theirs up.
+    pub needs_original_dst: bool,
     /// Indexed by the listener id the [`crate::Proxy`] assigned.
     pub listeners: Vec<Option<ListenerRt>>,
     pub clusters: Vec<Arc<ClusterRt>>,
@@ -211,6 +214,7 @@ impl Runtime {
     /// An empty runtime: every request gets a 404 NR until config arrives.
     pub fn empty() -> Self {
         Self {
+            needs_original_dst: false,
             version: 0,
             listeners: Vec::new(),
             clusters: Vec::new(),
@@ -300,6 +304,7 @@ impl Runtime {
             });
         }
         Ok(Self {
+            needs_original_dst: clusters.iter().any(|c| c.original_dst),
             version: snap.version,
             listeners,
             clusters,

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 pub async fn serve(
     mut downstream: TcpStream,
-    peer: std::net::SocketAddr,
+    conn: crate::http_proxy::Conn,
     store: Arc<ArcSwap<Runtime>>,
     listener_id: usize,
 ) {
@@ -52,7 +52,26 @@ pub async fn serve(
         return;
     };
     // Consistent hashing on a TCP port can only key on the source IP.
-    let index = match cluster.hash.as_ref().and_then(|h| h.source_ip_key(peer)) {
+    if cluster.original_dst {
+        // Passthrough: connect where the client was going (iptables capture).
+        if let Some(dst) = conn.original_dst {
+            if let Ok(Ok(mut upstream)) =
+                tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(dst)).await
+            {
+                if prefix.is_empty() || upstream.write_all(&prefix).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+                }
+                return;
+            }
+        }
+        cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
+        return;
+    }
+    let index = match cluster
+        .hash
+        .as_ref()
+        .and_then(|h| h.source_ip_key(conn.peer))
+    {
         Some(key) => cluster.pick_hashed(key),
         None => cluster.pick_index(),
     };

@@ -382,6 +382,18 @@ async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Only a connection iptables redirected has an original destination;
+        // ask the kernel only when some cluster needs it.
+        let original_dst = if ctx.store.load().needs_original_dst {
+            socket2::SockRef::from(&stream)
+                .original_dst()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .filter(|a| Some(*a) != stream.local_addr().ok())
+        } else {
+            None
+        };
+        let conn = http_proxy::Conn { peer, original_dst };
         let ctx = ctx.clone();
         let drain = drain.clone();
         let builder = builder.clone();
@@ -396,7 +408,7 @@ async fn accept(
                 ir::ListenerProtocol::Tcp | ir::ListenerProtocol::Tls => {
                     let mut signal = drain.signal.clone();
                     tokio::select! {
-                        _ = tcp_proxy::serve(stream, peer, ctx.store.clone(), ctx.listener_id) => {}
+                        _ = tcp_proxy::serve(stream, conn, ctx.store.clone(), ctx.listener_id) => {}
                         _ = signal.wait_for(|d| *d) => {}
                     }
                 }
@@ -407,14 +419,14 @@ async fn accept(
                         _ => None,
                     };
                     match tls {
-                        None => serve_http(stream, peer, ctx, drain.signal.clone(), &builder).await,
+                        None => serve_http(stream, conn, ctx, drain.signal.clone(), &builder).await,
                         Some(acceptor) => {
                             let handshake = tokio::time::timeout(
                                 crate::tls::HANDSHAKE_TIMEOUT,
                                 acceptor.accept(stream),
                             );
                             if let Ok(Ok(stream)) = handshake.await {
-                                serve_http(stream, peer, ctx, drain.signal.clone(), &builder).await;
+                                serve_http(stream, conn, ctx, drain.signal.clone(), &builder).await;
                             }
                         }
                     }
@@ -427,14 +439,14 @@ async fn accept(
 
 async fn serve_http<S>(
     stream: S,
-    peer: SocketAddr,
+    conn: http_proxy::Conn,
     ctx: Arc<ConnCtx>,
     mut drain: watch::Receiver<bool>,
     builder: &auto::Builder<TokioExecutor>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), peer));
+    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), conn));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
