@@ -71,6 +71,28 @@ def _ip(text: str) -> str:
     return text
 
 
+def _locality(text: str) -> str:
+    if not text.strip():
+        return ""  # no locality (the default)
+    parts = [p.strip() for p in text.strip().split("/")]
+    if len(parts) > 3 or not parts[0] or any(not p for p in parts[1:]):
+        raise argparse.ArgumentTypeError(
+            f"expected REGION, REGION/ZONE or REGION/ZONE/SUBZONE, not {text!r}"
+        )
+    return "/".join(parts)
+
+
+def _labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2`: this workload's labels (localityLbSetting.failoverPriority)."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], not {text!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
 def _address(text: str) -> str:
     _, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
@@ -226,6 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="address of gateway listeners whose server has no bind (default 0.0.0.0)",
     )
+    run.add_argument(
+        "--locality",
+        default="",
+        type=_locality,
+        metavar="REGION/ZONE/SUBZONE",
+        help="this sidecar's locality (localityLbSetting.distribute picks its rule by it)",
+    )
+    run.add_argument(
+        "--labels",
+        default={},
+        type=_labels,
+        metavar="K=V,...",
+        help="this workload's labels (localityLbSetting.failoverPriority compares them)",
+    )
+    run.add_argument(
+        "--dns-refresh",
+        default=30.0,
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="how often DNS ServiceEntry endpoints are re-resolved (default 30; 0: never)",
+    )
     for flag, dest, metavar in NOT_IMPLEMENTED_RUN_FLAGS:
         run.add_argument(flag, dest=dest, metavar=metavar, help="(not implemented yet)")
 
@@ -295,30 +338,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
 
-    from meshfast.config import CompileOptions, ConfigError, compile_config
-
-    try:
-        config = _load(args.paths, args.namespace)
-        options = CompileOptions(
-            namespace=args.namespace,
-            outbound=args.outbound,
-            inbound=args.inbound,
-            app=args.app,
-            version=1,
-            gateway=args.gateway,
-            gateway_bind=args.gateway_bind,
-        )
-        snapshot = compile_config(config, options)
-    except ConfigError as exc:
-        _print_problems(exc.problems, sys.stderr)
-        return 1
-
-    import trio
-
+    from meshfast.config import ConfigError, compile_config, dns
     from meshfast.control.sidecar import Sidecar, SidecarSettings
-    from meshfast.errors import core_errors
 
-    core_class = _import_core()
     settings = SidecarSettings(
         admin=args.admin,
         namespace=args.namespace,
@@ -329,12 +351,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         sources=tuple(args.paths),
         gateway=args.gateway,
         gateway_bind=args.gateway_bind,
+        locality=args.locality,
+        labels=args.labels,
+        dns_refresh=args.dns_refresh,
     )
+    try:
+        config = _load(args.paths, args.namespace)
+        # The options POST /config reloads use too (Sidecar.compile_options).
+        options = Sidecar.options_for(settings, version=1)
+        snapshot = compile_config(config, options)
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return 1
+
+    import trio
+
+    from meshfast.errors import core_errors
+
+    core_class = _import_core()
     try:
         core = core_class(workers=args.workers)
     except core_errors() as exc:
         _die(f"the core did not start: {exc}", 1)
-    sidecar = Sidecar(core, snapshot, settings)
+    sidecar = Sidecar(core, snapshot, settings, dns_plan=dns.plan(config))
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

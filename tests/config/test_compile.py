@@ -509,3 +509,36 @@ def test_protocols() -> None:
     assert proto(port=3306) == "TCP"
     assert proto(port=3306, name="web") == "TCP"
     assert proto(port=8080, name="web") == "HTTP"
+
+
+def test_resolution_none_and_passthrough_become_original_destination_clusters() -> None:
+    from meshfast.config import CompileOptions, compile_config, load_config_text
+
+    text = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [ext.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: static}
+spec:
+  hosts: [static.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: static}
+spec:
+  host: static.example.com
+  subsets: [{name: pass, labels: {}, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}]
+"""
+    snap = compile_config(load_config_text(text), CompileOptions())
+    clusters = {c.name: c for c in snap.clusters}
+    assert clusters["outbound|80||ext.example.com"].original_dst
+    assert not clusters["outbound|80||static.example.com"].original_dst
+    assert clusters["outbound|80|pass|static.example.com"].original_dst

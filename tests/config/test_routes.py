@@ -548,7 +548,9 @@ def test_redirect_problems() -> None:
         - redirect: {{redirectCode: 302}}
         """
     )
-    only = "only one of route, redirect or directResponse may be set (got route, redirect)"
+    only = (
+        "only one of route, redirect, directResponse or delegate may be set (got route, redirect)"
+    )
     assert got == [
         (17, "$.spec.http[0]", only),
         (
@@ -606,7 +608,8 @@ def test_direct_response_problems() -> None:
         (
             19,
             "$.spec.http[2]",
-            "only one of route, redirect or directResponse may be set (got route, directResponse)",
+            "only one of route, redirect, directResponse or delegate may be set"
+            " (got route, directResponse)",
         ),
         (21, "$.spec.http[2].fault", "fault cannot be used with directResponse"),
     ]
@@ -719,7 +722,7 @@ def test_cors_problems() -> None:
 
 def test_one_of_route_redirect_direct_response_required() -> None:
     assert problems("- timeout: 1s\n") == [
-        (17, "$.spec.http[0]", "one of route, redirect or directResponse is required")
+        (17, "$.spec.http[0]", "one of route, redirect, directResponse or delegate is required")
     ]
 
 

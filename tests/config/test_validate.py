@@ -206,13 +206,11 @@ def test_valid_documents_decode_to_structs() -> None:
         (
             ROUTE
             + "  fault: {delay: {exponentialDelay: 1s}, abort: {http2Error: x}}\n"
-            + "  retries: {attempts: 3, retryRemoteLocalities: true}\n"
-            + "  delegate: {name: other}\n",
+            + "  retries: {attempts: 3, retryRemoteLocalities: true}\n",
             [
                 ("$.spec.http[0].fault.delay.exponentialDelay", "not implemented yet"),
                 ("$.spec.http[0].fault.abort.http2Error", "not implemented yet"),
                 ("$.spec.http[0].retries.retryRemoteLocalities", "not implemented yet"),
-                ("$.spec.http[0].delegate", "not implemented yet"),
             ],
         ),
         (
@@ -272,15 +270,16 @@ def test_dr_not_implemented_and_passthrough() -> None:
             workloadSelector: {matchLabels: {a: b}}
             trafficPolicy:
               connectionPool: {tcp: {maxConnections: 1}}
-              outlierDetection: {}
-              loadBalancer: {consistentHash: {useSourceIp: true}, warmupDurationSecs: 10s}
+              outlierDetection: {splitExternalLocalOriginErrors: true}
+              loadBalancer: {consistentHash: {useSourceIp: true}, zoneAwareLbSetting: {}}
               tunnel: {targetHost: h, targetPort: 1}
               portLevelSettings:
               - port: {number: 80}
                 tls: {mode: SIMPLE}
                 connectionPool: {}
-                loadBalancer:
-                  localityLbSetting: {failover: [{from: a, to: b}], failoverPriority: [x]}
+                outlierDetection:
+                  consecutiveLocalOriginFailures: 3
+                  outlierDetectionHttpErrorCodes: [500]
             subsets:
             - name: v1
               trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
@@ -290,34 +289,34 @@ def test_dr_not_implemented_and_passthrough() -> None:
     assert got == [
         ("$.spec.workloadSelector", "not implemented yet"),
         ("$.spec.trafficPolicy.connectionPool", "not implemented yet"),
-        ("$.spec.trafficPolicy.outlierDetection", "not implemented yet"),
-        ("$.spec.trafficPolicy.loadBalancer.warmupDurationSecs", "not implemented yet"),
+        (
+            "$.spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
+            "not implemented yet",
+        ),
+        ("$.spec.trafficPolicy.loadBalancer.zoneAwareLbSetting", "not implemented yet"),
         ("$.spec.trafficPolicy.tunnel", "not implemented yet"),
         ("$.spec.trafficPolicy.portLevelSettings[0].tls", "not implemented yet"),
         ("$.spec.trafficPolicy.portLevelSettings[0].connectionPool", "not implemented yet"),
         (
-            "$.spec.trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting.failover",
+            "$.spec.trafficPolicy.portLevelSettings[0].outlierDetection"
+            ".consecutiveLocalOriginFailures",
             "not implemented yet",
         ),
         (
-            "$.spec.trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting"
-            ".failoverPriority",
+            "$.spec.trafficPolicy.portLevelSettings[0].outlierDetection"
+            ".outlierDetectionHttpErrorCodes",
             "not implemented yet",
         ),
     ]
-    # Semantic checks only run once the structure is clean.
-    got = messages(
-        dr(
-            "host: r\nsubsets:\n- name: v1\n"
-            "  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}\n"
+    # PASSTHROUGH is implemented (original-destination clusters): no problem.
+    load_config_text(
+        textwrap.dedent(
+            dr(
+                "host: r\nsubsets:\n- name: v1\n"
+                "  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}\n"
+            )
         )
     )
-    assert got == [
-        (
-            "$.spec.subsets[0].trafficPolicy.loadBalancer.simple",
-            "PASSTHROUGH is not implemented yet",
-        )
-    ]
 
 
 def test_subset_names() -> None:
@@ -418,9 +417,9 @@ def test_good_durations(timeout: str) -> None:
 def test_vs_hosts_gateways_and_route() -> None:
     got = messages(vs("hosts: []\ngateways: [mesh, my-gw, ns/gw, a/]\nhttp:\n- name: x\n"))
     assert got == [
-        ("$.spec.hosts", "at least one host is required"),
+        ("$.spec.gateways", "a delegate VirtualService (no hosts) cannot have gateways"),
         ("$.spec.gateways[3]", '"a/" must be mesh, a Gateway name or namespace/name'),
-        ("$.spec.http[0]", "one of route, redirect or directResponse is required"),
+        ("$.spec.http[0]", "one of route, redirect, directResponse or delegate is required"),
     ]
 
 
@@ -454,7 +453,6 @@ def test_service_entry_problems() -> None:
         )
     )
     assert got == [
-        ("$.spec.resolution", "resolution NONE without endpoints is not implemented yet"),
         ("$.spec.hosts", "at least one host is required"),
         ("$.spec.ports[1].number", "duplicate port 80"),
         (

@@ -90,6 +90,15 @@ def test_run_gateway_flags() -> None:
     assert (args.gateway, args.gateway_bind) == (True, "::1")
 
 
+def test_run_locality_and_dns_refresh_flags() -> None:
+    args = build_parser().parse_args(["run", "-c", "a.yaml"])
+    assert (args.locality, args.dns_refresh) == ("", 30.0)
+    argv = ["run", "-c", "a", "--locality", "us-east1/ b /c1", "--dns-refresh", "0"]
+    args = build_parser().parse_args(argv)
+    assert (args.locality, args.dns_refresh) == ("us-east1/b/c1", 0.0)
+    assert build_parser().parse_args(["run", "-c", "a", "--locality", "eu"]).locality == "eu"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -97,6 +106,9 @@ def test_run_gateway_flags() -> None:
         ["run", "-c", "a.yaml", "--admin", "nope"],
         ["run", "-c", "a.yaml", "--workers", "-1"],
         ["run", "-c", "a.yaml", "--gateway-bind", "nope"],
+        ["run", "-c", "a.yaml", "--locality", "a/b/c/d"],
+        ["run", "-c", "a.yaml", "--locality", "a//c"],
+        ["run", "-c", "a.yaml", "--dns-refresh", "-1"],
         ["run", "-c", "a.yaml", "--bogus"],
         ["echo"],  # --listen is required
         ["frobnicate"],

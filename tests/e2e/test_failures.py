@@ -89,3 +89,22 @@ spec:
         r = c.get("/", headers={"x-echo-delay-ms": "5000"})
         assert (r.status_code, r.headers["x-meshfast-flags"]) == (504, "UT")
         assert c.get("/").status_code == 200
+
+
+def test_resolution_none_goes_to_the_original_destination(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """No iptables capture here, so Envoy's x-envoy-original-dst-host names it."""
+    up = echo("original")
+    car = sidecar("""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [ext.example.com]
+  resolution: NONE
+  ports: [{number: 80, name: http, protocol: HTTP}]
+""")
+    with httpx.Client(base_url=car.url, headers={"host": "ext.example.com"}) as c:
+        r = c.get("/", headers={"x-envoy-original-dst-host": up.address})
+        assert r.json()["name"] == "original"
+        assert "x-envoy-original-dst-host" not in r.json()["headers"]
+        r = c.get("/")
+        assert (r.status_code, r.headers["x-meshfast-flags"]) == (503, "UH")

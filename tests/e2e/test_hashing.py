@@ -49,7 +49,10 @@ def test_header_hash_is_sticky_and_removal_moves_about_one_nth(echo, sidecar, ta
     after = owners(car, keys)
     moved = sum(1 for k in keys if first[k] != after[k])
     assert abs(moved / len(keys) - 1 / 5) <= 0.05, moved
-    assert all(after[k] == first[k] for k in keys if first[k] != "e2")
+    # The ring moves only e2's keys; Maglev's table refill may shuffle a few others.
+    others_moved = sum(1 for k in keys if first[k] != "e2" and after[k] != first[k])
+    limit = 0 if "maglev" not in table else len(keys) // 20
+    assert others_moved <= limit, others_moved
 
 
 def test_generated_cookie_pins_the_client(echo, sidecar) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,9 @@ VirtualService-only hosts) get outbound virtual hosts, listeners and clusters.
 TLS/HTTPS service ports and ``CompileOptions.gateway`` (the Gateways' servers instead of the
 sidecar's listeners) are compiled by :mod:`meshfast.config.listeners`.
 
+Delegate VirtualServices are merged into their roots first (:mod:`meshfast.config.delegate`);
+a VirtualService without hosts produces no routes of its own.
+
 DestinationRule traffic policies (which ``loadBalancer`` applies to which cluster, consistent
 hashing, locality weights) are resolved by :mod:`meshfast.config.policy`.
 """
@@ -19,8 +22,9 @@ hashing, locality weights) are resolved by :mod:`meshfast.config.policy`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from meshfast.config import delegate as delegate_mod
 from meshfast.config import hosts, ir, policy
 from meshfast.config import http_route as hr
 from meshfast.config import listeners as listeners_mod
@@ -47,7 +51,8 @@ class CompileOptions:
     inbound: str = "127.0.0.1:15006"
     app: str | None = None
     version: int = 1
-    locality: str = ""  # the sidecar's own region/zone/subzone (localityLbSetting.distribute)
+    locality: str = ""  # the sidecar's own region/zone/subzone (localityLbSetting)
+    labels: dict[str, str] = field(default_factory=dict)  # the sidecar's (failoverPriority)
     gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
     gateway_bind: str = "0.0.0.0"  # the IP of gateway listeners whose server has no bind
 
@@ -61,13 +66,15 @@ class _Compiler:
         res = config.resources
         self.registry = build_registry(res)
         self.sources = config.sources
-        self.all_vss = by_kind(res, r.VirtualService)
-        self.gateways = by_kind(res, r.Gateway)
-        self.vss = [
-            vs
-            for vs in by_kind(res, r.VirtualService)
-            if not vs.spec.gateways or "mesh" in vs.spec.gateways
+        # Root VirtualServices with their delegates merged in; delegates (no hosts) never
+        # route on their own.
+        every_vs = by_kind(res, r.VirtualService)
+        by_key = delegate_mod.index(every_vs)
+        self.all_vss = [
+            delegate_mod.merged(vs, by_key) for vs in every_vs if not delegate_mod.is_delegate(vs)
         ]
+        self.gateways = by_kind(res, r.Gateway)
+        self.vss = [vs for vs in self.all_vss if not vs.spec.gateways or "mesh" in vs.spec.gateways]
         self.drs = by_kind(res, r.DestinationRule)
         sidecars = [s for s in by_kind(res, r.Sidecar) if s.metadata.namespace == options.namespace]
         sidecars.sort(key=lambda s: (s.spec.workload_selector is not None, s.metadata.name))
@@ -129,7 +136,7 @@ class _Compiler:
     def clusters(self, services: list[RegistryService]) -> list[ir.Cluster]:
         """One cluster per service port, plus one per DestinationRule subset and port.
 
-        The ``loadBalancer`` that applies is chosen by :func:`policy.load_balancer_for`.
+        The blocks that apply are chosen by :func:`policy.traffic_policy_for`.
         """
         out = []
         for svc in services:
@@ -141,7 +148,8 @@ class _Compiler:
                         f"outbound|{port.number}||{svc.fqdn}",
                         port.protocol,
                         svc.endpoints_for(port),
-                        policy.load_balancer_for(top, None, port.number),
+                        policy.traffic_policy_for(top, None, port.number),
+                        original_dst=svc.original_dst,
                     )
                 )
                 out.extend(
@@ -149,7 +157,8 @@ class _Compiler:
                         f"outbound|{port.number}|{subset.name}|{svc.fqdn}",
                         port.protocol,
                         svc.endpoints_for(port, subset.labels),
-                        policy.load_balancer_for(top, subset.traffic_policy, port.number),
+                        policy.traffic_policy_for(top, subset.traffic_policy, port.number),
+                        original_dst=svc.original_dst,
                     )
                     for subset in (dr.spec.subsets if dr else ())
                 )
@@ -160,12 +169,17 @@ class _Compiler:
         name: str,
         protocol: ir.UpstreamProtocol,
         endpoints: list[ir.Endpoint],
-        lb: r.LoadBalancerSettings | None,
+        applied: policy.Applied,
+        *,
+        original_dst: bool = False,
     ) -> ir.Cluster:
-        if lb is not None:
-            endpoints = list(
-                policy.distribute(endpoints, lb.locality_lb_setting, self.options.locality)
-            )
+        """``original_dst``: Istio's resolution NONE (no endpoints) or PASSTHROUGH load
+        balancing: each request goes where it was going (iptables capture) or to the
+        ``x-envoy-original-dst-host`` header's address."""
+        lb = applied.load_balancer
+        endpoints = list(
+            policy.locality_lb(endpoints, applied, self.options.locality, self.options.labels)
+        )
         return ir.Cluster(
             name=name,
             lb=policy.LB[lb.simple if lb else None],
@@ -173,6 +187,9 @@ class _Compiler:
             connect_timeout_ms=CONNECT_TIMEOUT_MS,
             endpoints=tuple(endpoints),
             hash=policy.hash_policy(lb.consistent_hash if lb else None),
+            outlier=policy.outlier_detection(applied.outlier_detection),
+            warmup=policy.warmup(lb),
+            original_dst=original_dst or (lb is not None and lb.simple == "PASSTHROUGH"),
         )
 
     # -- destinations

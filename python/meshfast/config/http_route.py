@@ -53,6 +53,7 @@ class HTTPRouteDestination(IstioStruct, frozen=True):
     destination: Destination
     weight: Weight | None = None
     headers: Headers | None = None
+    delegate: Delegate | None = None
 
 
 class HTTPMatchRequest(IstioStruct, frozen=True):
@@ -150,9 +151,14 @@ class CorsPolicy(IstioStruct, frozen=True):
     unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
 
 
-class HTTPRoute(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"delegate"})
+class Delegate(IstioStruct, frozen=True):
+    """``http[].delegate``: the VirtualService (empty ``hosts``) whose rules replace this one."""
 
+    name: str
+    namespace: str | None = None  # default: the root VirtualService's namespace
+
+
+class HTTPRoute(IstioStruct, frozen=True):
     name: str | None = None
     match: tuple[HTTPMatchRequest, ...] = ()
     route: tuple[HTTPRouteDestination, ...] = ()
@@ -169,3 +175,4 @@ class HTTPRoute(IstioStruct, frozen=True):
     mirrors: tuple[HTTPMirrorPolicy, ...] = ()
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
+    delegate: Delegate | None = None

@@ -214,7 +214,7 @@ class OutlierDetection(msgspec.Struct, frozen=True):
     consecutive_5xx: int = 5  # 0: off
     consecutive_gateway: int = 0  # 0: off
     interval_ms: int = 10_000
-    base_ejection_ms: int = 30_000  # × times ejected, capped at 300 s
+    base_ejection_ms: int = 30_000  # x times ejected, capped at 300 s
     max_ejection_percent: int = 10  # at least one endpoint may always be ejected
     min_health_percent: int = 0  # panic threshold; 0: never panic
 

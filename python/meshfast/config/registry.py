@@ -115,6 +115,8 @@ class RegistryService:
     ports: list[ServicePort]
     endpoints: list[RawEndpoint] = field(default_factory=list)
     vip: str | None = None
+    # resolution NONE without endpoints: requests go to their original destination.
+    original_dst: bool = False
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
@@ -254,7 +256,13 @@ def build_registry(resources: Iterable[r.Resource]) -> dict[str, RegistryService
             if not eps and dns and not fqdn.startswith("*"):
                 eps = [RawEndpoint(fqdn, {}, {})]
             registry[fqdn] = RegistryService(
-                fqdn, ns, ("ServiceEntry", ns, se.metadata.name), ports, eps, vip
+                fqdn,
+                ns,
+                ("ServiceEntry", ns, se.metadata.name),
+                ports,
+                eps,
+                vip,
+                original_dst=(spec.resolution or "NONE") == "NONE" and not eps,
             )
     return registry
 

@@ -14,13 +14,21 @@ ignore fields they do not name (object dumps carry many fields a sidecar has no 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from meshfast.config.gateway import GatewaySpec
 from meshfast.config.http_route import HTTPRoute
-from meshfast.config.structs import IstioStruct, K8sStruct, Port, UInt32, UInt64
+from meshfast.config.structs import (
+    Int32,
+    IstioStruct,
+    K8sStruct,
+    Percentage,
+    Port,
+    UInt32,
+    UInt64,
+)
 from meshfast.config.tls_route import RouteDestination as RouteDestination
 from meshfast.config.tls_route import TLSRoute
 
@@ -105,20 +113,52 @@ class LocalityDistribute(IstioStruct, frozen=True):
     to: dict[str, UInt32] = {}
 
 
-class LocalityLbSetting(IstioStruct, frozen=True):
-    # Failover only acts with outlier detection, which is not implemented yet.
-    NOT_IMPLEMENTED = frozenset({"failover", "failoverPriority"})
+class LocalityFailover(IstioStruct, frozen=True):
+    from_: str = msgspec.field(default="", name="from")  # a region
+    to: str = ""  # a region
 
+
+class LocalityLbSetting(IstioStruct, frozen=True):
     distribute: tuple[LocalityDistribute, ...] = ()
+    failover: tuple[LocalityFailover, ...] = ()  # acts only with outlier detection
+    failover_priority: tuple[str, ...] = ()  # labels, `key` or `key=value`; ditto
     enabled: bool | None = None
 
 
+class WarmupConfiguration(IstioStruct, frozen=True):
+    duration: str
+    minimum_percent: Percentage | None = None  # unset: 10
+    aggression: Annotated[float, msgspec.Meta(ge=0)] | None = None  # unset: 1.0
+
+
 class LoadBalancerSettings(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"warmup", "warmupDurationSecs", "zoneAwareLbSetting"})
+    NOT_IMPLEMENTED = frozenset({"zoneAwareLbSetting"})
 
     simple: SimpleLb | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: LocalityLbSetting | None = None
+    warmup: WarmupConfiguration | None = None
+    warmup_duration_secs: str | None = None  # deprecated: warmup.duration
+
+
+class OutlierDetection(IstioStruct, frozen=True):
+    NOT_IMPLEMENTED = frozenset(
+        {
+            "splitExternalLocalOriginErrors",
+            "consecutiveLocalOriginFailures",
+            "outlierDetectionHttpErrorCodes",
+        }
+    )
+
+    consecutive_5xx_errors: UInt32 | None = msgspec.field(
+        default=None, name="consecutive5xxErrors"
+    )  # unset: 5; 0: off
+    consecutive_gateway_errors: UInt32 | None = None  # unset, 0: off
+    consecutive_errors: Int32 | None = None  # deprecated: gateway errors, and 5xx off
+    interval: str | None = None  # unset: 10s
+    base_ejection_time: str | None = None  # unset: 30s
+    max_ejection_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None  # unset, 0: 10
+    min_health_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None  # unset: 0
 
 
 class PortSelector(IstioStruct, frozen=True):
@@ -126,17 +166,17 @@ class PortSelector(IstioStruct, frozen=True):
 
 
 class PortTrafficPolicy(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"connectionPool", "outlierDetection", "tls"})
+    NOT_IMPLEMENTED = frozenset({"connectionPool", "tls"})
 
     port: PortSelector
     load_balancer: LoadBalancerSettings | None = None
+    outlier_detection: OutlierDetection | None = None
 
 
 class TrafficPolicy(IstioStruct, frozen=True):
     NOT_IMPLEMENTED = frozenset(
         {
             "connectionPool",
-            "outlierDetection",
             "tls",
             "tunnel",
             "proxyProtocol",
@@ -145,6 +185,7 @@ class TrafficPolicy(IstioStruct, frozen=True):
     )
 
     load_balancer: LoadBalancerSettings | None = None
+    outlier_detection: OutlierDetection | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] = ()
 
 

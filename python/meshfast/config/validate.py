@@ -5,8 +5,9 @@
    out-of-range integers).  Only documents without structural problems are decoded.
 2. Semantics, per resource: weights, regexes, StringMatch oneofs, durations, hosts, ports,
    traffic policies (:mod:`meshfast.config.validate_policy`)...
-3. Across resources: duplicates, TCP services that would need the same listener port, Gateway
-   servers on one port that would need different listeners.
+3. Across resources: duplicates, delegate VirtualServices (:mod:`meshfast.config.delegate`:
+   missing, not a delegate, not exported, conflicting matches), TCP services that would need
+   the same listener port, Gateway servers on one port that would need different listeners.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
+from meshfast.config import delegate as dg
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
 from meshfast.config import validate_gateway as vg
@@ -193,7 +195,16 @@ def _type_info(cls: type[Any]) -> mi.Type:
 def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
     spec = vs.spec
     if not spec.hosts:
-        yield "$.spec.hosts", "at least one host is required"
+        # No hosts: a delegate, only used through a root rule's http[].delegate.
+        for key, items in (("gateways", spec.gateways), ("tls", spec.tls), ("tcp", spec.tcp)):
+            if items:
+                yield f"$.spec.{key}", f"a delegate VirtualService (no hosts) cannot have {key}"
+        for i, http in enumerate(spec.http):
+            if http.delegate is not None:
+                yield (
+                    f"$.spec.http[{i}].delegate",
+                    "a delegate VirtualService (no hosts) cannot delegate again (one level only)",
+                )
     for i, h in enumerate(spec.hosts):
         if not h.strip():
             yield f"$.spec.hosts[{i}]", "host must not be empty"
@@ -252,8 +263,6 @@ def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
     if resolution == "DYNAMIC_DNS":
         yield "$.spec.resolution", "DYNAMIC_DNS is not implemented yet"
     has_endpoints = bool(spec.endpoints) or spec.workload_selector is not None
-    if resolution == "NONE" and not has_endpoints:
-        yield "$.spec.resolution", "resolution NONE without endpoints is not implemented yet"
     if spec.endpoints and spec.workload_selector is not None:
         yield "$.spec.workloadSelector", "workloadSelector and endpoints are mutually exclusive"
     if resolution in ("DNS", "DNS_ROUND_ROBIN") and not has_endpoints:
@@ -412,6 +421,16 @@ def _validate(
             continue
         origins[key] = (doc, resource)
         resources.append(resource)
+
+    # Delegates: every root rule's delegate must exist and merge without conflicts.
+    vss = [res for res in resources if isinstance(res, r.VirtualService)]
+    by_key = dg.index(vss)
+    for vs in vss:
+        doc = origins[("VirtualService", vs.metadata.namespace, vs.metadata.name)][0]
+        problems.extend(
+            Problem(doc.file, doc.line_of(p), "VirtualService", vs.metadata.name, p, m)
+            for p, m in dg.problems(vs, by_key)
+        )
 
     # TCP services are told apart by port only: two of them on one port would need one listener.
     # TLS/HTTPS ports are routed by SNI, so several of them may share a port.

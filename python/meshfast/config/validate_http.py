@@ -270,16 +270,20 @@ def http_route(http: h.HTTPRoute, hp: str) -> Iterator[Issue]:
             ("route", http.route),
             ("redirect", http.redirect),
             ("directResponse", http.direct_response),
+            ("delegate", http.delegate),
         )
         if v
     ]
     if not kinds:
-        yield hp, "one of route, redirect or directResponse is required"
+        yield hp, "one of route, redirect, directResponse or delegate is required"
     elif len(kinds) > 1:
         yield (
             hp,
-            f"only one of route, redirect or directResponse may be set (got {', '.join(kinds)})",
+            "only one of route, redirect, directResponse or delegate may be set"
+            f" (got {', '.join(kinds)})",
         )
+    if http.delegate is not None and not http.delegate.name.strip():
+        yield f"{hp}.delegate.name", "name must not be empty"
     if http.redirect is not None or http.direct_response is not None:
         local = "redirect" if http.redirect is not None else "directResponse"
         if http.fault is not None:

@@ -1,8 +1,10 @@
 """Semantic checks of DestinationRule traffic policies (``trafficPolicy``, subset and port level).
 
 Follows istiod's validation (``validateTrafficPolicy`` / ``validateLoadBalancer`` /
-``ValidateLocalityLbSetting``) where meshfast implements the field, plus the protobuf oneofs
-istiod gets from decoding: ``simple`` vs ``consistentHash``, the hash key, the hash algorithm.
+``ValidateLocalityLbSetting`` / ``validateOutlierDetection``) where meshfast implements the
+field, plus the protobuf oneofs istiod gets from decoding: ``simple`` vs ``consistentHash``, the
+hash key, the hash algorithm.  Beyond istiod: a warmup needs ``ROUND_ROBIN`` or
+``LEAST_REQUEST`` (others would ignore it), and ``distribute`` excludes ``failoverPriority``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,24 @@ def is_prime(x: int) -> bool:
     return True
 
 
+def duration(text: str, path: str) -> Iterator[Issue]:
+    """istiod's ``ValidateDuration``: at least 1ms, whole milliseconds."""
+    try:
+        ms = parse_ms(text)
+    except ValueError as e:
+        yield path, str(e)
+        return
+    if ms < 1:
+        yield path, f'duration "{text}" must be >= 1ms'
+    elif abs(ms - round(ms)) > 1e-6:
+        yield path, f'duration "{text}": only whole milliseconds are supported'
+
+
 def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
     if tp is None:
         return
     yield from load_balancer(tp.load_balancer, f"{path}.loadBalancer")
+    yield from outlier_detection(tp.outlier_detection, f"{path}.outlierDetection")
     seen: dict[int, int] = {}
     for i, pls in enumerate(tp.port_level_settings):
         p = f"{path}.portLevelSettings[{i}]"
@@ -47,22 +63,50 @@ def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
                 f"duplicate port {number} (portLevelSettings[{seen[number]}] already sets it)",
             )
         seen.setdefault(number, i)
-        if pls.load_balancer is None:
-            # The only other fields (connectionPool, outlierDetection, tls) are reported as
-            # not implemented by the structural check, which stops before this one.
+        if pls.load_balancer is None and pls.outlier_detection is None:
+            # The only other fields (connectionPool, tls) are reported as not implemented
+            # by the structural check, which stops before this one.
             yield p, "port traffic policy must have at least one field besides port"
         yield from load_balancer(pls.load_balancer, f"{p}.loadBalancer")
+        yield from outlier_detection(pls.outlier_detection, f"{p}.outlierDetection")
+
+
+def outlier_detection(od: r.OutlierDetection | None, path: str) -> Iterator[Issue]:
+    # Thresholds and percentages are range-checked by the structural check; the deprecated
+    # consecutiveErrors is only a warning in istiod.
+    if od is None:
+        return
+    if od.interval is not None:
+        yield from duration(od.interval, f"{path}.interval")
+    if od.base_ejection_time is not None:
+        yield from duration(od.base_ejection_time, f"{path}.baseEjectionTime")
 
 
 def load_balancer(lb: r.LoadBalancerSettings | None, path: str) -> Iterator[Issue]:
     if lb is None:
         return
-    if lb.simple == "PASSTHROUGH":
-        yield f"{path}.simple", "PASSTHROUGH is not implemented yet"
     if lb.simple is not None and lb.consistent_hash is not None:
         yield path, "only one of simple or consistentHash may be set"
     yield from consistent_hash(lb.consistent_hash, f"{path}.consistentHash")
     yield from locality_lb(lb.locality_lb_setting, f"{path}.localityLbSetting")
+    yield from warmup(lb, path)
+
+
+def warmup(lb: r.LoadBalancerSettings, path: str) -> Iterator[Issue]:
+    if lb.warmup is not None:
+        yield from duration(lb.warmup.duration, f"{path}.warmup.duration")
+    if lb.warmup_duration_secs is not None:
+        yield from duration(lb.warmup_duration_secs, f"{path}.warmupDurationSecs")
+    if lb.warmup is None and lb.warmup_duration_secs is None:
+        return
+    field = f"{path}.warmup" if lb.warmup is not None else f"{path}.warmupDurationSecs"
+    if lb.consistent_hash is not None:
+        policy_name = "consistentHash"
+    elif lb.simple in ("RANDOM", "PASSTHROUGH"):
+        policy_name = lb.simple
+    else:
+        return
+    yield field, f"warmup applies only to ROUND_ROBIN and LEAST_REQUEST, not {policy_name}"
 
 
 def consistent_hash(ch: r.ConsistentHashLB | None, path: str) -> Iterator[Issue]:
@@ -168,3 +212,25 @@ def locality_lb(setting: r.LocalityLbSetting | None, path: str) -> Iterator[Issu
             yield f"{p}.to", f"locality weights must sum to 100, got {total}"
         yield from _overlaps(tos)
     yield from _overlaps(froms)
+    if setting.distribute and setting.failover:
+        yield path, "only one of distribute or failover may be set"
+    if setting.distribute and setting.failover_priority:
+        yield path, "only one of distribute or failoverPriority may be set"
+    for i, fo in enumerate(setting.failover):
+        p = f"{path}.failover[{i}]"
+        for name, region in (("from", fo.from_), ("to", fo.to)):
+            if not region:
+                yield p, f'missing required field "{name}"'
+            elif "/" in region:
+                yield f"{p}.{name}", f'failover "{region}" must be a region (no "/")'
+            elif "*" in region:
+                yield f"{p}.{name}", f'failover region "{region}" must not contain "*"'
+        if fo.from_ and fo.from_ == fo.to:
+            yield p, f'failover from and to must be different regions (both "{fo.to}")'
+    for i, label in enumerate(setting.failover_priority):
+        p = f"{path}.failoverPriority[{i}]"
+        key = label.partition("=")[0]
+        if not key.strip():
+            yield p, f'label "{label}" must have a key'
+        elif setting.failover and key in policy.TOPOLOGY_LABELS:
+            yield p, f'topology label "{key}" can not be used together with failover'

@@ -9,19 +9,31 @@
 
 The core is anything with :class:`CoreLike`'s methods: ``meshfast._core.Core`` in
 production, a fake in the admin API's tests.
+
+DNS endpoints (ServiceEntry ``resolution: DNS``/``DNS_ROUND_ROBIN``): the Sidecar keeps the
+snapshot as compiled (hostname endpoints, :attr:`Sidecar.base_snapshot`) and serves it with
+the names resolved by its :class:`~meshfast.control.resolver.Resolver`
+(:attr:`Sidecar.snapshot`, what ``/config_dump`` shows).  Names are resolved before the first
+apply, before each ``POST /config`` is applied (new names only), and every
+``settings.dns_refresh`` seconds; a refresh that changes an address set re-applies the same
+config with the version + 1.  Applies are serialized by one lock, so a refresh never races a
+``POST /config``: it substitutes into whatever config is current when it applies.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import msgspec
 import trio
 
-from meshfast.config import ir
+from meshfast.config import dns, ir
 from meshfast.control.http import HttpServer, Limits, format_address, open_listeners
+from meshfast.control.resolver import DEFAULT_REFRESH_S, ResolveFn, Resolver
 
 if TYPE_CHECKING:
     from meshfast.config import CompileOptions
@@ -55,6 +67,9 @@ class SidecarSettings:
     sources: tuple[str, ...] = ()
     gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
     gateway_bind: str = "0.0.0.0"
+    locality: str = ""  # the sidecar's own region/zone/subzone
+    labels: dict[str, str] = field(default_factory=dict)  # this workload's labels
+    dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +95,10 @@ class Sidecar:
     ``core_errors`` are the exceptions ``core.apply_snapshot`` raises for a snapshot it
     rejects (``POST /config`` answers them with 400); by default the core's
     ``SnapshotError`` and ``CoreError``. ``limits`` bound the admin API's HTTP server.
+
+    ``dns_plan`` says which services of ``snapshot`` are DNS ServiceEntry hosts
+    (:func:`meshfast.config.dns.plan` of its config; None: none are, hostnames go to the core
+    as they are); ``resolve`` replaces ``getaddrinfo`` (tests).
     """
 
     def __init__(
@@ -90,6 +109,8 @@ class Sidecar:
         *,
         core_errors: tuple[type[Exception], ...] | None = None,
         limits: Limits | None = None,
+        dns_plan: dns.DnsPlan | None = None,
+        resolve: ResolveFn | None = None,
     ) -> None:
         from meshfast.control.admin import AdminApi
 
@@ -101,6 +122,9 @@ class Sidecar:
         self.settings = settings or SidecarSettings()
         self.core_errors = core_errors
         self._snapshot = snapshot
+        self._base = snapshot
+        self._dns: dns.DnsPlan = dict(dns_plan or {})
+        self.resolver = Resolver(resolve) if resolve is not None else Resolver()
         self._sources: tuple[str, ...] = self.settings.sources
         self._version = snapshot.version
         self._state: State = "starting"
@@ -123,6 +147,11 @@ class Sidecar:
         return self._snapshot
 
     @property
+    def base_snapshot(self) -> ir.Snapshot:
+        """The snapshot as compiled: DNS endpoints still ``hostname:port``."""
+        return self._base
+
+    @property
     def version(self) -> int:
         return self._version
 
@@ -141,15 +170,21 @@ class Sidecar:
     # === config ===
 
     def compile_options(self, version: int) -> CompileOptions:
+        """The options every config of this sidecar is compiled with (start and reloads)."""
+        return self.options_for(self.settings, version)
+
+    @staticmethod
+    def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         from meshfast.config import CompileOptions
 
-        s = self.settings
         return CompileOptions(
             namespace=s.namespace,
             outbound=s.outbound,
             inbound=s.inbound,
             app=s.app,
             version=version,
+            locality=s.locality,
+            labels=dict(s.labels),
             gateway=s.gateway,
             gateway_bind=s.gateway_bind,
         )
@@ -165,23 +200,55 @@ class Sidecar:
         async with self._apply_lock:
             options = self.compile_options(self._version + 1)
 
-            def build() -> ir.Snapshot:
+            def build() -> tuple[ir.Snapshot, dict[str, dns.Mode]]:
                 config = load_config_text(text, source=source, namespace=self.settings.namespace)
-                return compile_config(config, options)
+                return compile_config(config, options), dns.plan(config)
 
-            snapshot = await trio.to_thread.run_sync(build)
-            return await self._apply_locked(snapshot, (source,))
+            snapshot, plan = await trio.to_thread.run_sync(build)
+            await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
+            return await self._apply_locked(snapshot, (source,), plan)
 
-    async def apply(self, snapshot: ir.Snapshot, sources: Sequence[str]) -> int:
-        """Applies an already compiled snapshot; returns its version."""
+    async def apply(
+        self, snapshot: ir.Snapshot, sources: Sequence[str], plan: dns.DnsPlan | None = None
+    ) -> int:
+        """Applies an already compiled snapshot (DNS names resolved as known so far, with
+        ``plan``: the DNS services of its config, default the current ones); returns its
+        version."""
         async with self._apply_lock:
-            return await self._apply_locked(snapshot, tuple(sources))
+            return await self._apply_locked(snapshot, tuple(sources), plan)
 
-    async def _apply_locked(self, snapshot: ir.Snapshot, sources: tuple[str, ...]) -> int:
+    async def _apply_locked(
+        self, base: ir.Snapshot, sources: tuple[str, ...], plan: dns.DnsPlan | None = None
+    ) -> int:
+        plan = self._dns if plan is None else plan
+        snapshot = dns.substitute(base, plan, self.resolver.addresses)
         encoded = ir.encode(snapshot)
         version = await trio.to_thread.run_sync(self.core.apply_snapshot, encoded)
         self._snapshot, self._sources, self._version = snapshot, sources, version
+        self._base, self._dns = base, plan
         return version
+
+    async def _dns_changed(self) -> None:
+        """Re-applies the current config with fresh addresses, if they change the snapshot."""
+        async with self._apply_lock:
+            if self._state != "ready":
+                return
+            resolved = dns.substitute(self._base, self._dns, self.resolver.addresses)
+            if resolved == msgspec.structs.replace(self._snapshot, version=resolved.version):
+                return
+            base = msgspec.structs.replace(self._base, version=self._version + 1)
+            try:
+                await self._apply_locked(base, self._sources)
+            except self.core_errors as exc:
+                name = type(exc).__name__
+                print(
+                    f"meshfast: the core rejected the re-resolved snapshot ({name}): {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def _dns_names(self) -> set[str]:
+        return dns.hostnames(self._base, self._dns)
 
     # === serving ===
 
@@ -220,6 +287,13 @@ class Sidecar:
                     nursery.cancel_scope.cancel()
                 else:
                     self._state = "ready"
+                    if self.settings.dns_refresh > 0:
+                        nursery.start_soon(
+                            self.resolver.watch,
+                            self.settings.dns_refresh,
+                            self._dns_names,
+                            self._dns_changed,
+                        )
                     task_status.started(ready)
                     await self._quit.wait()
                     self._state = "draining"
@@ -236,7 +310,8 @@ class Sidecar:
                     await trio.to_thread.run_sync(self.core.shutdown, 0.0)
 
     async def _start_core(self) -> Ready:
-        version = await self.apply(self._snapshot, self._sources)
+        await self.resolver.refresh(self._dns_names())
+        version = await self.apply(self._base, self._sources)
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
         if self.settings.gateway:
             # A gateway has no outbound listener: report its first one (or "-").
