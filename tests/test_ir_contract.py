@@ -171,6 +171,16 @@ snapshot = st.builds(
             protocol=st.sampled_from(["http1", "http2", "tcp"]),
             connect_timeout_ms=st.integers(0, 10**6),
             original_dst=st.booleans(),
+            tls=st.none()
+            | st.builds(
+                ir.UpstreamTls,
+                ca_certs=st.none() | names,
+                client_cert=st.none() | names,
+                private_key=st.none() | names,
+                sni=st.none() | names,
+                subject_alt_names=st.lists(names, max_size=2).map(tuple),
+                insecure_skip_verify=st.booleans(),
+            ),
             outlier=st.none()
             | st.builds(
                 ir.OutlierDetection,

@@ -573,3 +573,49 @@ def test_valid_policies_load() -> None:
             """
         )
     )
+
+
+def test_destination_rule_tls_origination_compiles_with_paths_next_to_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from meshfast.config import CompileOptions, ConfigError, compile_config, load_config
+
+    f = tmp_path / "dr.yaml"
+    f.write_text("""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: s}
+spec:
+  hosts: [s.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: s}
+spec:
+  host: s.example.com
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+      caCertificates: certs/ca.pem
+      clientCertificate: /abs/client.pem
+      privateKey: certs/key.pem
+      sni: api.example.com
+      subjectAltNames: [api.example.com]
+  subsets:
+  - name: plain
+    trafficPolicy: {tls: {mode: DISABLE}}
+""")
+    snap = compile_config(load_config([f]), CompileOptions())
+    clusters = {c.name: c for c in snap.clusters}
+    tls = clusters["outbound|80||s.example.com"].tls
+    assert tls is not None
+    assert tls.ca_certs == str(tmp_path / "certs" / "ca.pem")
+    assert tls.client_cert == "/abs/client.pem"
+    assert tls.private_key == str(tmp_path / "certs" / "key.pem")
+    assert (tls.sni, tls.subject_alt_names) == ("api.example.com", ("api.example.com",))
+    assert clusters["outbound|80|plain|s.example.com"].tls is None
+
+    f.write_text(f.read_text().replace("mode: MUTUAL", "mode: ISTIO_MUTUAL"))
+    with pytest.raises(ConfigError) as err:
+        load_config([f])
+    assert any("ISTIO_MUTUAL" in p.message for p in err.value.problems)

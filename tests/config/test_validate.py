@@ -295,7 +295,6 @@ def test_dr_not_implemented_and_passthrough() -> None:
         ),
         ("$.spec.trafficPolicy.loadBalancer.zoneAwareLbSetting", "not implemented yet"),
         ("$.spec.trafficPolicy.tunnel", "not implemented yet"),
-        ("$.spec.trafficPolicy.portLevelSettings[0].tls", "not implemented yet"),
         ("$.spec.trafficPolicy.portLevelSettings[0].connectionPool", "not implemented yet"),
         (
             "$.spec.trafficPolicy.portLevelSettings[0].outlierDetection"

@@ -21,6 +21,7 @@ hashing, locality weights) are resolved by :mod:`meshfast.config.policy`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -150,6 +151,7 @@ class _Compiler:
                         svc.endpoints_for(port),
                         policy.traffic_policy_for(top, None, port.number),
                         original_dst=svc.original_dst,
+                        dr=dr,
                     )
                 )
                 out.extend(
@@ -159,6 +161,7 @@ class _Compiler:
                         svc.endpoints_for(port, subset.labels),
                         policy.traffic_policy_for(top, subset.traffic_policy, port.number),
                         original_dst=svc.original_dst,
+                        dr=dr,
                     )
                     for subset in (dr.spec.subsets if dr else ())
                 )
@@ -172,6 +175,7 @@ class _Compiler:
         applied: policy.Applied,
         *,
         original_dst: bool = False,
+        dr: r.DestinationRule | None = None,
     ) -> ir.Cluster:
         """``original_dst``: Istio's resolution NONE (no endpoints) or PASSTHROUGH load
         balancing: each request goes where it was going (iptables capture) or to the
@@ -190,7 +194,19 @@ class _Compiler:
             outlier=policy.outlier_detection(applied.outlier_detection),
             warmup=policy.warmup(lb),
             original_dst=original_dst or (lb is not None and lb.simple == "PASSTHROUGH"),
+            tls=policy.upstream_tls(applied.tls, lambda path: self.source_path(dr, path)),
         )
+
+    def source_path(self, dr: r.DestinationRule | None, path: str) -> str:
+        """A certificate path as written, made absolute against the file that named it."""
+        source = (
+            self.sources.get(("DestinationRule", dr.metadata.namespace, dr.metadata.name))
+            if dr
+            else None
+        )
+        if not source or source.startswith("<") or os.path.isabs(path):
+            return path
+        return os.path.abspath(os.path.join(os.path.dirname(source), path))
 
     # -- destinations
 

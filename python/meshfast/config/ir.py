@@ -228,6 +228,19 @@ class Warmup(msgspec.Struct, frozen=True):
     aggression: float = 1.0
 
 
+class UpstreamTls(msgspec.Struct, frozen=True):
+    """TLS origination (DestinationRule ``tls`` SIMPLE / MUTUAL) from PEM file paths.
+    Without ``ca_certs`` the system roots are trusted; without ``sni`` the request's host
+    is sent (Envoy's auto SNI)."""
+
+    ca_certs: str | None = None
+    client_cert: str | None = None  # MUTUAL
+    private_key: str | None = None  # MUTUAL
+    sni: str | None = None
+    subject_alt_names: tuple[str, ...] = ()  # DNS names; replace the SNI check
+    insecure_skip_verify: bool = False
+
+
 class Cluster(msgspec.Struct, frozen=True):
     name: str
     lb: LbPolicy = "LEAST_REQUEST"
@@ -240,6 +253,7 @@ class Cluster(msgspec.Struct, frozen=True):
     # Each request goes to its original destination (resolution NONE, PASSTHROUGH):
     # the iptables-redirected address, or the x-envoy-original-dst-host header.
     original_dst: bool = False
+    tls: UpstreamTls | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True):

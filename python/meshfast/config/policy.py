@@ -189,13 +189,41 @@ class Applied:
 
     load_balancer: r.LoadBalancerSettings | None = None
     outlier_detection: r.OutlierDetection | None = None
+    tls: r.ClientTLSSettings | None = None
 
 
 def traffic_policy_for(
     dr: r.TrafficPolicy | None, subset: r.TrafficPolicy | None, port: int
 ) -> Applied:
     """Each block for service port ``port`` (of a subset), chosen independently."""
-    return Applied(load_balancer_for(dr, subset, port), outlier_detection_for(dr, subset, port))
+    return Applied(
+        load_balancer_for(dr, subset, port),
+        outlier_detection_for(dr, subset, port),
+        _block_for(dr, subset, port, lambda b: b.tls),
+    )
+
+
+def upstream_tls(
+    tls: r.ClientTLSSettings | None, resolve: Callable[[str], str]
+) -> ir.UpstreamTls | None:
+    """DestinationRule ``tls`` SIMPLE / MUTUAL → TLS origination; DISABLE (or no block) → none.
+
+    ``resolve`` makes certificate paths absolute (relative to the DestinationRule's file).
+    ISTIO_MUTUAL is reported by validation (it needs the mesh identity of the mTLS work).
+    """
+    if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
+        return None
+    mutual = tls.mode == "MUTUAL"
+    return ir.UpstreamTls(
+        ca_certs=resolve(tls.ca_certificates) if tls.ca_certificates else None,
+        client_cert=resolve(tls.client_certificate)
+        if mutual and tls.client_certificate
+        else None,
+        private_key=resolve(tls.private_key) if mutual and tls.private_key else None,
+        sni=tls.sni or None,
+        subject_alt_names=tuple(tls.subject_alt_names),
+        insecure_skip_verify=bool(tls.insecure_skip_verify),
+    )
 
 
 # --- outlier detection, warmup ------------------------------------------------------------

@@ -165,19 +165,36 @@ class PortSelector(IstioStruct, frozen=True):
     number: Port
 
 
+ClientTlsMode = Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
+
+
+class ClientTLSSettings(IstioStruct, frozen=True):
+    """DestinationRule ``tls``: how to originate TLS to the endpoints."""
+
+    NOT_IMPLEMENTED = frozenset({"credentialName", "caCrl"})
+
+    mode: ClientTlsMode = "DISABLE"
+    client_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+    sni: str | None = None
+    insecure_skip_verify: bool | None = None
+
+
 class PortTrafficPolicy(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"connectionPool", "tls"})
+    NOT_IMPLEMENTED = frozenset({"connectionPool"})
 
     port: PortSelector
     load_balancer: LoadBalancerSettings | None = None
     outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
 
 
 class TrafficPolicy(IstioStruct, frozen=True):
     NOT_IMPLEMENTED = frozenset(
         {
             "connectionPool",
-            "tls",
             "tunnel",
             "proxyProtocol",
             "retryBudget",
@@ -186,6 +203,7 @@ class TrafficPolicy(IstioStruct, frozen=True):
 
     load_balancer: LoadBalancerSettings | None = None
     outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] = ()
 
 

@@ -53,6 +53,7 @@ def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
         return
     yield from load_balancer(tp.load_balancer, f"{path}.loadBalancer")
     yield from outlier_detection(tp.outlier_detection, f"{path}.outlierDetection")
+    yield from client_tls(tp.tls, f"{path}.tls")
     seen: dict[int, int] = {}
     for i, pls in enumerate(tp.port_level_settings):
         p = f"{path}.portLevelSettings[{i}]"
@@ -63,12 +64,26 @@ def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
                 f"duplicate port {number} (portLevelSettings[{seen[number]}] already sets it)",
             )
         seen.setdefault(number, i)
-        if pls.load_balancer is None and pls.outlier_detection is None:
-            # The only other fields (connectionPool, tls) are reported as not implemented
-            # by the structural check, which stops before this one.
+        if pls.load_balancer is None and pls.outlier_detection is None and pls.tls is None:
+            # The only other field (connectionPool) is reported as not implemented by the
+            # structural check, which stops before this one.
             yield p, "port traffic policy must have at least one field besides port"
         yield from load_balancer(pls.load_balancer, f"{p}.loadBalancer")
         yield from outlier_detection(pls.outlier_detection, f"{p}.outlierDetection")
+        yield from client_tls(pls.tls, f"{p}.tls")
+
+
+def client_tls(tls: r.ClientTLSSettings | None, path: str) -> Iterator[Issue]:
+    """DestinationRule ``tls``: SIMPLE and MUTUAL originate TLS from PEM files."""
+    if tls is None:
+        return
+    if tls.mode == "ISTIO_MUTUAL":
+        yield f"{path}.mode", "ISTIO_MUTUAL (mesh mTLS identities) is not implemented yet"
+        return
+    if tls.mode == "MUTUAL" and not (tls.client_certificate and tls.private_key):
+        yield path, "MUTUAL needs clientCertificate and privateKey"
+    if tls.mode in ("DISABLE", "SIMPLE") and (tls.client_certificate or tls.private_key):
+        yield path, f"clientCertificate and privateKey are only used with MUTUAL, not {tls.mode}"
 
 
 def outlier_detection(od: r.OutlierDetection | None, path: str) -> Iterator[Issue]:

@@ -313,6 +313,23 @@ pub struct Cluster {
     /// No endpoints: each request goes to its original destination (Istio's
     /// `resolution: NONE` and `loadBalancer.simple: PASSTHROUGH`).
     pub original_dst: bool,
+    /// Originate TLS to the endpoints (DestinationRule `tls` SIMPLE / MUTUAL).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS origination from PEM files. Without `ca_certs` the system's roots are
+/// trusted; without `sni` the request's host is sent (Envoy's auto SNI).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UpstreamTls {
+    pub ca_certs: Option<String>,
+    /// Client certificate and key (MUTUAL).
+    pub client_cert: Option<String>,
+    pub private_key: Option<String>,
+    pub sni: Option<String>,
+    /// The server certificate must carry one of these DNS names (instead of the SNI).
+    pub subject_alt_names: Vec<String>,
+    pub insecure_skip_verify: bool,
 }
 
 /// Istio `outlierDetection` with its defaults already applied by compile.

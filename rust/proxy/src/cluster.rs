@@ -8,6 +8,7 @@
 
 use crate::hashing::HashRt;
 use crate::stats::{self, Counters, Scope};
+use crate::upstream_tls::UpstreamTlsRt;
 use meshfast_balance::{Load, Policy, Selector};
 use meshfast_ir as ir;
 use parking_lot::Mutex;
@@ -25,6 +26,8 @@ const PICK_ATTEMPTS: usize = 8;
 pub enum ClusterError {
     #[error("cluster {cluster:?}: endpoint address {address:?} is not host:port")]
     BadEndpoint { cluster: String, address: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The share of its weight an endpoint `age_ms` old gets: Envoy's
@@ -135,6 +138,8 @@ pub struct ClusterRt {
     warmup: Option<ir::Warmup>,
     /// Endpoints come from each request's original destination instead.
     pub original_dst: bool,
+    /// TLS origination (DestinationRule `tls`).
+    pub tls: Option<UpstreamTlsRt>,
     pub stats: Arc<Counters>,
 }
 
@@ -206,6 +211,13 @@ impl ClusterRt {
             outlier: c.outlier.clone(),
             warmup: c.warmup.clone().filter(|w| w.duration_ms > 0),
             original_dst: c.original_dst,
+            tls: c
+                .tls
+                .as_ref()
+                .map(|t| {
+                    UpstreamTlsRt::build(&c.name, t, c.protocol == ir::UpstreamProtocol::Http2)
+                })
+                .transpose()?,
             endpoints,
             stats: registry.get(Scope::Cluster, &c.name),
         })

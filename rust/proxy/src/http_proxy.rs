@@ -470,7 +470,13 @@ impl Forward<'_> {
                 .retry
                 .as_ref()
                 .is_some_and(|r| r.attempts > 0 && r.retries_after_sending(grpc));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
         Ok(Template {
+            host,
             method: parts.method,
             path,
             headers: parts.headers,
@@ -523,10 +529,18 @@ impl Forward<'_> {
                     .cx_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             };
+            // SNI: the cluster's, or the request's host (Envoy's auto SNI).
+            let tls = cluster.tls.as_ref().map(|t| {
+                let sni = t.sni.as_deref().unwrap_or_else(|| {
+                    meshfast_route::strip_port(template.host().unwrap_or(address))
+                });
+                (t, sni)
+            });
             let sent = pool::send(
                 address,
                 template.http2,
                 cluster.connect_timeout,
+                tls,
                 new_connection,
                 req,
             );
@@ -614,6 +628,7 @@ fn pick_endpoint(
 
 /// Everything needed to build the upstream request again for another try.
 pub struct Template {
+    host: Option<String>,
     method: Method,
     path: http::uri::PathAndQuery,
     pub headers: HeaderMap,
@@ -657,6 +672,11 @@ impl Template {
 
     pub fn http2(&self) -> bool {
         self.http2
+    }
+
+    /// The authority the upstream will see (Host before any try took it).
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     /// A fresh request, or None when the streamed body was already used.

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod stats;
 mod tcp_proxy;
 mod tls;
+mod upstream_tls;
 mod workers;
 
 pub use flags::ResponseFlag;

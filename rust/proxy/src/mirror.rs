@@ -42,6 +42,7 @@ pub fn spawn(mirror: &MirrorRt, template: &Template) {
     let address = endpoint.address.clone();
     let load = LoadGuard::start(&endpoint.load);
     let http2 = template.http2();
+    let host = template.host().map(str::to_owned);
     cluster.stats.rq_total.fetch_add(1, Relaxed);
     tokio::spawn(async move {
         let _guard = guard;
@@ -49,10 +50,18 @@ pub fn spawn(mirror: &MirrorRt, template: &Template) {
         let new_connection = || {
             cluster.stats.cx_total.fetch_add(1, Relaxed);
         };
+        let sni = match &cluster.tls {
+            Some(t) => t.sni.clone().unwrap_or_else(|| {
+                meshfast_route::strip_port(host.as_deref().unwrap_or(&address)).to_owned()
+            }),
+            None => String::new(),
+        };
+        let tls = cluster.tls.as_ref().map(|t| (t, sni.as_str()));
         match pool::send(
             &address,
             http2,
             cluster.connect_timeout,
+            tls,
             new_connection,
             req,
         )

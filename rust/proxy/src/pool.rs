@@ -7,12 +7,18 @@
 //! HTTP/2 keeps one multiplexed connection per endpoint.
 
 use crate::body::{Metered, RequestBody};
+use crate::upstream_tls::UpstreamTlsRt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -39,6 +45,8 @@ pub enum SendError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS to {address}: {message}")]
+    Tls { address: String, message: String },
     #[error("upstream {address}: {source}")]
     Http {
         address: String,
@@ -50,7 +58,10 @@ pub enum SendError {
 impl SendError {
     /// Whether the upstream was never reached (Envoy's UF rather than UC).
     pub fn is_connect(&self) -> bool {
-        matches!(self, Self::ConnectTimeout(_) | Self::Connect { .. })
+        matches!(
+            self,
+            Self::ConnectTimeout(_) | Self::Connect { .. } | Self::Tls { .. }
+        )
     }
 }
 
@@ -124,26 +135,32 @@ pub async fn send(
     address: &str,
     http2: bool,
     connect_timeout: Duration,
+    tls: Option<(&UpstreamTlsRt, &str)>,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
+    // TLS connections are pooled apart from plaintext ones, per cluster and SNI.
+    let key: Cow<'_, str> = match tls {
+        None => Cow::Borrowed(address),
+        Some((t, sni)) => Cow::Owned(format!("{}|{address}|{sni}", t.pool_key)),
+    };
     if http2 {
-        return send_h2(address, connect_timeout, new_connection, req).await;
+        return send_h2(address, &key, connect_timeout, tls, new_connection, req).await;
     }
     let mut req = req;
-    while let Some(mut sender) = checkout_h1(address) {
+    while let Some(mut sender) = checkout_h1(&key) {
         if sender.ready().await.is_err() {
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, Some(lease(address, sender)))),
+            Ok(resp) => return Ok((resp, Some(lease(&key, sender)))),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
                 None => return Err(http_error(address, e.into_error()).into()),
             },
         }
     }
-    let io = match connect(address, connect_timeout).await {
+    let io = match connect(address, connect_timeout, tls).await {
         Ok(io) => io,
         Err(error) => {
             return Err(Failed {
@@ -163,21 +180,23 @@ pub async fn send(
         .send_request(req)
         .await
         .map_err(|e| http_error(address, e))?;
-    Ok((resp, Some(lease(address, sender))))
+    Ok((resp, Some(lease(&key, sender))))
 }
 
 async fn send_h2(
     address: &str,
+    key: &str,
     connect_timeout: Duration,
+    tls: Option<(&UpstreamTlsRt, &str)>,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
     let pooled = POOL.with(|p| {
         let mut p = p.borrow_mut();
-        match p.h2.get(address) {
+        match p.h2.get(key) {
             Some(s) if !s.is_closed() => Some(s.clone()),
             Some(_) => {
-                p.h2.remove(address);
+                p.h2.remove(key);
                 None
             }
             None => None,
@@ -195,7 +214,7 @@ async fn send_h2(
             }
         }
     }
-    let io = match connect(address, connect_timeout).await {
+    let io = match connect(address, connect_timeout, tls).await {
         Ok(io) => io,
         Err(error) => {
             return Err(Failed {
@@ -213,7 +232,7 @@ async fn send_h2(
         .await
         .map_err(|e| http_error(address, e))?;
     tokio::spawn(conn);
-    POOL.with(|p| p.borrow_mut().h2.insert(address.to_owned(), sender.clone()));
+    POOL.with(|p| p.borrow_mut().h2.insert(key.to_owned(), sender.clone()));
     let resp = sender
         .send_request(req)
         .await
@@ -248,7 +267,11 @@ fn lease(address: &str, sender: H1Sender) -> Lease {
     }
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+async fn connect(
+    address: &str,
+    timeout: Duration,
+    tls: Option<(&UpstreamTlsRt, &str)>,
+) -> Result<TokioIo<Stream>, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Err(_) => return Err(SendError::ConnectTimeout(address.to_owned())),
         Ok(Err(source)) => {
@@ -260,7 +283,86 @@ async fn connect(address: &str, timeout: Duration) -> Result<TokioIo<TcpStream>,
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+    let Some((tls, sni)) = tls else {
+        return Ok(TokioIo::new(Stream::Plain(stream)));
+    };
+    let name = ServerName::try_from(sni.to_owned()).map_err(|_| SendError::Tls {
+        address: address.to_owned(),
+        message: format!("invalid SNI {sni:?}"),
+    })?;
+    // The handshake is part of connecting: it fails as a connect failure (UF).
+    match tokio::time::timeout(timeout, tls.connector.connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(TokioIo::new(Stream::Tls(Box::new(s)))),
+        Ok(Err(e)) => Err(SendError::Tls {
+            address: address.to_owned(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(SendError::ConnectTimeout(address.to_owned())),
+    }
+}
+
+/// A plaintext or TLS upstream connection.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 fn http_error(address: &str, source: hyper::Error) -> SendError {
