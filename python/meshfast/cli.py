@@ -364,8 +364,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(exc.problems, sys.stderr)
         return 1
 
-    import trio
-
+    from meshfast.config import ir
     from meshfast.errors import core_errors
 
     core_class = _import_core()
@@ -373,7 +372,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         core = core_class(workers=args.workers)
     except core_errors() as exc:
         _die(f"the core did not start: {exc}", 1)
-    sidecar = Sidecar(core, snapshot, settings, dns_plan=dns.plan(config))
+    plan = dns.plan(config)
+    applied = False
+    if not plan:
+        # Nothing to resolve first: start the data plane now, before Trio and the admin
+        # API are imported and bound (they take longer than the core does).
+        try:
+            core.apply_snapshot(ir.encode(snapshot))
+        except core_errors() as exc:
+            core.shutdown(0.0)
+            _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
+        applied = True
+
+    import trio
+
+    sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied)
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

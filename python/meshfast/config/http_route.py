@@ -57,7 +57,7 @@ class HTTPRouteDestination(IstioStruct, frozen=True):
 
 
 class HTTPMatchRequest(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"sourceLabels", "sourceNamespace", "statPrefix"})
+    NOT_IMPLEMENTED = frozenset({"statPrefix"})
 
     name: str | None = None
     uri: StringMatch | None = None
@@ -70,6 +70,9 @@ class HTTPMatchRequest(IstioStruct, frozen=True):
     port: Port | None = None
     ignore_uri_case: bool = False
     gateways: tuple[str, ...] = ()  # set: replaces the VirtualService's gateways for this match
+    # Config-time: keep this match only on a proxy with these labels / in this namespace.
+    source_labels: dict[str, str] = {}
+    source_namespace: str | None = None
 
 
 class HTTPRedirect(IstioStruct, frozen=True):

@@ -56,11 +56,12 @@ class ObjectMeta(K8sStruct, frozen=True):
 
 
 class L4MatchAttributes(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset(
-        {"destinationSubnets", "sourceLabels", "sourceNamespace", "gateways", "sourceSubnet"}
-    )
+    NOT_IMPLEMENTED = frozenset({"destinationSubnets", "sourceSubnet"})
 
     port: Port | None = None
+    gateways: tuple[str, ...] = ()  # set: replaces the VirtualService's gateways for this match
+    source_labels: dict[str, str] = {}
+    source_namespace: str | None = None
 
 
 class TCPRoute(IstioStruct, frozen=True):

@@ -17,12 +17,13 @@ class RouteDestination(IstioStruct, frozen=True):
 
 
 class TLSMatchAttributes(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset(
-        {"destinationSubnets", "sourceLabels", "sourceNamespace", "gateways"}
-    )
+    NOT_IMPLEMENTED = frozenset({"destinationSubnets"})
 
     sni_hosts: tuple[str, ...]
     port: Port | None = None
+    gateways: tuple[str, ...] = ()  # set: replaces the VirtualService's gateways for this match
+    source_labels: dict[str, str] = {}
+    source_namespace: str | None = None
 
 
 class TLSRoute(IstioStruct, frozen=True):

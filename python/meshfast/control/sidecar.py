@@ -111,7 +111,10 @@ class Sidecar:
         limits: Limits | None = None,
         dns_plan: dns.DnsPlan | None = None,
         resolve: ResolveFn | None = None,
+        applied: bool = False,
     ) -> None:
+        """``applied``: the caller already gave ``snapshot`` to the core (a config without
+        DNS names can start serving before Trio is even imported)."""
         from meshfast.control.admin import AdminApi
 
         if core_errors is None:
@@ -130,6 +133,7 @@ class Sidecar:
         self._state: State = "starting"
         self._served = False
         self._core_stopped = False
+        self._applied = applied
         self._quit = trio.Event()
         self._apply_lock = trio.Lock()
         self._http = HttpServer(AdminApi(self), limits)
@@ -310,8 +314,11 @@ class Sidecar:
                     await trio.to_thread.run_sync(self.core.shutdown, 0.0)
 
     async def _start_core(self) -> Ready:
-        await self.resolver.refresh(self._dns_names())
-        version = await self.apply(self._base, self._sources)
+        if self._applied and not self._dns:
+            version = self._version
+        else:
+            await self.resolver.refresh(self._dns_names())
+            version = await self.apply(self._base, self._sources)
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
         if self.settings.gateway:
             # A gateway has no outbound listener: report its first one (or "-").
