@@ -339,7 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _die(f"{flag} is not implemented yet", 2)
 
     from meshfast.config import ConfigError, compile_config, dns
-    from meshfast.control.sidecar import Sidecar, SidecarSettings
+    from meshfast.control.settings import SidecarSettings, options_for
 
     settings = SidecarSettings(
         admin=args.admin,
@@ -358,7 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _load(args.paths, args.namespace)
         # The options POST /config reloads use too (Sidecar.compile_options).
-        options = Sidecar.options_for(settings, version=1)
+        options = options_for(settings, version=1)
         snapshot = compile_config(config, options)
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stderr)
@@ -385,6 +385,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         applied = True
 
     import trio
+
+    from meshfast.control.sidecar import Sidecar
 
     sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied)
 

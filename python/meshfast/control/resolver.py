@@ -31,10 +31,10 @@ from typing import TextIO
 import trio
 
 from meshfast.config import dns
+from meshfast.control.settings import DEFAULT_REFRESH_S as DEFAULT_REFRESH_S
 
 __all__ = ["DEFAULT_REFRESH_S", "ResolveFn", "Resolver", "getaddrinfo"]
 
-DEFAULT_REFRESH_S = 30.0
 TIMEOUT_S = 5.0
 
 ResolveFn = Callable[[str], Awaitable[tuple[str, ...]]]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
@@ -33,7 +33,9 @@ import trio
 
 from meshfast.config import dns, ir
 from meshfast.control.http import HttpServer, Limits, format_address, open_listeners
-from meshfast.control.resolver import DEFAULT_REFRESH_S, ResolveFn, Resolver
+from meshfast.control.resolver import ResolveFn, Resolver
+from meshfast.control.settings import SidecarSettings as SidecarSettings
+from meshfast.control.settings import options_for
 
 if TYPE_CHECKING:
     from meshfast.config import CompileOptions
@@ -52,24 +54,6 @@ class CoreLike(Protocol):
     def stats_prometheus(self) -> str: ...
     def clusters_json(self) -> str: ...
     def shutdown(self, drain_timeout: float = ..., /) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SidecarSettings:
-    """What ``meshfast run`` was told on its command line."""
-
-    admin: str = "127.0.0.1:15000"
-    namespace: str = "default"
-    outbound: str = "127.0.0.1:15001"
-    inbound: str = "127.0.0.1:15006"
-    app: str | None = None
-    drain_timeout: float = 5.0
-    sources: tuple[str, ...] = ()
-    gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
-    gateway_bind: str = "0.0.0.0"
-    locality: str = ""  # the sidecar's own region/zone/subzone
-    labels: dict[str, str] = field(default_factory=dict)  # this workload's labels
-    dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +163,7 @@ class Sidecar:
 
     @staticmethod
     def options_for(s: SidecarSettings, version: int) -> CompileOptions:
-        from meshfast.config import CompileOptions
-
-        return CompileOptions(
-            namespace=s.namespace,
-            outbound=s.outbound,
-            inbound=s.inbound,
-            app=s.app,
-            version=version,
-            locality=s.locality,
-            labels=dict(s.labels),
-            gateway=s.gateway,
-            gateway_bind=s.gateway_bind,
-        )
+        return options_for(s, version)
 
     async def apply_yaml(self, text: str, *, source: str = "<POST /config>") -> int:
         """Loads, compiles and applies a whole new config; returns its version.

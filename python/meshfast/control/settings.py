@@ -1,0 +1,51 @@
+"""What `meshfast run` was told, and the compile options that follow from it.
+
+Kept free of Trio (and of the core) so that `meshfast run` can compile its config and
+start the data plane before it imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshfast.config import CompileOptions
+
+# Seconds between DNS refreshes (the resolver's default; Envoy uses the record TTL).
+DEFAULT_REFRESH_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """What ``meshfast run`` was told on its command line."""
+
+    admin: str = "127.0.0.1:15000"
+    namespace: str = "default"
+    outbound: str = "127.0.0.1:15001"
+    inbound: str = "127.0.0.1:15006"
+    app: str | None = None
+    drain_timeout: float = 5.0
+    sources: tuple[str, ...] = ()
+    gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
+    gateway_bind: str = "0.0.0.0"
+    locality: str = ""  # the sidecar's own region/zone/subzone
+    labels: dict[str, str] = field(default_factory=dict)  # this workload's labels
+    dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
+
+
+def options_for(s: SidecarSettings, version: int) -> CompileOptions:
+    """The options every config of a sidecar is compiled with (start and reloads)."""
+    from meshfast.config import CompileOptions
+
+    return CompileOptions(
+        namespace=s.namespace,
+        outbound=s.outbound,
+        inbound=s.inbound,
+        app=s.app,
+        version=version,
+        locality=s.locality,
+        labels=dict(s.labels),
+        gateway=s.gateway,
+        gateway_bind=s.gateway_bind,
+    )
