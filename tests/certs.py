@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import http.server
+import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +89,50 @@ class MiniCA:
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         pair.key.write_bytes(_key_pem(key))
         return pair
+
+
+class HttpsServer:
+    """A real HTTPS server on loopback whose every GET answers `reply(handler)`.
+
+    With ``require_client_cert``, clients must present a certificate of `ca`.
+    Use as a context manager; ``address`` is ``127.0.0.1:PORT``.
+    """
+
+    def __init__(
+        self,
+        ca: MiniCA,
+        name: str,
+        reply: Callable[[http.server.BaseHTTPRequestHandler], bytes],
+        *,
+        require_client_cert: bool = False,
+    ) -> None:
+        pair = ca.issue(name, [name])
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = reply(self)
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pair.cert, pair.key)
+        if require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(ca.path)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+        self.address = f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> HttpsServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -678,7 +678,7 @@ def test_tls_route_problems() -> None:
         spec:
           hosts: ["*.example.com"]
           tls:
-          - match: [{sniHosts: [x.example.com], sourceLabels: {a: b}}]
+          - match: [{sniHosts: [x.example.com], sourceLabels: {a: b}, gateways: [a/b/c]}]
             route: [{destination: {host: a}}]
         """
     )
@@ -691,7 +691,8 @@ def test_tls_route_problems() -> None:
         "g.yaml:10: VirtualService/v: $.spec.tls[2]: route is required",
         "g.yaml:10: VirtualService/v: $.spec.tls[2].match[0].sniHosts: at least one sniHost is"
         " required",
-        "g.yaml:18: VirtualService/w: $.spec.tls[0].match[0].sourceLabels: not implemented yet",
+        'g.yaml:18: VirtualService/w: $.spec.tls[0].match[0].gateways[0]: "a/b/c" must be mesh,'
+        " a Gateway name or namespace/name",
     ]
 
 

@@ -219,9 +219,14 @@ def test_valid_documents_decode_to_structs() -> None:
             [("$.spec.tls[0].match[0].destinationSubnets", "not implemented yet")],
         ),
         (
-            "hosts: [r]\nhttp:\n- match: [{sourceLabels: {a: b}}]\n"
+            "hosts: [r]\nhttp:\n- match: [{statPrefix: s}]\n"
             "  route: [{destination: {host: r}, headers: {}}]\n",
-            [("$.spec.http[0].match[0].sourceLabels", "not implemented yet")],
+            [("$.spec.http[0].match[0].statPrefix", "not implemented yet")],
+        ),
+        (
+            "hosts: [r]\ntcp:\n- match: [{sourceSubnet: 10.0.0.0/8, sourceLabels: {a: b}}]\n"
+            "  route: [{destination: {host: r}}]\n",
+            [("$.spec.tcp[0].match[0].sourceSubnet", "not implemented yet")],
         ),
         # wrong types
         (

@@ -4,11 +4,9 @@ MUTUAL, httpsRedirect, TLS PASSTHROUGH by SNI, and TCP (the tcp-echo samples).""
 from __future__ import annotations
 
 import collections
-import http.server
 import itertools
 import socket
 import socketserver
-import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..certs import MiniCA
+from ..certs import HttpsServer, MiniCA
 from ..samples import BOOKINFO_NETWORKING, SAMPLES
 from .conftest import free_port, service_entry
 
@@ -166,33 +164,12 @@ spec:
 @pytest.fixture
 def tls_upstreams(pki) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
     """Two HTTPS servers (a.example.com, b.example.com) that say who they are."""
-    ca, folder = pki
-    servers = {}
-    for name in ("a", "b"):
-        ca.issue(name, [f"{name}.example.com"])
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            who = name.encode()
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("content-length", str(len(self.who)))
-                self.end_headers()
-                self.wfile.write(self.who)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(folder / f"{name}.pem", folder / f"{name}-key.pem")
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers[name] = server
-    yield {n: f"127.0.0.1:{s.server_address[1]}" for n, s in servers.items()}
-    for s in servers.values():
-        s.shutdown()
-        s.server_close()
+    ca, _ = pki
+    with (
+        HttpsServer(ca, "a.example.com", lambda _: b"a") as a,
+        HttpsServer(ca, "b.example.com", lambda _: b"b") as b,
+    ):
+        yield {"a": a.address, "b": b.address}
 
 
 def test_tls_passthrough_routes_by_sni(sidecar, pki, tls_upstreams, gw_ip: str) -> None:  # type: ignore[no-untyped-def]

@@ -4,15 +4,13 @@ the egress pattern Istio documents (plain HTTP from the app, TLS from the proxy)
 from __future__ import annotations
 
 import http.server
-import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ..certs import MiniCA
+from ..certs import HttpsServer, MiniCA
 from .conftest import service_entry
 
 
@@ -21,42 +19,21 @@ def ca(tmp_path: Path) -> MiniCA:
     return MiniCA(tmp_path)
 
 
-def https_server(ca: MiniCA, name: str, *, require_client_cert: bool) -> Iterator[int]:
-    pair = ca.issue(name, [name])
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            peer = self.connection.getpeercert() if require_client_cert else None
-            body = f"tls ok host={self.headers['host']} client_cert={bool(peer)}".encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pair.cert, pair.key)
-    if require_client_cert:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(ca.path)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+def _reply(handler: http.server.BaseHTTPRequestHandler) -> bytes:
+    peer = handler.connection.getpeercert()  # type: ignore[attr-defined]
+    return f"tls ok host={handler.headers['host']} client_cert={bool(peer)}".encode()
 
 
 @pytest.fixture
 def simple_upstream(ca: MiniCA) -> Iterator[int]:
-    yield from https_server(ca, "secure.example.com", require_client_cert=False)
+    with HttpsServer(ca, "secure.example.com", _reply) as server:
+        yield server.port
 
 
 @pytest.fixture
 def mutual_upstream(ca: MiniCA) -> Iterator[int]:
-    yield from https_server(ca, "secure.example.com", require_client_cert=True)
+    with HttpsServer(ca, "secure.example.com", _reply, require_client_cert=True) as server:
+        yield server.port
 
 
 def mesh(port: int, tls: str) -> str:

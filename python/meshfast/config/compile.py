@@ -31,6 +31,7 @@ from meshfast.config import http_route as hr
 from meshfast.config import listeners as listeners_mod
 from meshfast.config import resources as r
 from meshfast.config import routes as routes_mod
+from meshfast.config.gateway import MESH
 from meshfast.config.model import Config
 from meshfast.config.registry import (
     RegistryService,
@@ -226,6 +227,20 @@ class _Compiler:
     ) -> tuple[ir.WeightedCluster, ...]:
         return routes_mod.weighted(routes, lambda d: self.dest_cluster(d, vs_ns, this_port))
 
+    # -- config-time (SEL) match fields
+
+    def proxy(self, gateway: str = MESH) -> routes_mod.Proxy:
+        """This proxy as seen from ``gateway`` (``mesh``: the sidecar; else ``ns/name``)."""
+        o = self.options
+        return routes_mod.Proxy(gateway=gateway, namespace=o.namespace, labels=o.labels)
+
+    @staticmethod
+    def tcp_applies(tcp: r.TCPRoute, vs_ns: str, port: int, proxy: routes_mod.Proxy) -> bool:
+        """No ``match``, or one entry for ``port`` that applies to ``proxy``."""
+        return not tcp.match or any(
+            m.port in (None, port) and routes_mod.applies(m, vs_ns, proxy) for m in tcp.match
+        )
+
     # -- HTTP routes
 
     def http_routes(
@@ -234,7 +249,9 @@ class _Compiler:
         routes: list[ir.Route] = []
         if vs is not None:
             ns = vs.metadata.namespace
-            routes = routes_mod.http_routes(vs, port, lambda d: self.dest_cluster(d, ns, port))
+            routes = routes_mod.http_routes(
+                vs, port, lambda d: self.dest_cluster(d, ns, port), self.proxy()
+            )
         if not routes:
             routes.append(
                 ir.Route(
@@ -255,7 +272,7 @@ class _Compiler:
         vs = self.vs_for(svc.fqdn)
         if vs is not None:
             for i, tcp in enumerate(vs.spec.tcp):
-                if tcp.match and not any(m.port in (None, port) for m in tcp.match):
+                if not self.tcp_applies(tcp, vs.metadata.namespace, port, self.proxy()):
                     continue
                 clusters = self.weighted(tcp.route, vs.metadata.namespace, port)
                 routes.append(ir.TcpRoute(name=f"{vs.metadata.name}.tcp.{i}", clusters=clusters))

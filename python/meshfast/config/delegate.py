@@ -25,13 +25,14 @@ Merging one delegate rule D with the root rule R:
   - r is a presence match (``{}``) and d is not the same presence match;
 
   or ``ignoreUriCase`` differs, or both set different ``port``\\ s, or both set ``gateways`` and
-  d's are not a subset of r's.  Identical StringMatches never conflict (istiod reports two
-  presence matches as a conflict; meshfast does not).
+  d's are not a subset of r's, or both set different ``sourceNamespace``\\ s, or both set one
+  ``sourceLabels`` key to different values.  Identical StringMatches never conflict (istiod
+  reports two presence matches as a conflict; meshfast does not).
 * A combined match is d with what d leaves unset taken from r: ``uri`` (so the root's prefix
   is kept unless the delegate gives a longer one that starts with it, or an exact path under
-  it), ``scheme``, ``method``, ``authority``, ``port``, ``gateways``; ``headers``,
-  ``withoutHeaders`` and ``queryParams`` are the union (d's value for a key in both, which
-  cannot conflict); ``name`` is ``r-d`` (or whichever is set).
+  it), ``scheme``, ``method``, ``authority``, ``port``, ``gateways``, ``sourceNamespace``;
+  ``headers``, ``withoutHeaders``, ``queryParams`` and ``sourceLabels`` are the union (d's
+  value for a key in both, which cannot conflict); ``name`` is ``r-d`` (or whichever is set).
 * The rule: D with ``rewrite``, ``timeout``, ``retries``, ``fault``, ``mirror``,
   ``mirrorPercentage``, ``mirrorPercent``, ``mirrors``, ``corsPolicy`` and ``headers`` taken
   from R where D leaves them unset (whole blocks, not merged field by field); ``name`` is
@@ -138,6 +139,11 @@ def conflict(root: h.HTTPMatchRequest, leaf: h.HTTPMatchRequest) -> str | None:
         return f"port {leaf.port} is not port {root.port}"
     if root.gateways and leaf.gateways and not set(leaf.gateways) <= set(root.gateways):
         return "gateways are not a subset of the root's"
+    if root.source_namespace and leaf.source_namespace not in (None, "", root.source_namespace):
+        return f"sourceNamespace {leaf.source_namespace} is not {root.source_namespace}"
+    for key, value in leaf.source_labels.items():
+        if root.source_labels.get(key, value) != value:
+            return f"sourceLabels.{key} {value} is not {root.source_labels[key]}"
     return None
 
 
@@ -160,6 +166,8 @@ def merge_match(root: h.HTTPMatchRequest, leaf: h.HTTPMatchRequest) -> h.HTTPMat
         query_params={**root.query_params, **leaf.query_params},
         port=leaf.port if leaf.port is not None else root.port,
         gateways=leaf.gateways or root.gateways,
+        source_labels={**root.source_labels, **leaf.source_labels},
+        source_namespace=leaf.source_namespace or root.source_namespace,
     )
 
 

@@ -70,18 +70,25 @@ def sni_routes(
     vs: r.VirtualService,
     port: int,
     narrow: Sequence[tuple[str, str]] | None = None,
+    gateway: str = g.MESH,
 ) -> list[ir.SniRoute]:
     """The ``tls[]`` rules of ``vs`` that apply on ``port``, in order.
+
+    Match entries that do not apply to this proxy seen from ``gateway`` are skipped
+    (:func:`meshfast.config.routes.applies`); a rule left without SNI hosts has no route.
 
     ``narrow``: (server host, Gateway namespace) pairs; each SNI host is replaced by its
     intersections with them (and dropped when it has none).
     """
     ns = vs.metadata.namespace
+    proxy = c.proxy(gateway)
     out = []
     for i, rule in enumerate(vs.spec.tls):
         sni: list[str] = []
         for m in rule.match:
             if m.port is not None and m.port != port:
+                continue
+            if not routes_mod.applies(m, ns, proxy):
                 continue
             for h in m.sni_hosts:
                 fqdn = resolve(h, ns, c.registry)
@@ -239,7 +246,7 @@ def _http_table(
                 def dest(d: Destination, ns: str = ns) -> str:
                     return c.dest_cluster(d, ns, port)
 
-                per_vs.append(routes_mod.http_routes(vs, port, dest, gateway=key))
+                per_vs.append(routes_mod.http_routes(vs, port, dest, c.proxy(key)))
             routes = _merge([rs for rs in per_vs if rs])
         if not routes:
             continue
@@ -281,7 +288,8 @@ def _sni_routes(c: _Compiler, b: _Binder, port: int, servers: list[Bound]) -> li
             key = (vs.metadata.namespace, vs.metadata.name)
             if key in seen or not b.hosts(vs, gw, server):
                 continue
-            routes = sni_routes(c, vs, port, narrow)
+            gw_key = g.gateway_key(gw.metadata.namespace, gw.metadata.name)
+            routes = sni_routes(c, vs, port, narrow, gateway=gw_key)
             if routes:
                 seen.add(key)
                 out.extend(routes)
@@ -297,8 +305,9 @@ def _tcp_routes(c: _Compiler, b: _Binder, port: int, servers: list[Bound]) -> li
             if key in seen or not b.hosts(vs, gw, server):
                 continue
             seen.add(key)
+            proxy = c.proxy(g.gateway_key(gw.metadata.namespace, gw.metadata.name))
             for i, tcp in enumerate(vs.spec.tcp):
-                if tcp.match and not any(m.port in (None, port) for m in tcp.match):
+                if not c.tcp_applies(tcp, vs.metadata.namespace, port, proxy):
                     continue
                 out.append(
                     ir.TcpRoute(

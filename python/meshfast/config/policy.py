@@ -216,9 +216,7 @@ def upstream_tls(
     mutual = tls.mode == "MUTUAL"
     return ir.UpstreamTls(
         ca_certs=resolve(tls.ca_certificates) if tls.ca_certificates else None,
-        client_cert=resolve(tls.client_certificate)
-        if mutual and tls.client_certificate
-        else None,
+        client_cert=resolve(tls.client_certificate) if mutual and tls.client_certificate else None,
         private_key=resolve(tls.private_key) if mutual and tls.private_key else None,
         sni=tls.sni or None,
         subject_alt_names=tuple(tls.subject_alt_names),

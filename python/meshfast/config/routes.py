@@ -18,15 +18,17 @@ Encoding choices the data plane relies on:
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 
 from meshfast.config import http_route as h
 from meshfast.config import ir
 from meshfast.config import resources as r
+from meshfast.config import tls_route as t
 from meshfast.config.duration import parse_ms
-from meshfast.config.gateway import bound_gateways
+from meshfast.config.gateway import MESH, bound_gateways
 
 DEFAULT_RETRY = ir.RetryPolicy(
     attempts=2,
@@ -91,6 +93,32 @@ DestFn = Callable[[h.Destination], str]
 
 
 # --- matches ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """What the config-time (SEL) match fields are checked against: this proxy."""
+
+    gateway: str = MESH  # ``mesh`` for a sidecar, else the Gateway's ``ns/name`` key
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def applies(
+    m: h.HTTPMatchRequest | r.L4MatchAttributes | t.TLSMatchAttributes,
+    vs_namespace: str,
+    proxy: Proxy,
+) -> bool:
+    """Whether match entry ``m`` is kept on ``proxy`` (never evaluated per request).
+
+    All of: its own ``gateways`` (when set) name ``proxy.gateway``; every ``sourceLabels``
+    key/value is one of ``proxy.labels``; ``sourceNamespace`` (when set) is ``proxy.namespace``.
+    """
+    if m.gateways and proxy.gateway not in bound_gateways(m.gateways, vs_namespace):
+        return False
+    if any(proxy.labels.get(k) != v for k, v in m.source_labels.items()):
+        return False
+    return not m.source_namespace or m.source_namespace == proxy.namespace
 
 
 def string_match(m: h.StringMatch | None, ignore_case: bool = False) -> ir.StringMatch | None:
@@ -370,14 +398,12 @@ def _replace(action: ir.RouteAction, **changes: object) -> ir.RouteAction:
     return msgspec.structs.replace(action, **changes)
 
 
-def http_routes(
-    vs: r.VirtualService, port: int, dest: DestFn, *, gateway: str = "mesh"
-) -> list[ir.Route]:
+def http_routes(vs: r.VirtualService, port: int, dest: DestFn, proxy: Proxy) -> list[ir.Route]:
     """One route per ``match`` entry of each rule, in order, up to the first catch-all.
 
-    Matches for another ``port`` are skipped, and so are matches whose own ``gateways`` do not
-    name ``gateway`` (``mesh`` for sidecars, else ``ns/name``).  The rules of one entry share
-    one action.
+    Matches for another ``port`` are skipped, and so are matches that do not :func:`apply
+    <applies>` to ``proxy``; a rule whose matches are all skipped has no route (it does not
+    become a catch-all).  The rules of one entry share one action.
     """
     routes: list[ir.Route] = []
     ns = vs.metadata.namespace
@@ -387,7 +413,7 @@ def http_routes(
         for m in http.match or (None,):
             if m is not None and m.port is not None and m.port != port:
                 continue
-            if m is not None and m.gateways and gateway not in bound_gateways(m.gateways, ns):
+            if m is not None and not applies(m, ns, proxy):
                 continue
             rm = route_match(m)
             routes.append(ir.Route(name=name, match_=rm, action=action))

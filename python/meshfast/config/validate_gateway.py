@@ -126,6 +126,12 @@ def virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
     for i, http in enumerate(spec.http):
         for j, m in enumerate(http.match):
             yield from _gateway_names(m.gateways, f"$.spec.http[{i}].match[{j}].gateways")
+    for i, tls in enumerate(spec.tls):
+        for j, tm in enumerate(tls.match):
+            yield from _gateway_names(tm.gateways, f"$.spec.tls[{i}].match[{j}].gateways")
+    for i, tcp in enumerate(spec.tcp):
+        for j, lm in enumerate(tcp.match):
+            yield from _gateway_names(lm.gateways, f"$.spec.tcp[{i}].match[{j}].gateways")
     vs_hosts = [hosts.expand(h, ns) for h in spec.hosts if h.strip()]
     for i, rule in enumerate(spec.tls):
         tp = f"$.spec.tls[{i}]"
