@@ -96,6 +96,12 @@ route_action = st.builds(
     mirrors=st.lists(
         st.builds(ir.Mirror, cluster=names, millionths=st.integers(0, 10**6)), max_size=2
     ).map(tuple),
+    filters=st.lists(
+        st.builds(
+            ir.FilterRef, id=st.integers(0, 2**31), name=names, failure_status=st.integers(200, 599)
+        ),
+        max_size=2,
+    ).map(tuple),
     cors=st.none()
     | st.builds(
         ir.Cors,

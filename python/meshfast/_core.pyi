@@ -1,6 +1,37 @@
 """Type stubs for the Rust core (rust/py). Keep in step with rust/py/src/lib.rs."""
 
-from typing import final
+from typing import Protocol, final
+
+# (name, value) pairs in order; names lowercase.
+HeaderList = list[tuple[str, str]]
+# What the core tells a filter about a request:
+# (method, path, query, authority, scheme, peer "ip:port", route name, cluster name).
+RequestInfo = tuple[str, str, str, str, str, str, str, str]
+
+class FilterDispatcher(Protocol):
+    """Implemented by meshfast.filters; called by the core's workers with the GIL held.
+
+    ``on_request`` returns None (continue unchanged), ``("continue", headers, state)``
+    (continue with these request headers), or ``("respond", status, headers, body, state)``
+    (answer locally). ``on_response`` gets that ``state`` back and returns None or the new
+    response headers. Any exception becomes the route's failure status (flag ``FF``).
+    """
+
+    def on_request(
+        self, filters: tuple[int, ...], info: RequestInfo, headers: HeaderList
+    ) -> (
+        None
+        | tuple[str, HeaderList, object]
+        | tuple[str, int, HeaderList, bytes, object]
+    ): ...
+    def on_response(
+        self,
+        filters: tuple[int, ...],
+        info: RequestInfo,
+        status: int,
+        headers: HeaderList,
+        state: object,
+    ) -> HeaderList | None: ...
 
 class SnapshotError(Exception):
     """The IR bytes could not be decoded or built (bad regex, unknown cluster kind, ...)."""
@@ -34,6 +65,10 @@ class Core:
 
     def clusters_json(self) -> str:
         """Clusters with their endpoints, weights and live request counts, as JSON."""
+
+    def set_filter_dispatcher(self, dispatcher: FilterDispatcher | None) -> None:
+        """The object the workers call (holding the GIL, on their own thread) for routes
+        whose IR lists filters. None: such routes skip their filters."""
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Stops accepting, lets in-flight requests finish for up to `drain_timeout` seconds,

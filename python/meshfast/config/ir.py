@@ -126,6 +126,14 @@ class Cors(msgspec.Struct, frozen=True):
     forward_unmatched_preflights: bool = True
 
 
+class FilterRef(msgspec.Struct, frozen=True):
+    """A Python ``HttpFilter`` attached to a route; the core calls the dispatcher with ``id``."""
+
+    id: int
+    name: str
+    failure_status: int = 500
+
+
 class RouteAction(msgspec.Struct, frozen=True):
     clusters: tuple[WeightedCluster, ...] = ()
     timeout_ms: int = 0
@@ -138,6 +146,7 @@ class RouteAction(msgspec.Struct, frozen=True):
     fault: Fault | None = None
     mirrors: tuple[Mirror, ...] = ()
     cors: Cors | None = None
+    filters: tuple[FilterRef, ...] = ()
 
 
 class Route(msgspec.Struct, frozen=True, rename={"match_": "match"}):

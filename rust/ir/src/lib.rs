@@ -161,6 +161,19 @@ pub struct RouteAction {
     pub fault: Option<Fault>,
     pub mirrors: Vec<Mirror>,
     pub cors: Option<Cors>,
+    /// Python filters run on this route, in order (ids given by the control layer).
+    pub filters: Vec<FilterRef>,
+}
+
+/// A Python `HttpFilter` attached to a route. The core calls the control
+/// layer's dispatcher with these ids; it never sees the filter objects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FilterRef {
+    pub id: u32,
+    pub name: String,
+    /// The status of the local reply when the filter raises (Envoy-style 500).
+    pub failure_status: u16,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

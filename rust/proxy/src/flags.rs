@@ -22,12 +22,14 @@ pub enum ResponseFlag {
     DelayInjected,
     /// Retries ran out; the last try's answer was passed on.
     RetryLimitExceeded,
+    /// A Python filter raised.
+    FilterFailure,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 10] = [
+    pub const ALL: [ResponseFlag; 11] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -38,6 +40,7 @@ impl ResponseFlag {
         Self::FaultInjected,
         Self::DelayInjected,
         Self::RetryLimitExceeded,
+        Self::FilterFailure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl ResponseFlag {
             Self::FaultInjected => "FI",
             Self::DelayInjected => "DI",
             Self::RetryLimitExceeded => "URX",
+            Self::FilterFailure => "FF",
         }
     }
 
@@ -64,6 +68,7 @@ impl ResponseFlag {
             // Fault aborts carry their configured status; these are only defaults.
             Self::FaultInjected | Self::DelayInjected => S::INTERNAL_SERVER_ERROR,
             Self::RetryLimitExceeded => S::SERVICE_UNAVAILABLE,
+            Self::FilterFailure => S::INTERNAL_SERVER_ERROR,
             Self::NoCluster
             | Self::NoHealthyUpstream
             | Self::UpstreamConnectFailure
@@ -87,6 +92,7 @@ impl ResponseFlag {
             Self::DownstreamProtocolError => "bad request\n",
             Self::FaultInjected => "fault filter abort\n",
             Self::DelayInjected | Self::RetryLimitExceeded => "",
+            Self::FilterFailure => "filter failure\n",
         }
     }
 

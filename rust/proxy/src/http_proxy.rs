@@ -5,6 +5,7 @@
 use crate::actions::{self, Abort, Outcome};
 use crate::body::{Direction, LoadGuard, Metered, ProxyBody, Recording, RequestBody};
 use crate::cluster::{ClusterRt, EndpointRt, Health};
+use crate::filters::{FilterAction, FilterHook, FilterState, RequestInfo, SharedHook};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
 use crate::mirror;
@@ -26,10 +27,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What a connection knows that its requests need.
-#[derive(Debug)]
 pub struct ConnCtx {
     pub store: Arc<ArcSwap<Runtime>>,
     pub listener_id: usize,
+    /// The Python filter dispatcher, if the control layer set one.
+    pub filters: Arc<SharedHook>,
+}
+
+impl std::fmt::Debug for ConnCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnCtx")
+            .field("listener_id", &self.listener_id)
+            .finish()
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -57,7 +67,7 @@ pub async fn serve(
 ) -> Result<Response<ProxyBody>, Infallible> {
     // One load per request: this request sees this snapshot to its end.
     let snap = ctx.store.load_full();
-    Ok(proxy(req, &snap, ctx.listener_id, conn).await)
+    Ok(proxy(req, &snap, &ctx, conn).await)
 }
 
 /// The counters a request touches, for local replies at any stage.
@@ -103,9 +113,10 @@ impl Scope<'_> {
 async fn proxy(
     mut req: Request<Incoming>,
     snap: &Runtime,
-    listener_id: usize,
+    ctx: &ConnCtx,
     conn: Conn,
 ) -> Response<ProxyBody> {
+    let listener_id = ctx.listener_id;
     if !req.headers().contains_key(REQUEST_ID) {
         req.headers_mut().insert(REQUEST_ID, new_request_id());
     }
@@ -255,6 +266,41 @@ async fn proxy(
     } else {
         None
     };
+    // Python filters (only routes that have some ever get here).
+    let mut filtered = None;
+    if !route.filters.is_empty() {
+        if let Some(hook) = ctx.filters.load_full() {
+            let info = RequestInfo {
+                method: req.method().as_str().to_owned(),
+                path: req.uri().path().to_owned(),
+                query: req.uri().query().unwrap_or_default().to_owned(),
+                authority: authority.clone(),
+                scheme: req.uri().scheme_str().unwrap_or("http").to_owned(),
+                peer: conn.peer.to_string(),
+                route: route.name.clone(),
+                cluster: cluster.name.clone(),
+            };
+            match hook.on_request(&route.filters, &info, req.headers_mut()) {
+                Ok(FilterAction::Continue(state)) => filtered = Some((hook, info, state)),
+                Ok(FilterAction::Respond {
+                    status,
+                    headers,
+                    body,
+                }) => {
+                    let mut resp = scope.local(status, None, (!body.is_empty()).then_some(body));
+                    resp.headers_mut().extend(headers);
+                    return resp;
+                }
+                Err(_) => {
+                    return scope.local(
+                        route.filter_failure,
+                        Some(ResponseFlag::FilterFailure),
+                        Some(Bytes::from_static(b"filter failure\n")),
+                    );
+                }
+            }
+        }
+    }
     let forward = Forward {
         listener: &listener.stats,
         route,
@@ -262,6 +308,7 @@ async fn proxy(
         cluster,
         hash: key.hash,
         original_dst,
+        filtered,
     };
     let mut resp = match forward.run(req, authority, &scope).await {
         Ok(resp) => resp,
@@ -291,11 +338,16 @@ struct Forward<'a> {
     hash: Option<u64>,
     /// The one endpoint of an original-destination cluster.
     original_dst: Option<String>,
+    /// The filters' hook, what they were told and their per-request state, for on_response.
+    filtered: Option<Filtered>,
 }
+
+/// The filters' hook, what they were told and their per-request state.
+type Filtered = (Arc<Box<dyn FilterHook>>, RequestInfo, FilterState);
 
 impl Forward<'_> {
     async fn run(
-        &self,
+        mut self,
         mut req: Request<Incoming>,
         authority: String,
         scope: &Scope<'_>,
@@ -343,6 +395,16 @@ impl Forward<'_> {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some((hook, info, state)) = self.filtered.take() {
+            hook.on_response(
+                &route.filters,
+                &info,
+                parts.status,
+                &mut parts.headers,
+                state,
+            )
+            .map_err(|_| ResponseFlag::FilterFailure)?;
+        }
         route.response_headers.apply(&mut parts.headers);
         self.dest.response_headers.apply(&mut parts.headers);
         let mut body = Metered::new(body, Direction::Out, self.sinks());

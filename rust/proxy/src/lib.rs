@@ -10,6 +10,7 @@ mod actions;
 mod body;
 mod cluster;
 pub mod echo;
+pub mod filters;
 mod flags;
 mod hashing;
 mod headers;

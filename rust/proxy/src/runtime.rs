@@ -91,6 +91,12 @@ pub struct RouteRt {
     pub fault: Option<FaultRt>,
     pub mirrors: Vec<MirrorRt>,
     pub cors: Option<CorsRt>,
+    /// Python filters, by the control layer's ids; empty for most routes.
+    pub filters: Vec<u32>,
+    /// Answer when a filter raises (the first filter's setting; 500 by default).
+    pub filter_failure: http::StatusCode,
+    /// `vhost/route`, as filters see it.
+    pub name: String,
 }
 
 #[derive(Debug)]
@@ -152,6 +158,13 @@ impl RouteRt {
                 .as_ref()
                 .map(|c| CorsRt::build(name, c))
                 .transpose()?,
+            filters: a.filters.iter().map(|f| f.id).collect(),
+            filter_failure: a
+                .filters
+                .first()
+                .and_then(|f| http::StatusCode::from_u16(f.failure_status).ok())
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+            name: format!("{}/{}", vh.name, route.name),
         })
     }
 }

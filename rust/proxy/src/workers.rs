@@ -5,6 +5,7 @@
 //! every worker as its own `SO_REUSEPORT` socket.
 
 use crate::cluster::EndpointStates;
+use crate::filters::{FilterHook, SharedHook};
 use crate::http_proxy::{self, ConnCtx};
 use crate::listener;
 use crate::runtime::{ListenerKind, Runtime};
@@ -85,6 +86,7 @@ struct State {
 /// The data plane. Dropping it does not stop the workers; call [`Proxy::shutdown`].
 pub struct Proxy {
     store: Arc<ArcSwap<Runtime>>,
+    filters: Arc<SharedHook>,
     workers: Vec<mpsc::Sender<Command>>,
     state: Mutex<State>,
     stats: Arc<Registry>,
@@ -109,23 +111,31 @@ impl Proxy {
             workers
         };
         let store = Arc::new(ArcSwap::from_pointee(Runtime::empty()));
+        let filters: Arc<SharedHook> = Arc::default();
         let mut senders = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let store = store.clone();
+            let filters = filters.clone();
             std::thread::Builder::new()
                 .name(format!("meshfast-worker-{index}"))
-                .spawn(move || worker_main(rx, store))
+                .spawn(move || worker_main(rx, store, filters))
                 .map_err(ProxyError::Spawn)?;
             senders.push(tx);
         }
         Ok(Self {
             store,
+            filters,
             workers: senders,
             state: Mutex::new(State::default()),
             stats: Arc::new(Registry::default()),
             loads: EndpointStates::default(),
         })
+    }
+
+    /// Sets (or clears) the hook that runs Python filters.
+    pub fn set_filter_hook(&self, hook: Option<Box<dyn FilterHook>>) {
+        self.filters.store(hook.map(Arc::new));
     }
 
     pub fn workers(&self) -> usize {
@@ -266,7 +276,11 @@ impl Proxy {
     }
 }
 
-fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
+fn worker_main(
+    rx: mpsc::Receiver<Command>,
+    store: Arc<ArcSwap<Runtime>>,
+    filters: Arc<SharedHook>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -277,7 +291,7 @@ fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
             return;
         }
     };
-    rt.block_on(worker(rx, store));
+    rt.block_on(worker(rx, store, filters));
 }
 
 /// Connections of one worker, for draining.
@@ -287,7 +301,11 @@ struct Drain {
     open: Arc<AtomicUsize>,
 }
 
-async fn worker(mut rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
+async fn worker(
+    mut rx: mpsc::Receiver<Command>,
+    store: Arc<ArcSwap<Runtime>>,
+    filters: Arc<SharedHook>,
+) {
     let (drain_tx, drain_rx) = watch::channel(false);
     let drain = Drain {
         signal: drain_rx,
@@ -308,6 +326,7 @@ async fn worker(mut rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
                 let (stop_tx, stop_rx) = watch::channel(false);
                 accepting.insert(id, stop_tx);
                 let ctx = Arc::new(ConnCtx {
+                    filters: filters.clone(),
                     store: store.clone(),
                     listener_id: id,
                 });

@@ -4,6 +4,7 @@
 //! the GIL; the data path never takes it.
 
 mod errors;
+mod filters;
 
 use meshfast_proxy::echo::{Echo, EchoConfig};
 use meshfast_proxy::Proxy;
@@ -52,6 +53,12 @@ impl Core {
 
     fn clusters_json(&self, py: Python<'_>) -> String {
         py.detach(|| self.proxy.runtime().clusters_json())
+    }
+
+    /// Sets (or, with None, clears) the object the workers call for routes with filters.
+    fn set_filter_dispatcher(&self, dispatcher: Option<Py<PyAny>>) {
+        self.proxy
+            .set_filter_hook(dispatcher.map(|d| Box::new(filters::PyFilterHook::new(d)) as Box<_>));
     }
 
     #[pyo3(signature = (drain_timeout = 5.0))]
