@@ -19,11 +19,7 @@ class FilterDispatcher(Protocol):
 
     def on_request(
         self, filters: tuple[int, ...], info: RequestInfo, headers: HeaderList
-    ) -> (
-        None
-        | tuple[str, HeaderList, object]
-        | tuple[str, int, HeaderList, bytes, object]
-    ): ...
+    ) -> tuple[str, HeaderList, object] | tuple[str, int, HeaderList, bytes, object] | None: ...
     def on_response(
         self,
         filters: tuple[int, ...],
