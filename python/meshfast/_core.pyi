@@ -64,7 +64,8 @@ class Core:
 
     def set_filter_dispatcher(self, dispatcher: FilterDispatcher | None) -> None:
         """The object the workers call (holding the GIL, on their own thread) for routes
-        whose IR lists filters. None: such routes skip their filters."""
+        whose IR lists filters. It takes effect with the next ``apply_snapshot``, installed
+        together with that snapshot's filter ids. None: such routes skip their filters."""
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Stops accepting, lets in-flight requests finish for up to `drain_timeout` seconds,

@@ -372,13 +372,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         core = core_class(workers=args.workers)
     except core_errors() as exc:
         _die(f"the core did not start: {exc}", 1)
+    from meshfast.filters.dispatch import apply_with_filters, build_dispatcher
+
+    filters = build_dispatcher(config)
     plan = dns.plan(config)
     applied = False
     if not plan:
         # Nothing to resolve first: start the data plane now, before Trio and the admin
         # API are imported and bound (they take longer than the core does).
         try:
-            core.apply_snapshot(ir.encode(snapshot))
+            apply_with_filters(core, ir.encode(snapshot), filters)
         except core_errors() as exc:
             core.shutdown(0.0)
             _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
@@ -388,7 +391,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from meshfast.control.sidecar import Sidecar
 
-    sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied)
+    sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied, filters=filters)
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

@@ -67,6 +67,7 @@ class FakeCore:
         gate_shutdown: threading.Event | None = None,
     ) -> None:
         self.applied: list[ir.Snapshot] = []
+        self.dispatchers: list[object] = []  # every set_filter_dispatcher argument
         self.shutdowns: list[float] = []
         self.reject: str | None = None
         self.fail_stats = False
@@ -81,6 +82,9 @@ class FakeCore:
         decoded = msgspec.msgpack.decode(snapshot, type=ir.Snapshot)
         self.applied.append(decoded)
         return decoded.version
+
+    def set_filter_dispatcher(self, dispatcher: object, /) -> None:
+        self.dispatchers.append(dispatcher)
 
     def listeners(self) -> list[tuple[str, str]]:
         if not self.applied:
@@ -358,6 +362,51 @@ async def test_post_config_applies_and_bumps_the_version(running: Running) -> No
 
     response = await running.client.post("/config", content=GOOD_YAML)
     assert response.json() == {"version": 3}
+
+
+FILTER_YAML = """
+apiVersion: meshfast.io/v1alpha1
+kind: HttpFilter
+metadata:
+  name: tag
+spec:
+  python: meshfast.examples.filters.add_header:AddHeader
+  config: {request: {x-a: b}}
+"""
+
+
+async def test_post_config_sets_the_filter_dispatcher_before_the_snapshot(
+    running: Running,
+) -> None:
+    from meshfast.filters.dispatch import Dispatcher
+
+    assert running.core.dispatchers == [None]  # the start: a config without filters
+    response = await running.client.post("/config", content=GOOD_YAML + "---\n" + FILTER_YAML)
+    assert response.status_code == 200, response.text
+    dispatcher = running.core.dispatchers[-1]
+    assert isinstance(dispatcher, Dispatcher)
+    assert running.sidecar.filters is dispatcher
+    assert {i: f.name for i, f in dispatcher.filters.items()} == {0: "default/tag"}
+    refs = {
+        f.id
+        for t in running.core.applied[-1].route_tables
+        for vh in t.virtual_hosts
+        for rt in vh.routes
+        for f in rt.action.filters
+    }
+    assert refs == {0}
+
+    running.core.reject = "no"
+    response = await running.client.post("/config", content=GOOD_YAML)
+    assert response.status_code == 400
+    assert running.core.dispatchers[-2:] == [None, dispatcher]  # put back
+    assert running.sidecar.filters is dispatcher
+
+    running.core.reject = None
+    response = await running.client.post("/config", content=GOOD_YAML)
+    assert response.status_code == 200
+    assert running.core.dispatchers[-1] is None
+    assert running.sidecar.filters is None
 
 
 async def test_post_config_with_problems_is_400_and_keeps_the_old_config(

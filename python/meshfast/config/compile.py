@@ -17,6 +17,9 @@ a VirtualService without hosts produces no routes of its own.
 
 DestinationRule traffic policies (which ``loadBalancer`` applies to which cluster, consistent
 hashing, locality weights) are resolved by :mod:`meshfast.config.policy`.
+
+``HttpFilter`` resources become ``FilterRef`` entries on routes
+(:mod:`meshfast.config.http_filter`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from meshfast.config import delegate as delegate_mod
-from meshfast.config import hosts, ir, policy
+from meshfast.config import hosts, http_filter, ir, policy
 from meshfast.config import http_route as hr
 from meshfast.config import listeners as listeners_mod
 from meshfast.config import resources as r
@@ -453,4 +456,5 @@ def _host_of(address: str) -> str:
 
 def compile_config(config: Config, options: CompileOptions) -> ir.Snapshot:
     """The IR snapshot for ``config`` as seen by a sidecar with ``options``."""
-    return _Compiler(config, options).snapshot()
+    compiler = _Compiler(config, options)
+    return http_filter.attach(compiler.snapshot(), config.resources, compiler.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshfast.config.resources import Resource
 
@@ -40,7 +41,11 @@ class Config:
     ``sources`` names the file each resource was read from, by ``(kind, namespace, name)``
     (``<body>``-style names for texts that were not files); relative paths in a resource (a
     Gateway's certificates) are relative to that file's folder.
+
+    ``filters`` holds the ``meshfast.filters.HttpFilter`` instances ``load_config`` built for
+    the HttpFilter resources, by ``(namespace, name)``.
     """
 
     resources: list[Resource] = field(default_factory=list)
     sources: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    filters: dict[tuple[str, str], Any] = field(default_factory=dict)

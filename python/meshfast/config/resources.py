@@ -43,6 +43,7 @@ OutboundMode = Literal["REGISTRY_ONLY", "ALLOW_ANY"]
 NETWORKING_VERSIONS = frozenset(
     {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"}
 )
+MESHFAST_VERSIONS = frozenset({"meshfast.io/v1alpha1"})
 
 
 class ObjectMeta(K8sStruct, frozen=True):
@@ -352,6 +353,34 @@ class Gateway(IstioStruct, frozen=True):
     status: Any = None
 
 
+# --- meshfast's own resources ------------------------------------------------------------
+
+
+class HttpFilterSpec(IstioStruct, frozen=True):
+    """A Python ``HttpFilter`` (:mod:`meshfast.filters`) and the routes it runs on.
+
+    ``python`` is ``module:Class`` (imported from PYTHONPATH or the folder of the config file
+    that names it); ``config`` is given to the class (validated against its ``Config`` Struct
+    when it has one).  ``hosts`` (expanded like VirtualService hosts; none or ``*``: every
+    host) and ``route`` (a route name) limit where it runs.  ``failureStatus`` answers a request
+    whose filter raised.
+    """
+
+    python: str
+    config: dict[str, Any] | None = None
+    hosts: tuple[str, ...] = ()
+    route: str | None = None
+    failure_status: Annotated[int, msgspec.Meta(ge=400, le=599)] = 500
+
+
+class HttpFilter(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: HttpFilterSpec
+    status: Any = None
+
+
 # --- Kubernetes ---------------------------------------------------------------------------
 
 
@@ -413,6 +442,7 @@ Resource = (
     | WorkloadEntry
     | Sidecar
     | Gateway
+    | HttpFilter
     | Service
     | EndpointSlice
 )
@@ -425,6 +455,7 @@ KINDS: dict[str, tuple[type[Any], frozenset[str]]] = {
     "WorkloadEntry": (WorkloadEntry, NETWORKING_VERSIONS),
     "Sidecar": (Sidecar, NETWORKING_VERSIONS),
     "Gateway": (Gateway, NETWORKING_VERSIONS),
+    "HttpFilter": (HttpFilter, MESHFAST_VERSIONS),
     "Service": (Service, frozenset({"v1"})),
     "EndpointSlice": (EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
 }

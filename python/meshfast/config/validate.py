@@ -328,6 +328,43 @@ def _endpoint_slice(sl: r.EndpointSlice) -> Iterator[Issue]:
         yield "$.metadata.labels", 'missing label "kubernetes.io/service-name"'
 
 
+def _http_filter(f: r.HttpFilter) -> Iterator[Issue]:
+    from meshfast.filters.registry import parse_target
+
+    if parse_target(f.spec.python) is None:
+        yield "$.spec.python", f'"{f.spec.python}" must be "module:Class"'
+    for i, h in enumerate(f.spec.hosts):
+        if not h.strip():
+            yield f"$.spec.hosts[{i}]", "host must not be empty"
+    if f.spec.route is not None and not f.spec.route:
+        yield "$.spec.route", "route must not be empty"
+
+
+def _load_filters(
+    origins: dict[tuple[str, str, str], tuple[Document, r.Resource]], problems: list[Problem]
+) -> dict[tuple[str, str], Any]:
+    """Imports and constructs every HttpFilter's class (:mod:`meshfast.filters.registry`)."""
+    from meshfast.filters import registry as filters
+
+    loaded: dict[tuple[str, str], Any] = {}
+    for doc, res in origins.values():
+        if not isinstance(res, r.HttpFilter):
+            continue
+        ns, name = res.metadata.namespace, res.metadata.name
+        instance, issues = filters.load(
+            res.spec.python,
+            res.spec.config,
+            folder=filters.folder_of(doc.file),
+            name=f"{ns}/{name}",
+        )
+        problems.extend(
+            Problem(doc.file, doc.line_of(p), "HttpFilter", name, p, m) for p, m in issues
+        )
+        if instance is not None:
+            loaded[(ns, name)] = instance
+    return loaded
+
+
 _SEMANTIC: dict[type[Any], Any] = {
     r.VirtualService: _virtual_service,
     r.DestinationRule: _destination_rule,
@@ -337,6 +374,7 @@ _SEMANTIC: dict[type[Any], Any] = {
     r.Service: _service,
     r.EndpointSlice: _endpoint_slice,
     r.Gateway: vg.gateway,
+    r.HttpFilter: _http_filter,
 }
 
 
@@ -459,12 +497,17 @@ def _validate(
     problems.extend(
         vg.port_conflicts((doc, res) for doc, res in origins.values() if isinstance(res, r.Gateway))
     )
+    filters = _load_filters(origins, problems)
 
     if problems:
         order = {f: i for i, f in enumerate(dict.fromkeys([*files, *(p.file for p in problems)]))}
         problems.sort(key=lambda p: (order[p.file], p.line))
         raise ConfigError(problems)
-    return Config(resources=resources, sources={key: doc.file for key, (doc, _) in origins.items()})
+    return Config(
+        resources=resources,
+        sources={key: doc.file for key, (doc, _) in origins.items()},
+        filters=filters,
+    )
 
 
 def load_config(paths: Sequence[str | Path], *, namespace: str = "default") -> Config:

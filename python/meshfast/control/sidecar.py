@@ -18,6 +18,12 @@ apply, before each ``POST /config`` is applied (new names only), and every
 ``settings.dns_refresh`` seconds; a refresh that changes an address set re-applies the same
 config with the version + 1.  Applies are serialized by one lock, so a refresh never races a
 ``POST /config``: it substitutes into whatever config is current when it applies.
+
+Python filters (``HttpFilter`` resources): each config's filters become one
+:class:`~meshfast.filters.dispatch.Dispatcher`, given to the core with
+``set_filter_dispatcher`` right before the snapshot whose filter ids it matches (None for a
+config without filters); if the core rejects the snapshot, the previous dispatcher is put
+back.  A DNS re-apply keeps the current dispatcher.
 """
 
 from __future__ import annotations
@@ -36,11 +42,22 @@ from meshfast.control.http import HttpServer, Limits, format_address, open_liste
 from meshfast.control.resolver import ResolveFn, Resolver
 from meshfast.control.settings import SidecarSettings as SidecarSettings
 from meshfast.control.settings import options_for
+from meshfast.filters.dispatch import apply_with_filters as apply_with_filters
+from meshfast.filters.dispatch import build_dispatcher
 
 if TYPE_CHECKING:
+    from meshfast._core import FilterDispatcher
     from meshfast.config import CompileOptions
 
-__all__ = ["CoreLike", "Ready", "Sidecar", "SidecarSettings", "State"]
+__all__ = [
+    "KEEP",
+    "CoreLike",
+    "Ready",
+    "Sidecar",
+    "SidecarSettings",
+    "State",
+    "apply_with_filters",
+]
 
 State = Literal["starting", "ready", "draining", "stopped"]
 
@@ -53,6 +70,7 @@ class CoreLike(Protocol):
     def stats_json(self) -> str: ...
     def stats_prometheus(self) -> str: ...
     def clusters_json(self) -> str: ...
+    def set_filter_dispatcher(self, dispatcher: FilterDispatcher | None, /) -> None: ...
     def shutdown(self, drain_timeout: float = ..., /) -> None: ...
 
 
@@ -71,6 +89,13 @@ class Ready:
             f"meshfast ready admin={self.admin} outbound={self.outbound} "
             f"listeners={len(self.listeners)} version={self.version}"
         )
+
+
+class _Keep:
+    """The type of :data:`KEEP`: apply a snapshot without changing the filter dispatcher."""
+
+
+KEEP = _Keep()
 
 
 class Sidecar:
@@ -96,9 +121,11 @@ class Sidecar:
         dns_plan: dns.DnsPlan | None = None,
         resolve: ResolveFn | None = None,
         applied: bool = False,
+        filters: FilterDispatcher | None = None,
     ) -> None:
         """``applied``: the caller already gave ``snapshot`` to the core (a config without
-        DNS names can start serving before Trio is even imported)."""
+        DNS names can start serving before Trio is even imported), and ``filters``, the
+        dispatcher of its config (:func:`~meshfast.filters.dispatch.build_dispatcher`), too."""
         from meshfast.control.admin import AdminApi
 
         if core_errors is None:
@@ -118,6 +145,7 @@ class Sidecar:
         self._served = False
         self._core_stopped = False
         self._applied = applied
+        self._filters = filters
         self._quit = trio.Event()
         self._apply_lock = trio.Lock()
         self._http = HttpServer(AdminApi(self), limits)
@@ -142,6 +170,11 @@ class Sidecar:
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def filters(self) -> FilterDispatcher | None:
+        """The filter dispatcher of the current config (None: it has no HttpFilters)."""
+        return self._filters
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -176,30 +209,47 @@ class Sidecar:
         async with self._apply_lock:
             options = self.compile_options(self._version + 1)
 
-            def build() -> tuple[ir.Snapshot, dict[str, dns.Mode]]:
+            def build() -> tuple[ir.Snapshot, dict[str, dns.Mode], FilterDispatcher | None]:
                 config = load_config_text(text, source=source, namespace=self.settings.namespace)
-                return compile_config(config, options), dns.plan(config)
+                snapshot = compile_config(config, options)
+                return snapshot, dns.plan(config), build_dispatcher(config)
 
-            snapshot, plan = await trio.to_thread.run_sync(build)
+            snapshot, plan, filters = await trio.to_thread.run_sync(build)
             await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
-            return await self._apply_locked(snapshot, (source,), plan)
+            return await self._apply_locked(snapshot, (source,), plan, filters=filters)
 
     async def apply(
-        self, snapshot: ir.Snapshot, sources: Sequence[str], plan: dns.DnsPlan | None = None
+        self,
+        snapshot: ir.Snapshot,
+        sources: Sequence[str],
+        plan: dns.DnsPlan | None = None,
+        *,
+        filters: FilterDispatcher | _Keep | None = KEEP,
     ) -> int:
         """Applies an already compiled snapshot (DNS names resolved as known so far, with
         ``plan``: the DNS services of its config, default the current ones); returns its
-        version."""
+        version.  ``filters``: the dispatcher of its config (default: keep the current one)."""
         async with self._apply_lock:
-            return await self._apply_locked(snapshot, tuple(sources), plan)
+            return await self._apply_locked(snapshot, tuple(sources), plan, filters=filters)
 
     async def _apply_locked(
-        self, base: ir.Snapshot, sources: tuple[str, ...], plan: dns.DnsPlan | None = None
+        self,
+        base: ir.Snapshot,
+        sources: tuple[str, ...],
+        plan: dns.DnsPlan | None = None,
+        *,
+        filters: FilterDispatcher | _Keep | None = KEEP,
     ) -> int:
         plan = self._dns if plan is None else plan
         snapshot = dns.substitute(base, plan, self.resolver.addresses)
         encoded = ir.encode(snapshot)
-        version = await trio.to_thread.run_sync(self.core.apply_snapshot, encoded)
+        if isinstance(filters, _Keep):
+            version = await trio.to_thread.run_sync(self.core.apply_snapshot, encoded)
+        else:
+            version = await trio.to_thread.run_sync(
+                apply_with_filters, self.core, encoded, filters, self._filters
+            )
+            self._filters = filters
         self._snapshot, self._sources, self._version = snapshot, sources, version
         self._base, self._dns = base, plan
         return version
@@ -290,7 +340,7 @@ class Sidecar:
             version = self._version
         else:
             await self.resolver.refresh(self._dns_names())
-            version = await self.apply(self._base, self._sources)
+            version = await self.apply(self._base, self._sources, filters=self._filters)
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
         if self.settings.gateway:
             # A gateway has no outbound listener: report its first one (or "-").

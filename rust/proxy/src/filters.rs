@@ -55,5 +55,3 @@ pub trait FilterHook: Send + Sync {
         state: FilterState,
     ) -> Result<(), FilterError>;
 }
-
-pub type SharedHook = arc_swap::ArcSwapOption<Box<dyn FilterHook>>;

@@ -5,12 +5,13 @@
 use crate::actions::{self, Abort, Outcome};
 use crate::body::{Direction, LoadGuard, Metered, ProxyBody, Recording, RequestBody};
 use crate::cluster::{ClusterRt, EndpointRt, Health};
-use crate::filters::{FilterAction, FilterHook, FilterState, RequestInfo, SharedHook};
+use crate::filters::{FilterAction, FilterHook, FilterState, RequestInfo};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
 use crate::mirror;
 use crate::pool::{self, Failed, UpstreamBody};
 use crate::respond::{add_flag, local_reply, reply};
+use crate::runtime::Hook;
 use crate::runtime::{Destination, ListenerKind, LocalAction, RouteRt, Runtime};
 use crate::stats::{ActiveGuard, Counters};
 use arc_swap::ArcSwap;
@@ -30,8 +31,6 @@ use std::sync::Arc;
 pub struct ConnCtx {
     pub store: Arc<ArcSwap<Runtime>>,
     pub listener_id: usize,
-    /// The Python filter dispatcher, if the control layer set one.
-    pub filters: Arc<SharedHook>,
 }
 
 impl std::fmt::Debug for ConnCtx {
@@ -269,7 +268,7 @@ async fn proxy(
     // Python filters (only routes that have some ever get here).
     let mut filtered = None;
     if !route.filters.is_empty() {
-        if let Some(hook) = ctx.filters.load_full() {
+        if let Some(Hook(hook)) = snap.filters.clone() {
             let info = RequestInfo {
                 method: req.method().as_str().to_owned(),
                 path: req.uri().path().to_owned(),

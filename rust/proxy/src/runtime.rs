@@ -44,6 +44,20 @@ pub struct Runtime {
     /// Indexed by the listener id the [`crate::Proxy`] assigned.
     pub listeners: Vec<Option<ListenerRt>>,
     pub clusters: Vec<Arc<ClusterRt>>,
+    /// The Python filter dispatcher that goes with this snapshot's filter ids:
+    /// installed together, so a request never mixes one snapshot's ids with
+    /// another's filters.
+    pub filters: Option<Hook>,
+}
+
+/// A filter hook shared by the snapshots that use it.
+#[derive(Clone)]
+pub struct Hook(pub Arc<Box<dyn crate::filters::FilterHook>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 #[derive(Debug)]
@@ -227,6 +241,7 @@ impl Runtime {
     /// An empty runtime: every request gets a 404 NR until config arrives.
     pub fn empty() -> Self {
         Self {
+            filters: None,
             needs_original_dst: false,
             version: 0,
             listeners: Vec::new(),
@@ -317,6 +332,7 @@ impl Runtime {
             });
         }
         Ok(Self {
+            filters: None,
             needs_original_dst: clusters.iter().any(|c| c.original_dst),
             version: snap.version,
             listeners,

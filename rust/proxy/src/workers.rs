@@ -5,10 +5,10 @@
 //! every worker as its own `SO_REUSEPORT` socket.
 
 use crate::cluster::EndpointStates;
-use crate::filters::{FilterHook, SharedHook};
+use crate::filters::FilterHook;
 use crate::http_proxy::{self, ConnCtx};
 use crate::listener;
-use crate::runtime::{ListenerKind, Runtime};
+use crate::runtime::{Hook, ListenerKind, Runtime};
 use crate::stats::{ActiveGuard, Registry};
 use crate::tcp_proxy;
 use arc_swap::ArcSwap;
@@ -86,7 +86,8 @@ struct State {
 /// The data plane. Dropping it does not stop the workers; call [`Proxy::shutdown`].
 pub struct Proxy {
     store: Arc<ArcSwap<Runtime>>,
-    filters: Arc<SharedHook>,
+    /// The filter hook the next applied snapshot is installed with.
+    filters: Mutex<Option<Hook>>,
     workers: Vec<mpsc::Sender<Command>>,
     state: Mutex<State>,
     stats: Arc<Registry>,
@@ -111,21 +112,19 @@ impl Proxy {
             workers
         };
         let store = Arc::new(ArcSwap::from_pointee(Runtime::empty()));
-        let filters: Arc<SharedHook> = Arc::default();
         let mut senders = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let store = store.clone();
-            let filters = filters.clone();
             std::thread::Builder::new()
                 .name(format!("meshfast-worker-{index}"))
-                .spawn(move || worker_main(rx, store, filters))
+                .spawn(move || worker_main(rx, store))
                 .map_err(ProxyError::Spawn)?;
             senders.push(tx);
         }
         Ok(Self {
             store,
-            filters,
+            filters: Mutex::new(None),
             workers: senders,
             state: Mutex::new(State::default()),
             stats: Arc::new(Registry::default()),
@@ -133,9 +132,10 @@ impl Proxy {
         })
     }
 
-    /// Sets (or clears) the hook that runs Python filters.
+    /// Sets (or clears) the hook that runs Python filters. It takes effect with
+    /// the next [`Proxy::apply`], together with that snapshot's filter ids.
     pub fn set_filter_hook(&self, hook: Option<Box<dyn FilterHook>>) {
-        self.filters.store(hook.map(Arc::new));
+        *self.filters.lock() = hook.map(|h| Hook(Arc::new(h)));
     }
 
     pub fn workers(&self) -> usize {
@@ -195,7 +195,8 @@ impl Proxy {
                 }
             }
         }
-        let runtime = Runtime::build(&snap, &ids, &self.stats, &self.loads)?;
+        let mut runtime = Runtime::build(&snap, &ids, &self.stats, &self.loads)?;
+        runtime.filters = self.filters.lock().clone();
         let version = runtime.version;
         self.store.store(Arc::new(runtime));
         state.next_id = next_id;
@@ -276,11 +277,7 @@ impl Proxy {
     }
 }
 
-fn worker_main(
-    rx: mpsc::Receiver<Command>,
-    store: Arc<ArcSwap<Runtime>>,
-    filters: Arc<SharedHook>,
-) {
+fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -291,7 +288,7 @@ fn worker_main(
             return;
         }
     };
-    rt.block_on(worker(rx, store, filters));
+    rt.block_on(worker(rx, store));
 }
 
 /// Connections of one worker, for draining.
@@ -301,11 +298,7 @@ struct Drain {
     open: Arc<AtomicUsize>,
 }
 
-async fn worker(
-    mut rx: mpsc::Receiver<Command>,
-    store: Arc<ArcSwap<Runtime>>,
-    filters: Arc<SharedHook>,
-) {
+async fn worker(mut rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
     let (drain_tx, drain_rx) = watch::channel(false);
     let drain = Drain {
         signal: drain_rx,
@@ -326,7 +319,6 @@ async fn worker(
                 let (stop_tx, stop_rx) = watch::channel(false);
                 accepting.insert(id, stop_tx);
                 let ctx = Arc::new(ConnCtx {
-                    filters: filters.clone(),
                     store: store.clone(),
                     listener_id: id,
                 });

@@ -1,0 +1,76 @@
+"""``HttpFilter`` resources → ``ir.FilterRef`` on the routes they apply to.
+
+Ids are stable for a given config: the filters sorted by (namespace, name), numbered from 0
+(:func:`numbered`; the control layer's dispatcher uses the same numbering).  A route gets the
+filters, in id order, whose ``hosts`` match its virtual host (expanded like VirtualService
+hosts; none or ``*``: every virtual host, including inbound ones) and whose ``route``, when
+given, is the route's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from meshfast.config import ir
+from meshfast.config import resources as r
+from meshfast.config.registry import RegistryService, by_kind, resolve, wildcard_match
+
+
+def numbered(resources: Iterable[r.Resource]) -> list[tuple[int, r.HttpFilter]]:
+    """Every HttpFilter with its id."""
+    return list(enumerate(by_kind(resources, r.HttpFilter)))
+
+
+def ref_name(f: r.HttpFilter) -> str:
+    """``namespace/name``: how stats, errors and logs name a filter."""
+    return f"{f.metadata.namespace}/{f.metadata.name}"
+
+
+def _vhost_host(vh: ir.VirtualHost) -> str | None:
+    """The host of a ``host:port`` virtual host (None for inbound ones)."""
+    host, sep, port = vh.name.rpartition(":")
+    return host if sep and port.isdigit() else None
+
+
+def _host_matches(patterns: tuple[str, ...], host: str | None) -> bool:
+    if not patterns or "*" in patterns:
+        return True
+    if host is None:
+        return False
+    return any(p == host or wildcard_match(p, host) for p in patterns)
+
+
+def attach(
+    snapshot: ir.Snapshot,
+    resources: Iterable[r.Resource],
+    registry: dict[str, RegistryService],
+) -> ir.Snapshot:
+    """``snapshot`` with the filters of ``resources`` attached to its routes."""
+    filters = [
+        (
+            ir.FilterRef(id=i, name=ref_name(f), failure_status=f.spec.failure_status),
+            tuple(resolve(h, f.metadata.namespace, registry) for h in f.spec.hosts),
+            f.spec.route,
+        )
+        for i, f in numbered(resources)
+    ]
+    if not filters:
+        return snapshot
+    tables = []
+    for table in snapshot.route_tables:
+        vhosts = []
+        for vh in table.virtual_hosts:
+            host = _vhost_host(vh)
+            here = [(ref, route) for ref, pats, route in filters if _host_matches(pats, host)]
+            routes = []
+            for rt in vh.routes:
+                refs = tuple(ref for ref, name in here if name is None or name == rt.name)
+                if refs:
+                    action = msgspec.structs.replace(rt.action, filters=rt.action.filters + refs)
+                    rt = msgspec.structs.replace(rt, action=action)
+                routes.append(rt)
+            vhosts.append(msgspec.structs.replace(vh, routes=tuple(routes)))
+        tables.append(msgspec.structs.replace(table, virtual_hosts=tuple(vhosts)))
+    return msgspec.structs.replace(snapshot, route_tables=tuple(tables))

@@ -1,0 +1,143 @@
+"""Loading filters: ``module:Class`` → an instance configured from ``spec.config``.
+
+Modules are imported from ``sys.path`` (PYTHONPATH) and from the folder of the config file
+that names them (appended to ``sys.path``).  A module this registry imported is imported
+again (``importlib.reload``) when its file changed since, so a config reload picks up edited
+filter code; modules it depends on are not reloaded.
+
+Problems are returned as ``(JSON path, message)`` pairs (``$.spec.python``,
+``$.spec.config.rate``...) for the config validator to place at their file and line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from meshfast.filters.api import HttpFilter
+
+__all__ = ["Issue", "folder_of", "load", "parse_target"]
+
+Issue = tuple[str, str]
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_TARGET = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
+_AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
+
+_lock = threading.Lock()
+_stamps: dict[str, tuple[int, int]] = {}  # module -> (mtime_ns, size) of its file when imported
+
+
+def parse_target(text: str) -> tuple[str, str] | None:
+    """``"pkg.module:Class"`` → ``("pkg.module", "Class")``; None when malformed."""
+    m = _TARGET.match(text.strip())
+    return (m.group(1), m.group(2)) if m else None
+
+
+def folder_of(source: str) -> str | None:
+    """The folder modules named by ``source`` (a config file or folder) are imported from;
+    None for texts that were not read from files (``<POST /config>``)."""
+    if not source or source.startswith("<"):
+        return None
+    path = os.path.abspath(source)
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def _stamp(module: ModuleType) -> tuple[int, int] | None:
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _import(name: str, folder: str | None) -> ModuleType:
+    with _lock:
+        if folder is not None and folder not in sys.path:
+            sys.path.append(folder)
+        importlib.invalidate_caches()
+        module = sys.modules.get(name)
+        if module is None:
+            module = importlib.import_module(name)
+            stamp = _stamp(module)
+            if stamp is not None:
+                _stamps[name] = stamp
+        elif name in _stamps:
+            stamp = _stamp(module)
+            if stamp is not None and stamp != _stamps[name]:
+                module = importlib.reload(module)
+                _stamps[name] = stamp
+        return module
+
+
+def _config_issue(exc: msgspec.ValidationError) -> Issue:
+    text = str(exc)
+    path = ""
+    m = _AT.match(text)
+    if m:
+        text, path = m.group("msg"), m.group("path")
+    m = _UNKNOWN.match(text)
+    if m:
+        path = f"{path}.{m.group('field')}"
+    return f"$.spec.config{path}", text
+
+
+def load(
+    target: str, config: Mapping[str, Any] | None, *, folder: str | None, name: str
+) -> tuple[HttpFilter | None, list[Issue]]:
+    """Imports ``target`` (``module:Class``), validates ``config`` against the class's
+    ``Config`` Struct (if it has one) and constructs the filter as ``Class(config)``.
+
+    Returns the filter (its ``name`` set to ``name``), or None and the problems.
+    """
+    parsed = parse_target(target)
+    if parsed is None:
+        return None, [("$.spec.python", f'"{target}" must be "module:Class"')]
+    module_name, attr = parsed
+    try:
+        module = _import(module_name, folder)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if module_name == missing or module_name.startswith(missing + "."):
+            where = "PYTHONPATH" + (f" or {folder}" if folder else "")
+            return None, [("$.spec.python", f'cannot import module "{module_name}" from {where}')]
+        return None, [("$.spec.python", f'importing "{module_name}" failed: {exc}')]
+    except Exception as exc:
+        return None, [
+            ("$.spec.python", f'importing "{module_name}" failed: {type(exc).__name__}: {exc}')
+        ]
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None, [("$.spec.python", f'module "{module_name}" has no class "{attr}"')]
+    if not isinstance(obj, type) or not issubclass(obj, HttpFilter):
+        return None, [
+            ("$.spec.python", f'"{target}" is not a subclass of meshfast.filters.HttpFilter')
+        ]
+    raw = dict(config or {})
+    value: Any = raw
+    config_type = getattr(obj, "Config", None)
+    if isinstance(config_type, type) and issubclass(config_type, msgspec.Struct):
+        try:
+            value = msgspec.convert(raw, config_type)
+        except msgspec.ValidationError as exc:
+            return None, [_config_issue(exc)]
+    try:
+        instance = obj(value)
+    except Exception as exc:
+        return None, [("$.spec.python", f"{attr}(config) raised {type(exc).__name__}: {exc}")]
+    instance.name = name
+    return instance, []
