@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from meshfast.bench import procs, report
+from meshfast.bench import peers, procs, report
 from meshfast.bench.haproxy_export import Unsupported, haproxy_config
+from meshfast.bench.harness import entries
 from meshfast.bench.load import parse_h2load, parse_wrk, percentile, wrk_script
 from meshfast.bench.peers import compile_snapshot
-from meshfast.bench.scenarios import SCENARIOS, config_yaml, route_paths
-from meshfast.config import ir
+from meshfast.bench.scenarios import (
+    FILTER_MODULE,
+    FILTER_MODULE_NAME,
+    SCENARIOS,
+    config_yaml,
+    route_paths,
+)
+from meshfast.config import CompileOptions, compile_config, ir, load_config
+from meshfast.filters import HttpFilter
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:18080/
@@ -88,6 +97,7 @@ def test_scenarios_compile_for_every_proxy() -> None:
         "large-body",
         "route-table-1000",
         "same-core-latency",
+        "python-filter",
     ]
     for scenario in SCENARIOS.values():
         snapshot = compile_snapshot(config_yaml(scenario, "127.0.0.1:9"), "127.0.0.1:1", "x")
@@ -103,6 +113,82 @@ def test_scenarios_compile_for_every_proxy() -> None:
             assert "req.hdr(host) -i upstream.local:80 upstream.local" in text
             assert "server s0 127.0.0.1:9 weight 1" in text
             assert "nbthread 1" in text
+
+
+def test_python_filter_scenario(tmp_path: Path) -> None:
+    """h1-keepalive's load; meshfast three ways (no filter, a no-op, a header filter), each
+    config compiling with its filter imported from the config's folder; Envoy and HAProxy
+    skipped with the reason; direct kept."""
+    scenario = SCENARIOS["python-filter"]
+    base = SCENARIOS["h1-keepalive"]
+    assert (scenario.tool, scenario.connections, scenario.path) == ("wrk", 50, "/")
+    assert scenario.request_headers == base.request_headers
+    assert [v.name for v in scenario.variants] == [
+        "meshfast",
+        "meshfast+noop-filter",
+        "meshfast+header-filter",
+    ]
+    assert set(scenario.skip) == {"envoy", "haproxy"}
+    assert all("Python filters" in reason for reason in scenario.skip.values())
+    todo = entries(scenario, peers.PROXIES, "127.0.0.1:9")
+    assert [(e.name, e.kind) for e in todo] == [
+        ("meshfast", "meshfast"),
+        ("meshfast+noop-filter", "meshfast"),
+        ("meshfast+header-filter", "meshfast"),
+        ("direct", "direct"),
+    ]
+    assert [e.name for e in entries(base, peers.PROXIES, "127.0.0.1:9")] == list(peers.PROXIES)
+    assert all(e.name in peers.RECORD_PROXIES for e in todo)
+
+    (tmp_path / f"{FILTER_MODULE_NAME}.py").write_text(FILTER_MODULE)
+    filters: dict[str, list[HttpFilter]] = {}
+    for entry in todo[:3]:
+        path = tmp_path / f"{entry.name}.yaml"
+        path.write_text(entry.yaml_text)
+        config = load_config([path])
+        snapshot = compile_config(config, CompileOptions(outbound="127.0.0.1:1", version=1))
+        (route,) = snapshot.route_tables[0].virtual_hosts[0].routes
+        assert len(route.action.filters) == (0 if entry.name == "meshfast" else 1), entry.name
+        filters[entry.name] = list(config.filters.values())
+    assert filters["meshfast"] == []
+    (noop,) = filters["meshfast+noop-filter"]
+    (header,) = filters["meshfast+header-filter"]
+    assert type(noop).__name__ == "Noop"
+    assert "on_request" in vars(type(noop))
+    assert "on_response" not in vars(type(noop))
+    assert "on_log" not in vars(type(noop))
+    assert {"on_request", "on_response"} <= set(vars(type(header)))
+
+
+def test_filter_overheads_in_the_report() -> None:
+    plain = report.aggregate("python-filter", "meshfast", 1, [_sample(cpu_us_per_req=10.0)])
+    noop = report.aggregate(
+        "python-filter", "meshfast+noop-filter", 1, [_sample(cpu_us_per_req=12.5)]
+    )
+    header = report.aggregate(
+        "python-filter", "meshfast+header-filter", 1, [_sample(cpu_us_per_req=14.0, rps=800.0)]
+    )
+    direct = report.aggregate("python-filter", "direct", 1, [_sample(cpu_us_per_req=None)])
+    records = sorted([direct, header, noop, plain], key=lambda r: peers.record_rank(r.proxy))
+    assert [r.proxy for r in records] == [
+        "meshfast",
+        "meshfast+noop-filter",
+        "meshfast+header-filter",
+        "direct",
+    ]
+    rows = report.filter_overheads(records)
+    assert [(r["proxy"], r["cpu_us_per_req"]) for r in rows] == [
+        ("meshfast+noop-filter", 2.5),
+        ("meshfast+header-filter", 4.0),
+    ]
+    assert rows[1]["rps_ratio"] == 0.8
+    assert report.ratios(records) == []  # no Envoy or HAProxy in this scenario
+    line = "python-filter: no-op filter: +2.5 µs/req; header filter: +4.0 µs/req"
+    assert report.overhead_summary(rows) == [line]
+    assert line in report.render_table(records, [])
+    markdown = report.render_markdown({"filter_overhead": rows}, records, "plot.png")
+    assert f"- **{line}**" in markdown
+    assert "| python-filter | meshfast+header-filter - meshfast | +4.0 |" in markdown
 
 
 def _sample(**overrides: Any) -> report.RunSample:

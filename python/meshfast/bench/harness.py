@@ -29,7 +29,14 @@ from meshfast.bench import peers, procs, report, tools
 from meshfast.bench.envoy_export import ExportError
 from meshfast.bench.haproxy_export import Unsupported
 from meshfast.bench.load import H2Load, LoadError, LoadResult, Wrk
-from meshfast.bench.scenarios import SCENARIOS, Scenario, config_yaml, route_paths
+from meshfast.bench.scenarios import (
+    FILTER_MODULE,
+    FILTER_MODULE_NAME,
+    SCENARIOS,
+    Scenario,
+    config_yaml,
+    route_paths,
+)
 from meshfast.config import ConfigError
 
 __all__ = ["BenchOptions", "BenchOutcome", "Progress", "run_bench"]
@@ -234,18 +241,54 @@ def _load_for(scenario: Scenario, binaries: dict[str, str]) -> Wrk | H2Load:
     )
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What is measured in a scenario: ``kind`` (a proxy) serving ``yaml_text``, recorded as
+    ``name`` (``kind`` itself, or a meshfast variant such as ``meshfast+noop-filter``)."""
+
+    name: str
+    kind: peers.ProxyName
+    yaml_text: str
+
+
+def entries(scenario: Scenario, proxies: Sequence[peers.ProxyName], upstream: str) -> list[Entry]:
+    """The scenario's measurements, in ``proxies`` order: those it skips left out, meshfast
+    expanded into the scenario's variants (each with its own config)."""
+    out: list[Entry] = []
+    for proxy in proxies:
+        if proxy in scenario.skip:
+            continue
+        if proxy == "meshfast" and scenario.variants:
+            out += [
+                Entry(v.name, "meshfast", config_yaml(scenario, upstream, v.filter))
+                for v in scenario.variants
+            ]
+        else:
+            out.append(Entry(proxy, proxy, config_yaml(scenario, upstream)))
+    return out
+
+
+def _count(scenario: Scenario, proxies: Sequence[peers.ProxyName]) -> int:
+    return len(entries(scenario, proxies, "127.0.0.1:0"))
+
+
 def _start_proxy(
     ctx: Context,
-    proxy: peers.ProxyName,
-    yaml_text: str,
+    entry: Entry,
     cpus: list[int],
     workdir: Path,
     probe_path: str,
 ) -> peers.Peer:
     workers = ctx.options.workers
+    proxy, yaml_text = entry.kind, entry.yaml_text
     if proxy == "meshfast":
         return peers.start_meshfast(
-            yaml_text, workers=workers, cpus=cpus, workdir=workdir, probe_path=probe_path
+            yaml_text,
+            workers=workers,
+            cpus=cpus,
+            workdir=workdir,
+            probe_path=probe_path,
+            name=entry.name,
         )
     if proxy in ("envoy", "haproxy"):
         start = peers.start_envoy if proxy == "envoy" else peers.start_haproxy
@@ -263,9 +306,8 @@ def _start_proxy(
 def measure(
     ctx: Context,
     scenario: Scenario,
-    proxy: peers.ProxyName,
+    entry: Entry,
     upstream: peers.Peer,
-    yaml_text: str,
     workdir: Path,
 ) -> report.RunSample:
     """One run of one proxy: start, ready, idle RSS, warm-up, quiet check, load, stop."""
@@ -275,10 +317,10 @@ def measure(
     load = _load_for(scenario, ctx.binaries)
     peer: peers.Peer | None = None
     try:
-        if proxy == "direct":
+        if entry.kind == "direct":
             target = upstream
         else:
-            peer = _start_proxy(ctx, proxy, yaml_text, proxy_cpus, workdir, scenario.probe_path)
+            peer = _start_proxy(ctx, entry, proxy_cpus, workdir, scenario.probe_path)
             target = peer
             time.sleep(0.2)  # let start-up work settle before reading idle RSS
         pid = peer.child.pid if peer is not None and peer.child is not None else None
@@ -301,7 +343,7 @@ def measure(
         up_after = procs.cpu_times(up_pid) if up_pid is not None else None
         peak = procs.memory(pid).hwm_mib if pid is not None else None
         if pid is not None and (peer is None or peer.child is None or not peer.child.alive()):
-            raise procs.StartError(f"{proxy} exited during the run")
+            raise procs.StartError(f"{entry.name} exited during the run")
     finally:
         if peer is not None:
             peer.stop()
@@ -351,9 +393,10 @@ def _tools(options: BenchOptions, progress: Progress) -> tuple[dict[str, str], l
         binaries["nginx"] = tools.ensure_command(
             "nginx", install=options.install, log=progress.note
         )
-    if "envoy" in options.proxies:
+    wanted = {p for p in options.proxies if any(p not in s.skip for s in scenarios)}
+    if "envoy" in wanted:
         binaries["envoy"] = str(tools.envoy_binary(install=options.install, log=progress.note))
-    if "haproxy" in options.proxies:
+    if "haproxy" in wanted:
         try:
             binaries["haproxy"] = tools.ensure_command(
                 "haproxy", install=options.install, log=progress.note
@@ -378,15 +421,26 @@ def run_bench(options: BenchOptions, stream: TextIO | None = None) -> BenchOutco
     logs.mkdir(exist_ok=True)
     proxy_cpus, load_cpus = placement(options.workers)
 
-    total = len(options.scenarios) * options.runs * len(options.proxies)
-    progress = Progress(total, stream)
+    progress = Progress(0, stream)
     binaries, notes = _tools(options, progress)
-    proxies = [p for p in options.proxies if p != "haproxy" or "haproxy" in binaries]
     skipped: list[dict[str, str]] = []
     failures: list[str] = []
     for note in notes:
         progress.note(note)
-        skipped += [{"scenario": s, "proxy": "haproxy", "reason": note} for s in options.scenarios]
+        skipped += [
+            {"scenario": s, "proxy": "haproxy", "reason": note}
+            for s in options.scenarios
+            if "haproxy" not in SCENARIOS[s].skip
+        ]
+    proxies = [p for p in options.proxies if p != "haproxy" or "haproxy" in binaries]
+    for name in options.scenarios:
+        scenario = SCENARIOS[name]
+        progress.total += options.runs * _count(scenario, proxies)
+        for proxy in options.proxies:
+            if proxy in scenario.skip:
+                reason = scenario.skip[proxy]
+                skipped.append({"scenario": name, "proxy": proxy, "reason": reason})
+                progress.note(f"{name}: {proxy} skipped ({reason})")
     if proxy_cpus == load_cpus:
         progress.note("only one CPU: the proxy shares it with the load (figures are not fair)")
     elif len(proxy_cpus) < options.workers:
@@ -411,9 +465,10 @@ def run_bench(options: BenchOptions, stream: TextIO | None = None) -> BenchOutco
         for (scenario, proxy), runs in samples.items()
     ]
     order = {name: i for i, name in enumerate(options.scenarios)}
-    records.sort(key=lambda r: (order[r.scenario], peers.PROXIES.index(r.proxy)))
+    records.sort(key=lambda r: (order[r.scenario], peers.record_rank(r.proxy)))
     report.fill_added_latency(records)
     ratio_rows = report.ratios(records)
+    overhead_rows = report.filter_overheads(records)
     versions = {"meshfast": __version__}
     versions.update(tools.tool_versions(binaries))
     results: dict[str, Any] = {
@@ -437,6 +492,7 @@ def run_bench(options: BenchOptions, stream: TextIO | None = None) -> BenchOutco
         "scenarios": {name: SCENARIOS[name].summary for name in options.scenarios},
         "records": [asdict(r) for r in records],
         "ratios": ratio_rows,
+        "filter_overhead": overhead_rows,
         "skipped": skipped,
         "failures": failures,
     }
@@ -489,21 +545,24 @@ def _run_scenario(
     except procs.StartError as exc:
         failures.append(f"{scenario.name}: upstream: {exc}")
         progress.note(f"{scenario.name}: the upstream did not start: {exc}")
-        progress.done += opts.runs * len(proxies)
+        progress.done += opts.runs * _count(scenario, proxies)
         return
     try:
-        yaml_text = config_yaml(scenario, upstream.address)
+        todo = entries(scenario, proxies, upstream.address)
+        if scenario.variants:  # the filters' module, imported from the config file's folder
+            (workdir / f"{FILTER_MODULE_NAME}.py").write_text(FILTER_MODULE)
         unsupported: set[str] = set()
         for run in range(opts.runs):
-            order = list(proxies[run % len(proxies) :]) + list(proxies[: run % len(proxies)])
-            for proxy in order:
+            shift = run % len(todo) if todo else 0
+            for entry in todo[shift:] + todo[:shift]:
+                proxy = entry.name
                 label = f"{scenario.name} · {proxy} · run {run + 1}/{opts.runs}"
                 if proxy in unsupported:
                     progress.step(f"{label}: skipped")
                     continue
                 progress.update(f"{label}: running ({opts.duration_s:g} s)")
                 try:
-                    sample = measure(ctx, scenario, proxy, upstream, yaml_text, workdir)
+                    sample = measure(ctx, scenario, entry, upstream, workdir)
                 except Unsupported as exc:
                     unsupported.add(proxy)
                     reason = f"not expressible in the generated config: {exc}"

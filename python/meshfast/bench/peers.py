@@ -19,16 +19,18 @@ from typing import Literal
 
 from meshfast.bench import envoy_export, haproxy_export
 from meshfast.bench.procs import Child, StartError, wait_http_ok
-from meshfast.bench.scenarios import HOST, LARGE_BODY_BYTES
+from meshfast.bench.scenarios import HOST, LARGE_BODY_BYTES, SCENARIOS
 from meshfast.config import CompileOptions, compile_config, ir, load_config_text
 
 __all__ = [
     "PROXIES",
+    "RECORD_PROXIES",
     "Peer",
     "ProxyName",
     "child_env",
     "compile_snapshot",
     "free_port",
+    "record_rank",
     "start_envoy",
     "start_haproxy",
     "start_meshfast",
@@ -37,6 +39,22 @@ __all__ = [
 
 ProxyName = Literal["meshfast", "envoy", "haproxy", "direct"]
 PROXIES: tuple[ProxyName, ...] = ("meshfast", "envoy", "haproxy", "direct")
+# The ``proxy`` of a record: one of PROXIES or a meshfast variant of a scenario
+# (``python-filter``: ``meshfast+noop-filter``, ``meshfast+header-filter``), in report order.
+RECORD_PROXIES: tuple[str, ...] = (
+    "meshfast",
+    *dict.fromkeys(v.name for s in SCENARIOS.values() for v in s.variants if v.name not in PROXIES),
+    "envoy",
+    "haproxy",
+    "direct",
+)
+
+
+def record_rank(proxy: str) -> int:
+    """Where a record's ``proxy`` sorts in reports (unknown names last)."""
+    return RECORD_PROXIES.index(proxy) if proxy in RECORD_PROXIES else len(RECORD_PROXIES)
+
+
 READY_TIMEOUT_S = 60.0
 
 
@@ -158,8 +176,11 @@ def start_meshfast(
     cpus: Sequence[int],
     workdir: Path,
     probe_path: str = "/",
+    name: str = "meshfast",
 ) -> Peer:
-    config = workdir / "meshfast.yaml"
+    """meshfast on ``workdir/NAME.yaml`` (filter modules it names are imported from
+    ``workdir``), logging to ``workdir/NAME.log``."""
+    config = workdir / f"{name}.yaml"
     config.write_text(config_yaml)
     outbound = f"127.0.0.1:{free_port()}"
     cmd = [
@@ -178,8 +199,8 @@ def start_meshfast(
         "--drain-timeout",
         "1",
     ]
-    child = Child("meshfast", cmd, cpus, workdir / "meshfast.log", child_env())
-    return _ready(Peer("meshfast", outbound, outbound, child.start()), probe_path)
+    child = Child(name, cmd, cpus, workdir / f"{name}.log", child_env())
+    return _ready(Peer(name, outbound, outbound, child.start()), probe_path)
 
 
 def start_envoy(

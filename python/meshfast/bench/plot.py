@@ -15,8 +15,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ORDER = ("meshfast", "envoy", "haproxy", "direct")
-COLORS = {"meshfast": "#e8590c", "envoy": "#7048e8", "haproxy": "#1c7ed6", "direct": "#868e96"}
+ORDER = (
+    "meshfast",
+    "meshfast+noop-filter",
+    "meshfast+header-filter",
+    "envoy",
+    "haproxy",
+    "direct",
+)
+COLORS = {
+    "meshfast": "#e8590c",
+    "meshfast+noop-filter": "#f59f00",
+    "meshfast+header-filter": "#fab005",
+    "envoy": "#7048e8",
+    "haproxy": "#1c7ed6",
+    "direct": "#868e96",
+}
 
 
 def _bars(ax: Any, rows: list[dict[str, Any]], field: str, unit: str) -> None:
@@ -44,6 +58,8 @@ def _bars(ax: Any, rows: list[dict[str, Any]], field: str, unit: str) -> None:
     ax.set_ylim(0, top * 1.25)
     ax.set_ylabel(unit, fontsize=8)
     ax.tick_params(labelsize=8)
+    if any(len(n) > 10 for n in names):  # meshfast+noop-filter, ...: keep labels apart
+        ax.tick_params(axis="x", labelsize=7, labelrotation=12)
     ax.spines[["top", "right"]].set_visible(False)
 
 

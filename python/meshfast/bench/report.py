@@ -22,6 +22,8 @@ __all__ = [
     "RunSample",
     "aggregate",
     "fill_added_latency",
+    "filter_overheads",
+    "overhead_summary",
     "ratios",
     "render_markdown",
     "render_table",
@@ -167,6 +169,36 @@ def ratios(records: Sequence[Record]) -> list[dict[str, Any]]:
     return out
 
 
+def _delta(record: Record, base: Record, name: str, digits: int) -> float | None:
+    mine, theirs = getattr(record, name), getattr(base, name)
+    return None if mine is None or theirs is None else round(mine - theirs, digits)
+
+
+def filter_overheads(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """What each meshfast variant (``meshfast+noop-filter``, ...) costs over plain meshfast in
+    the same scenario: CPU-µs/req (total and user) and p50/p99 differences, req/s ratio."""
+    base = {r.scenario: r for r in records if r.proxy == "meshfast"}
+    out: list[dict[str, Any]] = []
+    for r in records:
+        plain = base.get(r.scenario)
+        if plain is None or not r.proxy.startswith("meshfast+"):
+            continue
+
+        out.append(
+            {
+                "scenario": r.scenario,
+                "proxy": r.proxy,
+                "over": "meshfast",
+                "cpu_us_per_req": _delta(r, plain, "cpu_us_per_req", 2),
+                "cpu_user_us_per_req": _delta(r, plain, "cpu_user_us_per_req", 2),
+                "p50_ms": _delta(r, plain, "p50_ms", 3),
+                "p99_ms": _delta(r, plain, "p99_ms", 3),
+                "rps_ratio": round(r.rps / plain.rps, 3) if plain.rps > 0 else None,
+            }
+        )
+    return out
+
+
 def write_results(path: Path, results: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
 
@@ -259,6 +291,49 @@ def _ratio_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
 
 RATIO_HEADER = ("scenario", "ratio", "CPU-µs/req", "p99", "req/s", "RSS peak", "ready")
 
+OVERHEAD_HEADER = (
+    "scenario",
+    "variant",
+    "+CPU-µs/req",
+    "+user µs/req",
+    "+p50 ms",
+    "+p99 ms",
+    "req/s",
+)
+
+
+def _signed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:+,.{digits}f}"
+
+
+def _overhead_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            row["scenario"],
+            f"{row['proxy']} - {row['over']}",
+            _signed(row.get("cpu_us_per_req"), 1),
+            _signed(row.get("cpu_user_us_per_req"), 1),
+            _signed(row.get("p50_ms"), 3),
+            _signed(row.get("p99_ms"), 3),
+            _ratio_text(row.get("rps_ratio")),
+        ]
+        for row in rows
+    ]
+
+
+VARIANT_LABELS = {"meshfast+noop-filter": "no-op filter", "meshfast+header-filter": "header filter"}
+
+
+def overhead_summary(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per scenario: ``python-filter: no-op filter: +X µs/req; header filter: ...``."""
+    by_scenario: dict[str, list[str]] = {}
+    for row in rows:
+        what = VARIANT_LABELS.get(row["proxy"], row["proxy"].removeprefix("meshfast+"))
+        by_scenario.setdefault(row["scenario"], []).append(
+            f"{what}: {_signed(row.get('cpu_us_per_req'), 1)} µs/req"
+        )
+    return [f"{scenario}: {'; '.join(parts)}" for scenario, parts in by_scenario.items()]
+
 
 def _plain(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [
@@ -281,6 +356,11 @@ def render_table(records: Sequence[Record], ratio_rows: Sequence[Mapping[str, An
     text = _plain(TABLE_HEADER, _rows(records, spreads=True))
     if ratio_rows:
         text += "\n\n" + _plain(RATIO_HEADER, _ratio_rows(ratio_rows))
+    overhead = filter_overheads(records)
+    if overhead:
+        text += "\n\n" + _plain(OVERHEAD_HEADER, _overhead_rows(overhead))
+        summary = overhead_summary(overhead)
+        text += "\n" + "\n".join(f"CPU over plain meshfast, {line}" for line in summary)
     return text
 
 
@@ -340,6 +420,16 @@ def render_markdown(results: Mapping[str, Any], records: Sequence[Record], plot:
             "## Ratios (below 1 is better for meshfast, except req/s)",
             "",
             _markdown_table(RATIO_HEADER, _ratio_rows(ratio_rows)),
+        ]
+    overhead = results.get("filter_overhead") or filter_overheads(records)
+    if overhead:
+        lines += [
+            "",
+            "## Python filters: cost over plain meshfast (same scenario, medians)",
+            "",
+            *(f"- **{line}**" for line in overhead_summary(overhead)),
+            "",
+            _markdown_table(OVERHEAD_HEADER, _overhead_rows(overhead)),
         ]
     if skipped:
         lines += ["", "## Not measured", ""]

@@ -16,6 +16,10 @@ it can be said, to HAProxy) from the same IR. The upstream service is ``upstream
 - ``same-core-latency``: wrk, 1 connection, back to back, with proxy, upstream and load
   generator all on ONE core: the added p50/p99 over direct is the proxy's own cost, without
   cross-core wake-ups.
+- ``python-filter``: the ``h1-keepalive`` load through meshfast three ways, without a filter,
+  with a no-op Python ``HttpFilter`` and with one setting a request and a response header
+  (:data:`FILTER_MODULE`, written next to the config): the cost of calling into Python.
+  Envoy and HAProxy are skipped (they cannot run meshfast's Python filters).
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "FILTER_MODULE",
+    "FILTER_MODULE_NAME",
     "HOST",
     "LARGE_BODY_BYTES",
     "ROUTE_COUNT",
     "SCENARIOS",
+    "MeshfastVariant",
     "Scenario",
     "config_yaml",
     "route_paths",
@@ -38,6 +45,42 @@ HOST = "upstream.local"
 PORT = 80
 LARGE_BODY_BYTES = 1 << 20
 ROUTE_COUNT = 1000
+
+FILTER_MODULE_NAME = "benchfilters"
+FILTER_MODULE = '''"""Written by meshfast bench (python-filter) beside the config naming it."""
+
+from meshfast.filters import HttpFilter, Request, Response
+
+
+class Noop(HttpFilter):
+    """Synchronous on_request only, returns None: the bare cost of a call into Python."""
+
+    def on_request(self, request: Request) -> Response | None:
+        return None
+
+
+class SetHeaders(HttpFilter):
+    """Sets one request header and one response header."""
+
+    def on_request(self, request: Request) -> Response | None:
+        request.headers["x-bench-filter"] = "1"
+        return None
+
+    def on_response(self, request: Request, response: Response) -> None:
+        response.headers["x-bench-filtered"] = "1"
+'''
+"""The filter module of ``python-filter`` (``FILTER_MODULE_NAME``.py beside the YAML)."""
+
+PYTHON_ONLY = "cannot run meshfast's Python filters; the scenario compares meshfast with itself"
+
+
+@dataclass(frozen=True)
+class MeshfastVariant:
+    """meshfast run under the record name ``name``, with ``filter`` (a class of
+    :data:`FILTER_MODULE`) as an ``HttpFilter`` on every route, or no filter."""
+
+    name: str
+    filter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +94,9 @@ class Scenario:
     headers: Mapping[str, str] = field(default_factory=dict)
     routes: int = 0  # > 0: a VirtualService with this many prefix routes, requests spread
     same_core: bool = False  # proxy, upstream and load generator all on the proxy's core
+    # meshfast is measured once per variant (records named after them) instead of once
+    variants: tuple[MeshfastVariant, ...] = ()
+    skip: Mapping[str, str] = field(default_factory=dict)  # peer -> why it is not measured
 
     @property
     def request_headers(self) -> dict[str, str]:
@@ -107,6 +153,19 @@ SCENARIOS: dict[str, Scenario] = {
             connections=1,
             same_core=True,
         ),
+        Scenario(
+            "python-filter",
+            "h1-keepalive load through meshfast without, with a no-op and with a header-setting"
+            " Python filter",
+            tool="wrk",
+            connections=50,
+            variants=(
+                MeshfastVariant("meshfast"),
+                MeshfastVariant("meshfast+noop-filter", "Noop"),
+                MeshfastVariant("meshfast+header-filter", "SetHeaders"),
+            ),
+            skip={"envoy": PYTHON_ONLY, "haproxy": PYTHON_ONLY},
+        ),
     )
 }
 
@@ -116,8 +175,10 @@ def route_paths(count: int) -> list[str]:
     return [f"/r/{i}/item" for i in range(count)]
 
 
-def config_yaml(scenario: Scenario, upstream: str) -> str:
-    """The Istio YAML every proxy serves in ``scenario``, with ``upstream`` as the endpoint."""
+def config_yaml(scenario: Scenario, upstream: str, python_filter: str | None = None) -> str:
+    """The Istio YAML every proxy serves in ``scenario``, with ``upstream`` as the endpoint;
+    ``python_filter`` (a class of :data:`FILTER_MODULE`) adds an ``HttpFilter`` on every route
+    (meshfast only; the module must be written beside the YAML)."""
     ip, _, port = upstream.rpartition(":")
     docs = [
         f"""apiVersion: networking.istio.io/v1
@@ -149,4 +210,13 @@ spec:
                 f"    route: [{{destination: {{host: {HOST}}}}}]",
             ]
         docs.append("\n".join(lines) + "\n")
+    if python_filter is not None:
+        docs.append(
+            f"""apiVersion: meshfast.io/v1alpha1
+kind: HttpFilter
+metadata: {{name: bench-filter}}
+spec:
+  python: "{FILTER_MODULE_NAME}:{python_filter}"
+"""
+        )
     return "---\n".join(docs)
