@@ -28,4 +28,4 @@ mod workers;
 
 pub use flags::ResponseFlag;
 pub use meshfast_ir as ir;
-pub use workers::{Proxy, ProxyError};
+pub use workers::{Proxy, ProxyError, ThreadWrap};

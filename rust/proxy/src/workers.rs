@@ -83,6 +83,9 @@ struct State {
     shut_down: bool,
 }
 
+/// Runs a worker thread's body (see [`Proxy::start_with`]).
+pub type ThreadWrap = Arc<dyn Fn(Box<dyn FnOnce() + Send>) + Send + Sync>;
+
 /// The data plane. Dropping it does not stop the workers; call [`Proxy::shutdown`].
 pub struct Proxy {
     store: Arc<ArcSwap<Runtime>>,
@@ -106,6 +109,14 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     pub fn start(workers: usize) -> Result<Self, ProxyError> {
+        Self::start_with(workers, None)
+    }
+
+    /// Like [`Proxy::start`], with `wrap` running each worker thread's whole
+    /// life (the PyO3 crate uses it to give workers one Python thread state
+    /// for their lifetime, so a filter call only takes the GIL instead of
+    /// creating and destroying a thread state every time).
+    pub fn start_with(workers: usize, wrap: Option<ThreadWrap>) -> Result<Self, ProxyError> {
         let workers = if workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -116,9 +127,13 @@ impl Proxy {
         for index in 0..workers {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let store = store.clone();
+            let wrap = wrap.clone();
             std::thread::Builder::new()
                 .name(format!("meshfast-worker-{index}"))
-                .spawn(move || worker_main(rx, store))
+                .spawn(move || match wrap {
+                    Some(wrap) => wrap(Box::new(move || worker_main(rx, store))),
+                    None => worker_main(rx, store),
+                })
                 .map_err(ProxyError::Spawn)?;
             senders.push(tx);
         }

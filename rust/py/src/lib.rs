@@ -24,7 +24,12 @@ impl Core {
     #[new]
     #[pyo3(signature = (*, workers = 0))]
     fn py_new(workers: usize) -> PyResult<Self> {
-        let proxy = Proxy::start(workers).map_err(errors::from_proxy)?;
+        // Each worker attaches to Python once and detaches for its whole life:
+        // its thread state then exists already when a filter needs the GIL.
+        let wrap: meshfast_proxy::ThreadWrap = std::sync::Arc::new(|body| {
+            Python::attach(|py| py.detach(body));
+        });
+        let proxy = Proxy::start_with(workers, Some(wrap)).map_err(errors::from_proxy)?;
         Ok(Self { proxy })
     }
 
