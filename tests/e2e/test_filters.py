@@ -97,8 +97,12 @@ def test_a_raising_filter_is_contained(echo, sidecar, module: Path) -> None:  # 
         assert (r.status_code, r.headers["x-meshfast-flags"]) == (503, "FF")
     # Routes without the filter, and the worker threads, are unaffected.
     assert all(get(car, "b.example.com").status_code == 200 for _ in range(20))
-    flags = car.stats()["listeners"]["outbound"]["response_flags"]
-    assert flags["FF"] == 20
+    stats = car.stats()
+    assert stats["listeners"]["outbound"]["response_flags"]["FF"] == 20
+    # A counter per filter, in /stats and /stats/prometheus.
+    assert stats["filters"] == {"default/boom": {"errors": 20}}
+    prom = httpx.get(f"{car.admin}/stats/prometheus").text
+    assert 'meshfast_filter_errors_total{filter="default/boom"} 20' in prom
 
 
 def test_filters_reload_with_config(echo, sidecar, module: Path) -> None:  # type: ignore[no-untyped-def]

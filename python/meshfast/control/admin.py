@@ -19,6 +19,7 @@ worker thread (``trio.to_thread``), so a slow stats dump never stalls the admin 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -82,12 +83,33 @@ class AdminApi:
         state = self.sidecar.state
         return Response.text(200 if state == "ready" else 503, state)
 
+    def _filter_errors(self) -> dict[str, int]:
+        """Exceptions per Python filter, counted by the current dispatcher (since the
+        config that installed it)."""
+        errors = getattr(self.sidecar.filters, "errors", None)
+        return dict(errors) if isinstance(errors, dict) else {}
+
     async def stats(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_json)
+        errors = self._filter_errors()
+        if errors:
+            stats = json.loads(body)
+            stats["filters"] = {name: {"errors": n} for name, n in sorted(errors.items())}
+            body = json.dumps(stats)
         return Response(200, body.encode(), content_type="application/json")
 
     async def stats_prometheus(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_prometheus)
+        errors = self._filter_errors()
+        if errors:
+            lines = [
+                "# HELP meshfast_filter_errors_total exceptions raised by a Python filter",
+                "# TYPE meshfast_filter_errors_total counter",
+            ]
+            for name, n in sorted(errors.items()):
+                escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'meshfast_filter_errors_total{{filter="{escaped}"}} {n}')
+            body += "\n".join(lines) + "\n"
         return Response(200, body.encode(), content_type=PROMETHEUS)
 
     async def clusters(self, request: Request) -> Response:
