@@ -83,6 +83,7 @@ route_action = st.builds(
         retriable_status_codes=st.lists(st.integers(100, 599), max_size=3).map(tuple),
         backoff_base_ms=st.integers(0, 1000),
         previous_hosts=st.booleans(),
+        remote_localities=st.booleans(),
     ),
     fault=st.none()
     | st.builds(
@@ -116,6 +117,7 @@ route_action = st.builds(
 )
 route = st.builds(
     ir.Route,
+    stat_prefix=st.none() | names,
     name=names,
     match_=route_match,
     action=route_action,

@@ -767,3 +767,33 @@ def test_snapshot_with_every_action_round_trips() -> None:
     )
     snap = compile_config(config, CompileOptions())
     assert msgspec.msgpack.decode(ir.encode(snap), type=ir.Snapshot) == snap
+
+
+def test_stat_prefix_and_retry_remote_localities() -> None:
+    from meshfast.config import CompileOptions, compile_config, load_config_text
+
+    text = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: s}
+spec:
+  hosts: [s.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: s}
+spec:
+  hosts: [s.example.com]
+  http:
+  - match: [{uri: {prefix: /a}, statPrefix: api}]
+    retries: {attempts: 2, retryRemoteLocalities: true}
+    route: [{destination: {host: s.example.com}}]
+"""
+    snap = compile_config(load_config_text(text), CompileOptions())
+    (table,) = [t for t in snap.route_tables if t.name == "outbound"]
+    route = table.virtual_hosts[0].routes[0]
+    assert route.stat_prefix == "api"
+    assert route.action.retry is not None
+    assert route.action.retry.remote_localities

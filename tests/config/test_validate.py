@@ -210,18 +210,12 @@ def test_valid_documents_decode_to_structs() -> None:
             [
                 ("$.spec.http[0].fault.delay.exponentialDelay", "not implemented yet"),
                 ("$.spec.http[0].fault.abort.http2Error", "not implemented yet"),
-                ("$.spec.http[0].retries.retryRemoteLocalities", "not implemented yet"),
             ],
         ),
         (
             "hosts: [r]\ntls:\n- match: [{sniHosts: [r], destinationSubnets: [10.0.0.0/8]}]\n"
             "  route: [{destination: {host: r}}]\n",
             [("$.spec.tls[0].match[0].destinationSubnets", "not implemented yet")],
-        ),
-        (
-            "hosts: [r]\nhttp:\n- match: [{statPrefix: s}]\n"
-            "  route: [{destination: {host: r}, headers: {}}]\n",
-            [("$.spec.http[0].match[0].statPrefix", "not implemented yet")],
         ),
         (
             "hosts: [r]\ntcp:\n- match: [{sourceSubnet: 10.0.0.0/8, sourceLabels: {a: b}}]\n"

@@ -232,3 +232,12 @@ def test_cors_preflight_and_actual(web) -> None:  # type: ignore[no-untyped-def]
     assert actual.headers["access-control-expose-headers"] == "x-exposed"
     other = get(car, origin="https://evil.example")
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_stat_prefix_names_the_route_counters(web) -> None:  # type: ignore[no-untyped-def]
+    car = web("""  - match: [{uri: {prefix: /api}, statPrefix: api}]
+    route: [{destination: {host: web.example.com}}]
+""")
+    for _ in range(3):
+        assert get(car, "/api/x").status_code == 200
+    assert car.stats()["routes"]["api"]["rq_2xx"] == 3

@@ -57,9 +57,8 @@ class HTTPRouteDestination(IstioStruct, frozen=True):
 
 
 class HTTPMatchRequest(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"statPrefix"})
-
     name: str | None = None
+    stat_prefix: str | None = None  # the name this match's route counters go under
     uri: StringMatch | None = None
     scheme: StringMatch | None = None
     method: StringMatch | None = None
@@ -107,10 +106,8 @@ class HTTPRewrite(IstioStruct, frozen=True):
 
 
 class HTTPRetry(IstioStruct, frozen=True):
-    # Meaningful only with locality-aware load balancing, which meshfast does not do.
-    NOT_IMPLEMENTED = frozenset({"retryRemoteLocalities"})
-
     attempts: Int32 = 0
+    retry_remote_localities: bool | None = None  # retries may go to the next locality priority
     per_try_timeout: str | None = None
     retry_on: str | None = None
     retry_ignore_previous_hosts: bool | None = None

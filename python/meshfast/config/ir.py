@@ -99,6 +99,7 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     retriable_status_codes: tuple[int, ...] = ()
     backoff_base_ms: int = 25
     previous_hosts: bool = True
+    remote_localities: bool = False  # retry into the next locality priority
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -153,6 +154,7 @@ class Route(msgspec.Struct, frozen=True, rename={"match_": "match"}):
     name: str
     match_: RouteMatch
     action: RouteAction
+    stat_prefix: str | None = None  # Istio statPrefix: the name of this route's counters
 
 
 class VirtualHost(msgspec.Struct, frozen=True):

@@ -246,6 +246,7 @@ def retry_policy(retries: h.HTTPRetry | None) -> ir.RetryPolicy | None:
         retriable_status_codes=codes,
         backoff_base_ms=_ms(retries.backoff, DEFAULT_RETRY.backoff_base_ms),
         previous_hosts=True if previous is None else previous,
+        remote_localities=bool(retries.retry_remote_localities),
     )
 
 
@@ -416,7 +417,8 @@ def http_routes(vs: r.VirtualService, port: int, dest: DestFn, proxy: Proxy) -> 
             if m is not None and not applies(m, ns, proxy):
                 continue
             rm = route_match(m)
-            routes.append(ir.Route(name=name, match_=rm, action=action))
+            prefix = m.stat_prefix if m is not None else None
+            routes.append(ir.Route(name=name, match_=rm, action=action, stat_prefix=prefix))
             if catch_all(rm):
                 return routes
     return routes

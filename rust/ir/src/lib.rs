@@ -95,6 +95,8 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    /// Istio's `statPrefix`: the name this route's counters go under.
+    pub stat_prefix: Option<String>,
 }
 
 /// All present conditions must hold (AND). An empty match matches everything.
@@ -257,6 +259,8 @@ pub struct RetryPolicy {
     pub backoff_base_ms: u64,
     /// Prefer another endpoint for each retry (Envoy's `previous_hosts`).
     pub previous_hosts: bool,
+    /// Retry into the next locality priority (Envoy's `previous_priorities`).
+    pub remote_localities: bool,
 }
 
 /// Percentages are in millionths (Istio's 1e-4 % precision).

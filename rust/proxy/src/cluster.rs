@@ -230,16 +230,39 @@ impl ClusterRt {
     /// An endpoint by the balancer: from the lowest priority with a healthy
     /// endpoint, skipping ejected ones and (probabilistically) warming ones.
     pub fn pick_index(&self) -> Option<usize> {
+        self.pick_index_from(0)
+    }
+
+    /// Like [`ClusterRt::pick_index`], from priority `min` on: a retry with
+    /// `retryRemoteLocalities` moves past the priority that just failed.
+    /// With nothing from `min` on, the preferred priorities are used again.
+    pub fn pick_index_from(&self, min: u32) -> Option<usize> {
+        if min > 0 {
+            let first = self.levels.iter().position(|l| {
+                l.members
+                    .first()
+                    .is_some_and(|&i| self.endpoints[i].priority >= min)
+            });
+            if let Some(first) = first {
+                if let Some(i) = self.pick_in(&self.levels[first..]) {
+                    return Some(i);
+                }
+            }
+        }
+        self.pick_in(&self.levels)
+    }
+
+    fn pick_in(&self, levels: &[Level]) -> Option<usize> {
         // The common case: one level, no health or warmup to consider.
-        if self.levels.len() == 1 && self.outlier.is_none() && self.warmup.is_none() {
-            let level = &self.levels[0];
+        if levels.len() == 1 && self.outlier.is_none() && self.warmup.is_none() {
+            let level = &levels[0];
             let j = level
                 .selector
                 .pick(|j| self.endpoints[level.members[j]].load.get())?;
             return level.members.get(j).copied();
         }
         let now = now_ms();
-        for level in &self.levels {
+        for level in levels {
             let healthy = level
                 .members
                 .iter()

@@ -567,7 +567,15 @@ impl Forward<'_> {
                 // Not an endpoint of the cluster: nothing to balance or eject.
                 Some(address) => (usize::MAX, address.as_str(), None),
                 None => {
-                    let Some(index) = pick_endpoint(cluster, self.hash, previous, avoid_previous)
+                    // retryRemoteLocalities: a retry moves on to the next priority.
+                    let min_priority = match (previous, retry) {
+                        (Some(p), Some(r)) if r.remote_localities => {
+                            cluster.endpoints.get(p).map_or(0, |e| e.priority + 1)
+                        }
+                        _ => 0,
+                    };
+                    let Some(index) =
+                        pick_endpoint(cluster, self.hash, previous, avoid_previous, min_priority)
                     else {
                         return Err(ResponseFlag::NoHealthyUpstream);
                     };
@@ -671,17 +679,18 @@ fn pick_endpoint(
     hash: Option<u64>,
     previous: Option<usize>,
     avoid_previous: bool,
+    min_priority: u32,
 ) -> Option<usize> {
     if let Some(h) = hash.filter(|_| cluster.hash.is_some()) {
         return cluster.pick_hashed(h);
     }
-    let mut index = cluster.pick_index()?;
+    let mut index = cluster.pick_index_from(min_priority)?;
     if avoid_previous && cluster.endpoints.len() > 1 {
         for _ in 0..HOST_SELECTION_ATTEMPTS {
             if Some(index) != previous {
                 break;
             }
-            index = cluster.pick_index()?;
+            index = cluster.pick_index_from(min_priority)?;
         }
     }
     Some(index)

@@ -141,7 +141,13 @@ impl RouteRt {
             (None, None) => None,
         };
         Ok(Self {
-            stats: registry.get(Scope::Route, &format!("{}/{}", vh.name, route.name)),
+            stats: registry.get(
+                Scope::Route,
+                &route
+                    .stat_prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/{}", vh.name, route.name)),
+            ),
             destinations: Destinations::build(&a.clusters, by_name)?,
             timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
             local,

@@ -14,6 +14,7 @@ fn route(name: &str, matcher: ir::RouteMatch) -> ir::Route {
         name: name.into(),
         matcher,
         action: ir::RouteAction::default(),
+        stat_prefix: None,
     }
 }
 

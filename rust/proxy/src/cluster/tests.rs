@@ -131,3 +131,16 @@ fn warmup_factor_grows_from_min_percent_to_full() {
     };
     assert!(warm_factor(250, &fast) > warm_factor(250, &w));
 }
+
+#[test]
+fn picks_from_a_minimum_priority_for_remote_locality_retries() {
+    let c = cluster(
+        &[("10.0.0.1:80", 0), ("10.0.0.2:80", 1)],
+        None,
+        ir::LbPolicy::RoundRobin,
+    );
+    assert!((0..20).all(|_| c.pick_index_from(0) == Some(0)));
+    assert!((0..20).all(|_| c.pick_index_from(1) == Some(1)));
+    // Past the last priority: back to the preferred one.
+    assert!((0..20).all(|_| c.pick_index_from(5) == Some(0)));
+}
