@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -85,3 +87,37 @@ def test_sigterm_lets_in_flight_requests_finish(echo, sidecar) -> None:  # type:
     assert car.stop() == 0
     t.join()
     assert outcome == [200]
+
+
+EXIT_SCRIPT = """
+import socket, sys
+from meshfast import _core
+from meshfast.config import ir
+echo = _core.EchoServer("127.0.0.1:0", name="e")
+core = _core.Core(workers=2)
+route = ir.Route(name="r", match_=ir.RouteMatch(), action=ir.RouteAction(
+    clusters=(ir.WeightedCluster(cluster="c", weight=1),)))
+core.apply_snapshot(ir.encode(ir.Snapshot(
+    version=1,
+    listeners=(ir.Listener(name="l", address="127.0.0.1:0", route_table="t"),),
+    route_tables=(ir.RouteTable(name="t", virtual_hosts=(
+        ir.VirtualHost(name="v", domains=("*",), routes=(route,)),)),),
+    clusters=(ir.Cluster(name="c", endpoints=(ir.Endpoint(address=echo.address),)),),
+)))
+host, port = core.listeners()[0][1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n")
+assert s.recv(12) == b"HTTP/1.1 200"
+s.close()
+core.shutdown(1.0)
+"""
+
+
+def test_the_interpreter_exits_cleanly_right_after_shutdown() -> None:
+    """Workers hold a Python thread state for life; shutdown joins them, so none is
+    left needing the GIL while the interpreter finalises (that used to abort)."""
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr

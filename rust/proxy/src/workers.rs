@@ -88,6 +88,9 @@ pub type ThreadWrap = Arc<dyn Fn(Box<dyn FnOnce() + Send>) + Send + Sync>;
 
 /// The data plane. Dropping it does not stop the workers; call [`Proxy::shutdown`].
 pub struct Proxy {
+    /// Joined by `shutdown`, so no worker outlives it (a wrapped worker may
+    /// still need the GIL on its way out, which must not meet interpreter exit).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     store: Arc<ArcSwap<Runtime>>,
     /// The filter hook the next applied snapshot is installed with.
     filters: Mutex<Option<Hook>>,
@@ -124,20 +127,23 @@ impl Proxy {
         };
         let store = Arc::new(ArcSwap::from_pointee(Runtime::empty()));
         let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let store = store.clone();
             let wrap = wrap.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("meshfast-worker-{index}"))
                 .spawn(move || match wrap {
                     Some(wrap) => wrap(Box::new(move || worker_main(rx, store))),
                     None => worker_main(rx, store),
                 })
                 .map_err(ProxyError::Spawn)?;
+            handles.push(handle);
             senders.push(tx);
         }
         Ok(Self {
+            threads: Mutex::new(handles),
             store,
             filters: Mutex::new(None),
             workers: senders,
@@ -278,8 +284,15 @@ impl Proxy {
                 waits.push(wait);
             }
         }
+        let mut all_done = true;
         for wait in waits {
-            let _ = wait.recv_timeout(deadline + Duration::from_secs(1));
+            all_done &= wait.recv_timeout(deadline + Duration::from_secs(1)).is_ok();
+        }
+        if all_done {
+            // Every worker has left its loop: its thread ends at once.
+            for handle in self.threads.lock().drain(..) {
+                let _ = handle.join();
+            }
         }
     }
 
