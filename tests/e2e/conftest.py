@@ -34,6 +34,7 @@ class Sidecar:
 
     def __init__(self, config: Path, *extra: str, workers: int = 2) -> None:
         # stderr goes to a file: a pipe nobody reads could fill and stall the sidecar.
+        self.config_path = config
         self.log_path = config.with_suffix(".log")
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(

@@ -215,7 +215,13 @@ def apply_with_filters(
 ) -> int:
     """``core.set_filter_dispatcher(filters)``, then ``core.apply_snapshot(snapshot)`` (the
     snapshot whose filter ids ``filters`` matches); if the core rejects the snapshot,
-    ``previous`` is set back and the error propagates."""
+    ``previous`` is set back and the error propagates.
+
+    Error counts carry over from ``previous`` (by filter name), so ``/stats`` counters
+    only grow across reloads."""
+    if isinstance(filters, Dispatcher) and isinstance(previous, Dispatcher):
+        for name, count in previous.errors.items():
+            filters.errors[name] = filters.errors.get(name, 0) + count
     core.set_filter_dispatcher(filters)
     try:
         return core.apply_snapshot(snapshot)
