@@ -24,8 +24,6 @@ BOOKINFO = SAMPLES / "samples" / "bookinfo"
 TCP_ECHO = SAMPLES / "samples" / "tcp-echo"
 GATEWAY = CompileOptions(gateway=True, gateway_bind="127.0.0.1")
 
-pytestmark = pytest.mark.skipif(not BOOKINFO.is_dir(), reason="istio samples not present")
-
 
 def wc(cluster: str, weight: int = 100) -> ir.WeightedCluster:
     return ir.WeightedCluster(cluster, weight)

@@ -11,10 +11,9 @@ import pytest
 from meshfast.config import CompileOptions, ConfigError, compile_config, ir, load_config_text
 from meshfast.config.routes import DEFAULT_RETRY, GRPC_STATUS, parse_retry_on
 
-from ..samples import SAMPLES as SHARED_SAMPLES
+from ..samples import SAMPLES
 
 FQDN = "reviews.default.svc.cluster.local"
-SAMPLES = SHARED_SAMPLES
 
 SERVICES = """\
 apiVersion: v1
@@ -336,8 +335,6 @@ def test_mirror_problems() -> None:
 
 def test_traffic_mirroring_template_sample() -> None:
     path = SAMPLES / "tests/integration/pilot/testdata/traffic-mirroring-template.yaml"
-    if not path.exists():
-        pytest.skip("istio samples not present")
     template = path.read_text()
 
     def render(percent: float | None) -> tuple[ir.Mirror, ...]:
@@ -523,8 +520,6 @@ def test_redirect() -> None:
 
 def test_redirect_sample() -> None:
     path = SAMPLES / "tests/testdata/config/rule-redirect-injection.yaml"
-    if not path.exists():
-        pytest.skip("istio samples not present")
     config = load_config_text(path.read_text())
     snap = compile_config(config, CompileOptions(namespace="testns"))
     [table] = snap.route_tables
@@ -673,8 +668,6 @@ def test_cors_defaults_and_deprecated_allow_origin() -> None:
 
 def test_cors_sample() -> None:
     path = SAMPLES / "tests/testdata/config/rule-default-route-cors-policy.yaml"
-    if not path.exists():
-        pytest.skip("istio samples not present")
     snap = compile_config(load_config_text(path.read_text()), CompileOptions(namespace="testns"))
     [table] = snap.route_tables
     [vh] = table.virtual_hosts
