@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 _UNITS_MS = {
     "h": 3_600_000.0,
@@ -30,3 +31,17 @@ def parse_ms(text: str) -> float:
         total += float(m.group(1)) * _UNITS_MS[m.group(2)]
         pos = m.end()
     return total
+
+
+def problems(text: str, path: str, *, whole_ms: bool = False) -> Iterator[tuple[str, str]]:
+    """Validation problems of a duration field: unparsable, under 1ms, or (``whole_ms``,
+    istiod's ``ValidateDuration``) not a whole number of milliseconds."""
+    try:
+        ms = parse_ms(text)
+    except ValueError as e:
+        yield path, str(e)
+        return
+    if ms < 1:
+        yield path, f'duration "{text}" must be >= 1ms'
+    elif whole_ms and abs(ms - round(ms)) > 1e-6:
+        yield path, f'duration "{text}": only whole milliseconds are supported'

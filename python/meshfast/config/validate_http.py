@@ -15,6 +15,7 @@ from http import HTTPStatus
 from meshfast.config import http_route as h
 from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
+from meshfast.config.duration import problems as duration_problems
 from meshfast.config.load import child
 from meshfast.config.routes import AUTHORITY_HEADERS, GRPC_STATUS, RETRY_ON
 
@@ -50,13 +51,7 @@ def string_match(m: h.StringMatch, path: str, *, presence_ok: bool = False) -> I
 
 
 def duration(text: str, path: str) -> Iterator[Issue]:
-    try:
-        ms = parse_ms(text)
-    except ValueError as e:
-        yield path, str(e)
-        return
-    if ms < 1:
-        yield path, f'duration "{text}" must be >= 1ms'
+    yield from duration_problems(text, path)
 
 
 def destination(d: h.Destination, path: str) -> Iterator[Issue]:

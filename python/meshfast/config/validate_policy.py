@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from meshfast.config import policy
 from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
+from meshfast.config.duration import problems as duration_problems
 from meshfast.config.load import child
 
 Issue = tuple[str, str]  # (JSON path, message)
@@ -37,15 +38,7 @@ def is_prime(x: int) -> bool:
 
 def duration(text: str, path: str) -> Iterator[Issue]:
     """istiod's ``ValidateDuration``: at least 1ms, whole milliseconds."""
-    try:
-        ms = parse_ms(text)
-    except ValueError as e:
-        yield path, str(e)
-        return
-    if ms < 1:
-        yield path, f'duration "{text}" must be >= 1ms'
-    elif abs(ms - round(ms)) > 1e-6:
-        yield path, f'duration "{text}": only whole milliseconds are supported'
+    yield from duration_problems(text, path, whole_ms=True)
 
 
 def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:

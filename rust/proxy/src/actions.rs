@@ -68,12 +68,7 @@ impl MatchedPrefix {
 
 #[derive(Debug)]
 pub struct RedirectRt {
-    pub scheme: Option<String>,
-    pub authority: Option<String>,
-    pub port: Option<u32>,
-    pub derive_port: Option<String>,
-    pub path: Option<String>,
-    pub prefix_rewrite: Option<String>,
+    spec: ir::Redirect,
     pub code: StatusCode,
 }
 
@@ -81,12 +76,7 @@ impl RedirectRt {
     pub fn build(route: &str, r: &ir::Redirect) -> Result<Self, ActionError> {
         let code = if r.code == 0 { 301 } else { r.code };
         Ok(Self {
-            scheme: r.scheme.clone(),
-            authority: r.authority.clone(),
-            port: r.port,
-            derive_port: r.derive_port.clone(),
-            path: r.path.clone(),
-            prefix_rewrite: r.prefix_rewrite.clone(),
+            spec: r.clone(),
             code: StatusCode::from_u16(code).map_err(|_| ActionError::Status {
                 route: route.to_owned(),
                 status: code,
@@ -102,27 +92,25 @@ impl RedirectRt {
         path_and_query: &str,
         matched: &MatchedPrefix,
     ) -> String {
-        let scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let r = &self.spec;
+        let scheme = r.scheme.as_deref().unwrap_or(scheme);
         let (req_host, req_port) = split_port(authority);
-        let host = self
-            .authority
-            .as_deref()
-            .map_or(req_host, |a| split_port(a).0);
-        let port = match (self.port, self.derive_port.as_deref()) {
+        let host = r.authority.as_deref().map_or(req_host, |a| split_port(a).0);
+        let port = match (r.port, r.derive_port.as_deref()) {
             (Some(p), _) if p > 0 => Some(p.to_string()),
             (_, Some("FROM_REQUEST_PORT")) => req_port.map(str::to_owned),
             (_, Some("FROM_PROTOCOL_DEFAULT")) => None,
             // Changing the scheme drops the old scheme's port; otherwise keep it.
-            _ if self.scheme.is_some() || self.authority.is_some() => None,
+            _ if r.scheme.is_some() || r.authority.is_some() => None,
             _ => req_port.map(str::to_owned),
         };
-        let path = if let Some(p) = &self.path {
+        let path = if let Some(p) = &r.path {
             // `uri` replaces the whole path; the query string stays.
             match path_and_query.split_once('?') {
                 Some((_, q)) => format!("{p}?{q}"),
                 None => p.clone(),
             }
-        } else if let Some(prefix) = &self.prefix_rewrite {
+        } else if let Some(prefix) = &r.prefix_rewrite {
             matched.replace(path_and_query, prefix)
         } else {
             path_and_query.to_owned()

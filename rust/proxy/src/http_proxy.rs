@@ -531,11 +531,17 @@ impl Forward<'_> {
                 .retry
                 .as_ref()
                 .is_some_and(|r| r.attempts > 0 && r.retries_after_sending(grpc));
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned);
+        // Only TLS origination (auto SNI) needs the host after the headers are taken.
+        let host = (self.cluster.tls.is_some() || !route.mirrors.is_empty())
+            .then(|| {
+                parts
+                    .headers
+                    .get(header::HOST)?
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            })
+            .flatten();
         Ok(Template {
             host,
             method: parts.method,

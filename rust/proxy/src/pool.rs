@@ -160,15 +160,7 @@ pub async fn send(
             },
         }
     }
-    let io = match connect(address, connect_timeout, tls).await {
-        Ok(io) => io,
-        Err(error) => {
-            return Err(Failed {
-                error,
-                request: Some(req),
-            })
-        }
-    };
+    let (io, req) = connect_keeping(address, connect_timeout, tls, req).await?;
     new_connection();
     let (mut sender, conn) = http1::Builder::new()
         .handshake(io)
@@ -214,15 +206,7 @@ async fn send_h2(
             }
         }
     }
-    let io = match connect(address, connect_timeout, tls).await {
-        Ok(io) => io,
-        Err(error) => {
-            return Err(Failed {
-                error,
-                request: Some(req),
-            })
-        }
-    };
+    let (io, req) = connect_keeping(address, connect_timeout, tls, req).await?;
     new_connection();
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -264,6 +248,22 @@ fn lease(address: &str, sender: H1Sender) -> Lease {
         address: address.to_owned(),
         sender: Some(sender),
         complete: false,
+    }
+}
+
+/// [`connect`], giving the request back on failure (nothing of it was sent).
+async fn connect_keeping(
+    address: &str,
+    timeout: Duration,
+    tls: Option<(&UpstreamTlsRt, &str)>,
+    req: http::Request<UpstreamBody>,
+) -> Result<(TokioIo<Stream>, http::Request<UpstreamBody>), Failed> {
+    match connect(address, timeout, tls).await {
+        Ok(io) => Ok((io, req)),
+        Err(error) => Err(Failed {
+            error,
+            request: Some(req),
+        }),
     }
 }
 
