@@ -47,11 +47,16 @@ def test_header_hash_is_sticky_and_removal_moves_about_one_nth(echo, sidecar, ta
     r = httpx.post(f"{car.admin}/config", content=mesh(rest, lb), timeout=30)
     assert r.status_code == 200, r.text
     after = owners(car, keys)
-    moved = sum(1 for k in keys if first[k] != after[k])
-    assert abs(moved / len(keys) - 1 / 5) <= 0.05, moved
-    # The ring moves only e2's keys; Maglev's table refill may shuffle a few others.
-    others_moved = sum(1 for k in keys if first[k] != "e2" and after[k] != first[k])
-    limit = 0 if "maglev" not in table else len(keys) // 20
+    # e2 held about a fifth of the keys (the spread depends on the random
+    # ports, so the bound is wide); every one of them moved to the others.
+    removed = [k for k in keys if first[k] == "e2"]
+    assert 0.10 <= len(removed) / len(keys) <= 0.30, len(removed)
+    assert all(after[k] != "e2" for k in removed)
+    # The ring moves only e2's keys; Maglev's table refill may shuffle a few
+    # others (at most 2.4% over 300 random port sets in a probe; 5% allowed).
+    others = [k for k in keys if first[k] != "e2"]
+    others_moved = sum(1 for k in others if after[k] != first[k])
+    limit = 0 if "maglev" not in table else len(others) // 20
     assert others_moved <= limit, others_moved
 
 
