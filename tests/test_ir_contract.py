@@ -99,7 +99,13 @@ route_action = st.builds(
     ).map(tuple),
     filters=st.lists(
         st.builds(
-            ir.FilterRef, id=st.integers(0, 2**31), name=names, failure_status=st.integers(200, 599)
+            ir.FilterRef,
+            id=st.integers(0, 2**31),
+            name=names,
+            failure_status=st.integers(200, 599),
+            timeout_ms=st.integers(0, 2**40),
+            request_body_limit=st.integers(0, 2**32 - 1),
+            response_body_limit=st.integers(0, 2**32 - 1),
         ),
         max_size=2,
     ).map(tuple),

@@ -8,26 +8,50 @@ HeaderList = list[tuple[str, str]]
 # (method, path, query, authority, scheme, peer "ip:port", route name, cluster name).
 RequestInfo = tuple[str, str, str, str, str, str, str, str]
 
+# What a filter phase answers (see meshfast.filters.dispatch for the whole protocol):
+# None, ("continue", headers | None, body | None[, state]), ("respond", status, headers, body,
+# state), ("error", status | None, message, timeout) or ("async", runner).
+PhaseResult = tuple[object, ...] | None
+
 class FilterDispatcher(Protocol):
     """Implemented by meshfast.filters; called by the core's workers with the GIL held.
 
-    ``on_request`` returns None (continue unchanged), ``("continue", headers, state)``
-    (continue with these request headers), or ``("respond", status, headers, body, state)``
-    (answer locally). ``on_response`` gets that ``state`` back and returns None or the new
-    response headers. Any exception becomes the route's failure status (flag ``FF``).
+    ``on_request`` continues, answers locally, reports a failure (flag ``FF``) or says
+    ``("async", runner)``: the core then calls ``runner(completion)`` and waits, without
+    blocking its worker, for ``completion.set(answer)``. ``on_response`` gets the ``state``
+    of ``"continue"`` back; ``on_log`` tells how a request ended that got no response phase.
+    An exception raised by the dispatcher itself answers the route's failure status.
     """
 
     def on_request(
-        self, filters: tuple[int, ...], info: RequestInfo, headers: HeaderList
-    ) -> tuple[str, HeaderList, object] | tuple[str, int, HeaderList, bytes, object] | None: ...
+        self,
+        filters: tuple[int, ...],
+        info: RequestInfo,
+        headers: HeaderList,
+        body: bytes | None = None,
+    ) -> PhaseResult: ...
     def on_response(
         self,
         filters: tuple[int, ...],
         info: RequestInfo,
         status: int,
         headers: HeaderList,
-        state: object,
-    ) -> HeaderList | None: ...
+        body: bytes | None = None,
+        state: object = None,
+    ) -> PhaseResult: ...
+    def on_log(
+        self, filters: tuple[int, ...], info: RequestInfo, status: int, flags: str, state: object
+    ) -> None: ...
+
+@final
+class Completion:
+    """Where an async filter phase's answer goes (made by the core, set from Trio)."""
+
+    def set(self, result: PhaseResult, /) -> bool:
+        """Delivers the answer; False when nobody waits any more."""
+
+    def pending(self) -> bool:
+        """Whether the worker still waits for the answer."""
 
 class SnapshotError(Exception):
     """The IR bytes could not be decoded or built (bad regex, unknown cluster kind, ...)."""

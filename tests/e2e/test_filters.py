@@ -100,14 +100,14 @@ def test_a_raising_filter_is_contained(echo, sidecar, module: Path) -> None:  # 
     stats = car.stats()
     assert stats["listeners"]["outbound"]["response_flags"]["FF"] == 20
     # A counter per filter, in /stats and /stats/prometheus.
-    assert stats["filters"] == {"default/boom": {"errors": 20}}
+    assert stats["filters"] == {"default/boom": {"errors": 20, "timeouts": 0}}
     prom = httpx.get(f"{car.admin}/stats/prometheus").text
     assert 'meshfast_filter_errors_total{filter="default/boom"} 20' in prom
     # Counters survive a reload that keeps the filter.
     config = car.config_path.read_text()
     assert httpx.post(f"{car.admin}/config", content=config).status_code == 200
     assert get(car, "a.example.com").headers["x-meshfast-flags"] == "FF"
-    assert car.stats()["filters"] == {"default/boom": {"errors": 21}}
+    assert car.stats()["filters"] == {"default/boom": {"errors": 21, "timeouts": 0}}
 
 
 def test_filters_reload_with_config(echo, sidecar, module: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,12 @@ from meshfast.config import load_config_text
 from meshfast.examples.filters.logging_filter import AccessLog
 from meshfast.examples.filters.ratelimit import RateLimit
 from meshfast.filters import HttpFilter, LogInfo, Request, Response
-from meshfast.filters.dispatch import Dispatcher, apply_with_filters, build_dispatcher
+from meshfast.filters.dispatch import (
+    Dispatcher,
+    FilterSettings,
+    apply_with_filters,
+    build_dispatcher,
+)
 
 INFO = ("GET", "/p", "a=1", "svc:80", "http", "10.0.0.7:5555", "r1", "c1")
 
@@ -53,7 +58,7 @@ def test_no_filters_and_nothing_to_do_returns_none() -> None:
     d = Dispatcher({0: HttpFilter()})
     assert d.on_request((), INFO, []) is None
     assert d.on_request((0,), INFO, [("a", "b")]) is None
-    assert d.on_response((0,), INFO, 200, [("a", "b")], None) is None
+    assert d.on_response((0,), INFO, 200, [("a", "b")]) is None
 
 
 def test_continue_with_modified_headers() -> None:
@@ -62,6 +67,7 @@ def test_continue_with_modified_headers() -> None:
     assert result is not None
     assert result[0] == "continue"
     assert result[1] == [("host", "svc"), ("x-checked", "1")]
+    assert result[2] is None  # no body read, none changed
 
 
 def test_local_reply_stops_the_chain_and_logs() -> None:
@@ -82,8 +88,12 @@ def test_order_and_shared_state() -> None:
     assert result is not None
     assert result[0] == "continue"
     state = result[-1]
-    headers = d.on_response((0, 1, 2), INFO, 200, [("server", "x")], state)
-    assert headers == [("server", "x"), ("x-by", "c"), ("x-by", "b"), ("x-by", "a")]
+    out = d.on_response((0, 1, 2), INFO, 200, [("server", "x")], state=state)
+    assert out == (
+        "continue",
+        [("server", "x"), ("x-by", "c"), ("x-by", "b"), ("x-by", "a")],
+        None,
+    )
     seen = "['a', 'b', 'c']"
     assert events == [
         "req a",
@@ -119,7 +129,7 @@ def test_request_view() -> None:
     assert Request(*INFO[:5], "[::1]:80", "r", "c").peer_ip == "::1"
 
 
-def test_exceptions_are_counted_and_propagate() -> None:
+def test_failures_are_counted_and_answered_with_the_filters_status() -> None:
     class BadReply(HttpFilter):
         def on_request(self, request: Request) -> Response | None:
             return "nope"  # type: ignore[return-value]
@@ -133,19 +143,98 @@ def test_exceptions_are_counted_and_propagate() -> None:
             0: named(Raises(), "ns/raises"),
             1: named(BadReply(), "ns/bad"),
             2: named(BadLog(), "ns/log"),
-        }
+        },
+        {0: FilterSettings(failure_status=503)},
     )
     for _ in range(2):
-        with pytest.raises(RuntimeError, match="boom"):
-            d.on_request((2, 0), INFO, [])
-    with pytest.raises(TypeError, match="must return None or a Response"):
-        d.on_request((1,), INFO, [])
-    with pytest.raises(LookupError):
-        d.on_request((9,), INFO, [])
+        result = d.on_request((2, 0), INFO, [])
+        assert result is not None
+        assert result[:2] == ("error", 503)
+        assert "RuntimeError: boom" in result[2]
+        assert result[3] is False
+    result = d.on_request((1,), INFO, [])
+    assert result is not None
+    assert result[:2] == ("error", 500)
+    assert "must return None or a Response" in result[2]
+    result = d.on_request((9,), INFO, [])
+    assert result is not None
+    assert result[:2] == ("error", None)  # no such filter: the core's route default
     result = d.on_request((2,), INFO, [])
     assert result is not None
-    assert d.on_response((2,), INFO, 200, [], result[-1]) is None  # on_log errors do not fail
-    assert d.errors == {"ns/raises": 2, "ns/bad": 1, "#9": 1, "ns/log": 1}
+    assert d.on_response((2,), INFO, 200, [], state=result[-1]) is None  # on_log errors only count
+    # ns/log's on_log also ran (and raised) for both requests ns/raises failed.
+    assert d.errors == {"ns/raises": 2, "ns/bad": 1, "<dispatcher>": 1, "ns/log": 3}
+
+
+def test_sync_phase_over_its_budget_fails_after_it_returns() -> None:
+    now = [0.0]
+
+    class Slow(HttpFilter):
+        def on_request(self, request: Request) -> Response | None:
+            now[0] += 2.0
+            return None
+
+    d = Dispatcher({0: named(Slow(), "ns/slow")}, {0: FilterSettings(timeout=1.0)})
+    import meshfast.filters.dispatch as dispatch
+
+    real = dispatch.time.monotonic
+    dispatch.time.monotonic = lambda: now[0]  # type: ignore[assignment]
+    try:
+        result = d.on_request((0,), INFO, [])
+    finally:
+        dispatch.time.monotonic = real  # type: ignore[assignment]
+    assert result is not None
+    assert result[0] == "error"
+    assert result[3] is True
+    assert d.timeouts == {"ns/slow": 1}
+    assert d.errors == {}
+
+
+def test_core_endings_reach_on_log_with_their_flags() -> None:
+    events: list[str] = []
+
+    class Log(HttpFilter):
+        def on_log(self, request: Request, response: Response, info: LogInfo) -> None:
+            events.append(f"{response.status} {info.flags} {info.local_reply}")
+
+    d = Dispatcher({0: Log()})
+    result = d.on_request((0,), INFO, [])
+    assert result is not None
+    assert result[0] == "continue"
+    d.on_log((0,), INFO, 503, "UF", result[-1])
+    assert events == ["503 UF False"]
+
+
+def test_bodies_are_given_and_replaced_only_when_read() -> None:
+    class Upper(HttpFilter):
+        request_body_limit = 100
+        response_body_limit = 100
+
+        def on_request(self, request: Request) -> Response | None:
+            assert request.body is not None
+            request.body = request.body.upper()
+            return None
+
+        def on_response(self, request: Request, response: Response) -> None:
+            assert response.body is not None
+            response.body = response.body + b"!"
+
+    d = Dispatcher({0: Upper()})
+    result = d.on_request((0,), INFO, [], b"hi")
+    assert result is not None
+    assert result[:3] == ("continue", None, b"HI")
+    out = d.on_response((0,), INFO, 200, [], b"ok", result[-1])
+    assert out == ("continue", None, b"ok!")
+
+    class Sneaky(HttpFilter):
+        def on_request(self, request: Request) -> Response | None:
+            request.body = b"x"
+            return None
+
+    result = Dispatcher({0: Sneaky()}).on_request((0,), INFO, [])
+    assert result is not None
+    assert result[0] == "error"
+    assert "request_body_limit" in result[2]
 
 
 def test_ratelimit_example() -> None:
@@ -168,7 +257,7 @@ def test_logging_example() -> None:
     d = Dispatcher({0: named(f, "default/log")})
     result = d.on_request((0,), INFO, [("user-agent", "curl")])
     assert result is not None
-    d.on_response((0,), INFO, 201, [], result[-1])
+    d.on_response((0,), INFO, 201, [], state=result[-1])
     (line,) = f.lines
     assert line.startswith("10.0.0.7:5555 GET svc:80/p?a=1 201 route=r1 cluster=c1 ")
     assert line.endswith("ua=curl")

@@ -457,4 +457,6 @@ def _host_of(address: str) -> str:
 def compile_config(config: Config, options: CompileOptions) -> ir.Snapshot:
     """The IR snapshot for ``config`` as seen by a sidecar with ``options``."""
     compiler = _Compiler(config, options)
-    return http_filter.attach(compiler.snapshot(), config.resources, compiler.registry)
+    return http_filter.attach(
+        compiler.snapshot(), config.resources, compiler.registry, config.filters
+    )

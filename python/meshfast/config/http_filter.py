@@ -9,13 +9,17 @@ given, is the route's name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import msgspec
 
-from meshfast.config import ir
+from meshfast.config import duration, ir
 from meshfast.config import resources as r
 from meshfast.config.registry import RegistryService, by_kind, resolve, wildcard_match
+
+DEFAULT_FILTER_TIMEOUT_MS = 1000
+MAX_FILTER_TIMEOUT_MS = 600_000
 
 
 def numbered(resources: Iterable[r.Resource]) -> list[tuple[int, r.HttpFilter]]:
@@ -26,6 +30,20 @@ def numbered(resources: Iterable[r.Resource]) -> list[tuple[int, r.HttpFilter]]:
 def ref_name(f: r.HttpFilter) -> str:
     """``namespace/name``: how stats, errors and logs name a filter."""
     return f"{f.metadata.namespace}/{f.metadata.name}"
+
+
+def timeout_ms(f: r.HttpFilter) -> int:
+    """The filter's time budget per phase (validated: whole ms, at most 10 minutes)."""
+    if f.spec.timeout is None:
+        return DEFAULT_FILTER_TIMEOUT_MS
+    return max(1, round(duration.parse_ms(f.spec.timeout)))
+
+
+def _body_limits(instance: Any) -> tuple[int, int]:
+    """What the filter's class declares it reads of the bodies (registry.load checked it)."""
+    if instance is None:
+        return 0, 0
+    return int(instance.request_body_limit), int(instance.response_body_limit)
 
 
 def _vhost_host(vh: ir.VirtualHost) -> str | None:
@@ -46,16 +64,26 @@ def attach(
     snapshot: ir.Snapshot,
     resources: Iterable[r.Resource],
     registry: dict[str, RegistryService],
+    instances: Mapping[tuple[str, str], Any] | None = None,
 ) -> ir.Snapshot:
-    """``snapshot`` with the filters of ``resources`` attached to its routes."""
-    filters = [
-        (
-            ir.FilterRef(id=i, name=ref_name(f), failure_status=f.spec.failure_status),
-            tuple(resolve(h, f.metadata.namespace, registry) for h in f.spec.hosts),
-            f.spec.route,
+    """``snapshot`` with the filters of ``resources`` attached to its routes; the body limits
+    come from the filter ``instances`` (by namespace and name) the config loaded."""
+    loaded = instances or {}
+    filters = []
+    for i, f in numbered(resources):
+        request_limit, response_limit = _body_limits(
+            loaded.get((f.metadata.namespace, f.metadata.name))
         )
-        for i, f in numbered(resources)
-    ]
+        ref = ir.FilterRef(
+            id=i,
+            name=ref_name(f),
+            failure_status=f.spec.failure_status,
+            timeout_ms=timeout_ms(f),
+            request_body_limit=request_limit,
+            response_body_limit=response_limit,
+        )
+        hosts = tuple(resolve(h, f.metadata.namespace, registry) for h in f.spec.hosts)
+        filters.append((ref, hosts, f.spec.route))
     if not filters:
         return snapshot
     tables = []

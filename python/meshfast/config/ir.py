@@ -133,6 +133,9 @@ class FilterRef(msgspec.Struct, frozen=True):
     id: int
     name: str
     failure_status: int = 500
+    timeout_ms: int = 1000  # the filter's time budget per phase
+    request_body_limit: int = 0  # bytes of request body buffered for it (0: none; more: 413)
+    response_body_limit: int = 0  # bytes of response body buffered for it (0: none; more: 500)
 
 
 class RouteAction(msgspec.Struct, frozen=True):

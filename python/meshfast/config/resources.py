@@ -363,7 +363,7 @@ class HttpFilterSpec(IstioStruct, frozen=True):
     that names it); ``config`` is given to the class (validated against its ``Config`` Struct
     when it has one).  ``hosts`` (expanded like VirtualService hosts; none or ``*``: every
     host) and ``route`` (a route name) limit where it runs.  ``failureStatus`` answers a request
-    whose filter raised.
+    whose filter failed; ``timeout`` is its time budget per phase (default 1s).
     """
 
     python: str
@@ -371,6 +371,7 @@ class HttpFilterSpec(IstioStruct, frozen=True):
     hosts: tuple[str, ...] = ()
     route: str | None = None
     failure_status: Annotated[int, msgspec.Meta(ge=400, le=599)] = 500
+    timeout: str | None = None
 
 
 class HttpFilter(IstioStruct, frozen=True):

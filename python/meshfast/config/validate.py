@@ -21,11 +21,13 @@ import msgspec
 from msgspec import inspect as mi
 
 from meshfast.config import delegate as dg
+from meshfast.config import duration
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
 from meshfast.config import validate_gateway as vg
 from meshfast.config import validate_http as vh
 from meshfast.config import validate_policy as vp
+from meshfast.config.http_filter import MAX_FILTER_TIMEOUT_MS
 from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
 from meshfast.config.model import Config, ConfigError, Problem
 
@@ -338,6 +340,11 @@ def _http_filter(f: r.HttpFilter) -> Iterator[Issue]:
             yield f"$.spec.hosts[{i}]", "host must not be empty"
     if f.spec.route is not None and not f.spec.route:
         yield "$.spec.route", "route must not be empty"
+    if f.spec.timeout is not None:
+        found = list(duration.problems(f.spec.timeout, "$.spec.timeout", whole_ms=True))
+        yield from found
+        if not found and duration.parse_ms(f.spec.timeout) > MAX_FILTER_TIMEOUT_MS:
+            yield "$.spec.timeout", f'timeout "{f.spec.timeout}" must be at most 10m'
 
 
 def _load_filters(

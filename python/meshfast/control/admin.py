@@ -83,32 +83,41 @@ class AdminApi:
         state = self.sidecar.state
         return Response.text(200 if state == "ready" else 503, state)
 
-    def _filter_errors(self) -> dict[str, int]:
-        """Exceptions per Python filter, counted by the current dispatcher (since the
-        config that installed it)."""
-        errors = getattr(self.sidecar.filters, "errors", None)
-        return dict(errors) if isinstance(errors, dict) else {}
+    def _filter_failures(self) -> dict[str, dict[str, int]]:
+        """Failures per Python filter (``errors``: it raised; ``timeouts``: it overran its
+        budget), counted by the current dispatcher and carried over across reloads."""
+        counts: dict[str, dict[str, int]] = {}
+        for kind in ("errors", "timeouts"):
+            by_name = getattr(self.sidecar.filters, kind, None)
+            if not isinstance(by_name, dict):
+                continue
+            for name, n in by_name.items():
+                counts.setdefault(name, {"errors": 0, "timeouts": 0})[kind] = n
+        return dict(sorted(counts.items()))
 
     async def stats(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_json)
-        errors = self._filter_errors()
-        if errors:
+        failures = self._filter_failures()
+        if failures:
             stats = json.loads(body)
-            stats["filters"] = {name: {"errors": n} for name, n in sorted(errors.items())}
+            stats["filters"] = failures
             body = json.dumps(stats)
         return Response(200, body.encode(), content_type="application/json")
 
     async def stats_prometheus(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_prometheus)
-        errors = self._filter_errors()
-        if errors:
-            lines = [
-                "# HELP meshfast_filter_errors_total exceptions raised by a Python filter",
-                "# TYPE meshfast_filter_errors_total counter",
-            ]
-            for name, n in sorted(errors.items()):
-                escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'meshfast_filter_errors_total{{filter="{escaped}"}} {n}')
+        failures = self._filter_failures()
+        if failures:
+            lines = []
+            for kind, help_text in (
+                ("errors", "exceptions raised by a Python filter"),
+                ("timeouts", "phases of a Python filter that overran its time budget"),
+            ):
+                metric = f"meshfast_filter_{kind}_total"
+                lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+                for name, n in failures.items():
+                    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+                    lines.append(f'{metric}{{filter="{escaped}"}} {n[kind]}')
             body += "\n".join(lines) + "\n"
         return Response(200, body.encode(), content_type=PROMETHEUS)
 

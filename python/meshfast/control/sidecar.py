@@ -23,7 +23,9 @@ Python filters (``HttpFilter`` resources): each config's filters become one
 :class:`~meshfast.filters.dispatch.Dispatcher`, given to the core with
 ``set_filter_dispatcher`` right before the snapshot whose filter ids it matches (None for a
 config without filters); if the core rejects the snapshot, the previous dispatcher is put
-back.  A DNS re-apply keeps the current dispatcher.
+back.  A DNS re-apply keeps the current dispatcher.  Dispatchers run their ``async def``
+phases on this Sidecar's Trio loop (:class:`~meshfast.filters.loop.TrioLoop`, bound once
+:meth:`Sidecar.serve` runs); in-flight filter tasks finish during the drain.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from meshfast.control.http import HttpServer, Limits, format_address, open_liste
 from meshfast.control.resolver import ResolveFn, Resolver
 from meshfast.control.settings import SidecarSettings as SidecarSettings
 from meshfast.control.settings import options_for
+from meshfast.filters.dispatch import Dispatcher, build_dispatcher
 from meshfast.filters.dispatch import apply_with_filters as apply_with_filters
-from meshfast.filters.dispatch import build_dispatcher
+from meshfast.filters.loop import TrioLoop
 
 if TYPE_CHECKING:
     from meshfast._core import FilterDispatcher
@@ -149,6 +152,7 @@ class Sidecar:
         self._quit = trio.Event()
         self._apply_lock = trio.Lock()
         self._http = HttpServer(AdminApi(self), limits)
+        self._loop: TrioLoop | None = None  # async filter phases run here once serving
         self.admin_address: str | None = None
 
     # === state ===
@@ -246,6 +250,8 @@ class Sidecar:
         if isinstance(filters, _Keep):
             version = await trio.to_thread.run_sync(self.core.apply_snapshot, encoded)
         else:
+            if isinstance(filters, Dispatcher):
+                filters.bind(self._loop)
             version = await trio.to_thread.run_sync(
                 apply_with_filters, self.core, encoded, filters, self._filters
             )
@@ -303,6 +309,9 @@ class Sidecar:
             self.admin_address = format_address(listeners[0].socket.getsockname())
             error: Exception | None = None
             async with trio.open_nursery() as nursery:
+                self._loop = TrioLoop(nursery)
+                if isinstance(self._filters, Dispatcher):
+                    self._filters.bind(self._loop)
                 if handle_signals:
                     await nursery.start(self._watch_signals)
                 await nursery.start(self._http.serve, listeners)

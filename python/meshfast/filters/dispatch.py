@@ -1,31 +1,43 @@
 """The object the core calls for routes with filters (``_core.FilterDispatcher``).
 
-``on_request(filters, info, headers)`` runs the route's filters in order and returns:
+``on_request(filters, info, headers, body)`` runs the route's filters in order (``body``:
+the request body when a filter on the route reads it, else None) and returns:
 
-* ``None``: continue, headers unchanged, and no filter has ``on_response``/``on_log`` to run;
-* ``("continue", headers, state)``: continue with ``headers`` (every request header);
-* ``("respond", status, headers, body, state)``: a filter answered locally.
+* ``None``: continue unchanged, and no filter has a later phase to run;
+* ``("continue", headers | None, body | None, state)``: continue, with every request header
+  and/or the new body where a filter changed them;
+* ``("respond", status, headers, body, state)``: a filter answered locally;
+* ``("error", status, message, timeout)``: a filter raised or overran its time budget; the
+  core answers ``status`` (the filter's ``failureStatus``) with flag ``FF``;
+* ``("async", runner)``: a phase is ``async def``: the core calls ``runner(completion)``
+  and waits (without blocking its worker) for ``completion.set(...)`` with one of the above.
 
-``on_response(filters, info, status, headers, state)`` runs ``on_response`` of the filters
-whose ``on_request`` ran, in reverse order, then their ``on_log``; it returns None (headers
-unchanged) or every response header.  The core does not call ``on_response`` after a local
-reply: the filters' ``on_log`` runs before ``on_request`` returns ``"respond"`` instead.
+``on_response(filters, info, status, headers, body, state)`` runs ``on_response`` of the
+filters whose ``on_request`` ran, in reverse order, then their ``on_log``; it returns None,
+``("continue", headers | None, body | None)``, an ``"error"`` or an ``"async"`` tuple.  The core
+does not call it after a local reply: the filters' ``on_log`` runs before ``"respond"`` is
+returned instead.  ``on_log(filters, info, status, flags, state)`` is the core telling how a
+request ended that never got a response phase (no healthy upstream, a timeout...).
 
-``state`` is opaque to the core: it carries the :class:`~meshfast.filters.Request` (headers
-and ``state`` dict) and the filters that ran, so ``on_response`` needs no lookup by id.
+``state`` is opaque to the core: it carries the request, the filters that ran and what they
+were given, so later phases need no lookup.
 
-An exception in ``on_request``/``on_response`` is counted in :attr:`Dispatcher.errors` under
-the filter's name and propagates (the core answers the route's failure status); one in
-``on_log`` is counted only.
+Time budgets: an ``async`` phase is cancelled when it overruns its filter's ``timeout``; a
+sync phase cannot be interrupted (it holds the worker), so one that overran fails its request
+after it returns.  Both count in :attr:`Dispatcher.timeouts`; exceptions count in
+:attr:`Dispatcher.errors`.  What ``on_log`` raises is counted, never answered.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meshfast.filters.api import Headers, HttpFilter, LogInfo, Request, Response
 
@@ -33,137 +45,107 @@ if TYPE_CHECKING:
     from meshfast._core import FilterDispatcher
     from meshfast.config.model import Config
     from meshfast.control.sidecar import CoreLike
+    from meshfast.filters.loop import TrioLoop
 
-__all__ = ["Dispatcher", "apply_with_filters", "build_dispatcher"]
+__all__ = ["Dispatcher", "FilterSettings", "apply_with_filters", "build_dispatcher"]
 
 HeaderList = list[tuple[str, str]]
 RequestInfo = tuple[str, str, str, str, str, str, str, str]
-RequestResult = None | tuple[str, HeaderList, object] | tuple[str, int, HeaderList, bytes, object]
+Result = tuple[Any, ...] | None
 
 log = logging.getLogger("meshfast.filters")
+
+# What an async phase answers if its task ends without a result (the loop shut down).
+_CANCELLED = ("error", None, "the filter's task was cancelled", False)
+
+
+class Completion(Protocol):
+    """``_core.Completion``: where an async phase's answer goes."""
+
+    def set(self, result: Result, /) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSettings:
+    """What the resource says about running a filter: its time budget per phase (seconds)
+    and the status that answers a request it failed."""
+
+    timeout: float = 1.0
+    failure_status: int = 500
+
+
+class FilterTimeout(Exception):
+    """A phase overran its filter's time budget."""
 
 
 def _overrides(f: HttpFilter, phase: str) -> bool:
     return getattr(type(f), phase) is not getattr(HttpFilter, phase)
 
 
+def _is_async(f: HttpFilter, phase: str) -> bool:
+    return inspect.iscoroutinefunction(getattr(type(f), phase))
+
+
+class _Slot:
+    """One filter with its settings and what its class overrides, worked out once."""
+
+    __slots__ = (
+        "async_log",
+        "async_request",
+        "async_response",
+        "failure_status",
+        "filter",
+        "has_log",
+        "has_response",
+        "name",
+        "timeout",
+    )
+
+    def __init__(self, f: HttpFilter, settings: FilterSettings) -> None:
+        self.filter = f
+        self.name = f.name
+        self.timeout = settings.timeout
+        self.failure_status = settings.failure_status
+        self.has_response = _overrides(f, "on_response")
+        self.has_log = _overrides(f, "on_log")
+        self.async_request = _is_async(f, "on_request")
+        self.async_response = _is_async(f, "on_response")
+        self.async_log = _is_async(f, "on_log")
+
+
 class _RequestState:
-    __slots__ = ("ran", "replied_by", "request", "started")
+    __slots__ = (
+        "body_in",
+        "chain",
+        "headers_in",
+        "ran",
+        "replied_by",
+        "request",
+        "response",
+        "started",
+    )
 
-    def __init__(self, request: Request, started: float) -> None:
+    def __init__(
+        self, request: Request, chain: list[_Slot], headers: HeaderList, body: bytes | None
+    ) -> None:
         self.request = request
-        self.ran: list[HttpFilter] = []
-        self.started = started
+        self.chain = chain
+        self.headers_in = headers
+        self.body_in = body
+        self.ran: list[_Slot] = []
+        self.started = time.monotonic()
         self.replied_by: str | None = None
+        self.response: tuple[Response, HeaderList, bytes | None] | None = None
 
 
-class Dispatcher:
-    """Runs filter instances by id; ``errors`` counts exceptions per filter name."""
-
-    def __init__(self, filters: Mapping[int, HttpFilter]) -> None:
-        self.filters = dict(filters)
-        for i, f in self.filters.items():
-            if not f.name:
-                f.name = f"{type(f).__qualname__}#{i}"
-        self.errors: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._late = {
-            id(f)
-            for f in self.filters.values()
-            if _overrides(f, "on_response") or _overrides(f, "on_log")
-        }
-
-    def _failed(self, name: str, phase: str, exc: BaseException) -> None:
-        with self._lock:
-            count = self.errors.get(name, 0) + 1
-            self.errors[name] = count
-        if count == 1:
-            log.warning("filter %s raised in %s", name, phase, exc_info=exc)
-        else:
-            log.debug("filter %s raised in %s (%d errors)", name, phase, count, exc_info=exc)
-
-    def _log(self, st: _RequestState, response: Response) -> None:
-        """``on_log`` of the filters that ran, in reverse order; errors are only counted."""
-        duration = (time.monotonic() - st.started) * 1000.0
-        for f in reversed(st.ran):
-            if not _overrides(f, "on_log"):
-                continue
-            info = LogInfo(f.name, duration, st.replied_by is not None, st.replied_by)
-            try:
-                f.on_log(st.request, response, info)
-            except Exception as exc:
-                self._failed(f.name, "on_log", exc)
-
-    def _chain(self, filters: tuple[int, ...]) -> list[HttpFilter]:
-        chain = []
-        for i in filters:
-            f = self.filters.get(i)
-            if f is None:
-                exc = LookupError(f"no filter with id {i}")
-                self._failed(f"#{i}", "on_request", exc)
-                raise exc
-            chain.append(f)
-        return chain
-
-    def on_request(
-        self, filters: tuple[int, ...], info: RequestInfo, headers: HeaderList
-    ) -> RequestResult:
-        if not filters:
-            return None
-        chain = self._chain(filters)
-        request = Request(*info, headers=Headers._trusted(list(headers)))
-        st = _RequestState(request, time.monotonic())
-        for f in chain:
-            st.ran.append(f)
-            try:
-                reply = f.on_request(request)
-                if reply is not None and not isinstance(reply, Response):
-                    raise TypeError(
-                        f"on_request must return None or a Response, got {type(reply).__name__}"
-                    )
-                if reply is not None and not 200 <= reply.status <= 599:
-                    raise ValueError(f"a local reply's status must be 200-599, got {reply.status}")
-                request.headers = _coerce(request.headers)
-            except Exception as exc:
-                self._failed(f.name, "on_request", exc)
-                raise
-            if reply is not None:
-                st.replied_by = f.name
-                self._log(st, reply)
-                return ("respond", reply.status, reply.headers.items(), reply.body, st)
-        out = request.headers.items()
-        if out == headers and not any(id(f) in self._late for f in chain):
-            return None
-        return ("continue", out, st)
-
-    def on_response(
-        self,
-        filters: tuple[int, ...],
-        info: RequestInfo,
-        status: int,
-        headers: HeaderList,
-        state: object,
-    ) -> HeaderList | None:
-        if isinstance(state, _RequestState):
-            st = state
-        else:  # on_request was not called through this dispatcher: start afresh
-            st = _RequestState(Request(*info), time.monotonic())
-            st.ran = [f for f in (self.filters.get(i) for i in filters) if f is not None]
-        ran = [f for f in st.ran if _overrides(f, "on_response") or _overrides(f, "on_log")]
-        if not ran:
-            return None
-        request = st.request
-        response = Response(status, Headers._trusted(list(headers)))
-        for f in reversed(ran):
-            try:
-                f.on_response(request, response)
-                response.headers = _coerce(response.headers)
-            except Exception as exc:
-                self._failed(f.name, "on_response", exc)
-                raise
-        self._log(st, response)
-        out = response.headers.items()
-        return None if out == headers else out
+def _as_body(body: object, what: str) -> bytes | None:
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    raise TypeError(f"{what} must be bytes or str, got {type(body).__name__}")
 
 
 def _coerce(h: object) -> Headers:
@@ -173,6 +155,336 @@ def _coerce(h: object) -> Headers:
     if h is None or isinstance(h, str | bytes):
         raise TypeError(f"headers must be Headers, a mapping or pairs, got {type(h).__name__}")
     return Headers(h)  # type: ignore[arg-type]
+
+
+def _check_reply(reply: object) -> Response | None:
+    if reply is not None and not isinstance(reply, Response):
+        raise TypeError(f"on_request must return None or a Response, got {type(reply).__name__}")
+    if reply is not None and not 200 <= reply.status <= 599:
+        raise ValueError(f"a local reply's status must be 200-599, got {reply.status}")
+    return reply
+
+
+class Dispatcher:
+    """Runs filter instances by id; ``errors`` and ``timeouts`` count failures per filter
+    name.  ``settings`` (by id) default to :class:`FilterSettings`; async phases need a
+    :class:`~meshfast.filters.loop.TrioLoop` (:meth:`bind`)."""
+
+    def __init__(
+        self,
+        filters: Mapping[int, HttpFilter],
+        settings: Mapping[int, FilterSettings] | None = None,
+        *,
+        loop: TrioLoop | None = None,
+    ) -> None:
+        self.filters = dict(filters)
+        for i, f in self.filters.items():
+            if not f.name:
+                f.name = f"{type(f).__qualname__}#{i}"
+        given = settings or {}
+        self._slots = {i: _Slot(f, given.get(i, FilterSettings())) for i, f in self.filters.items()}
+        self.errors: dict[str, int] = {}
+        self.timeouts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._loop = loop
+
+    def bind(self, loop: TrioLoop | None) -> None:
+        """The Trio loop async phases run on (None: they fail, as without a loop)."""
+        self._loop = loop
+
+    # === bookkeeping ===
+
+    def _failed(self, name: str, phase: str, exc: BaseException) -> None:
+        timeout = isinstance(exc, FilterTimeout)
+        with self._lock:
+            counts = self.timeouts if timeout else self.errors
+            count = counts.get(name, 0) + 1
+            counts[name] = count
+        level = logging.WARNING if count == 1 else logging.DEBUG
+        log.log(level, "filter %s failed in %s (%d so far)", name, phase, count, exc_info=exc)
+
+    def _error(
+        self, st: _RequestState | None, slot: _Slot | None, phase: str, exc: Exception
+    ) -> tuple[str, int | None, str, bool]:
+        """Counts the failure, logs the request as failed, and returns the ``"error"`` tuple."""
+        name = slot.name if slot is not None else "<dispatcher>"
+        self._failed(name, phase, exc)
+        status = slot.failure_status if slot is not None else None
+        if st is not None and phase != "on_log":
+            self._log(st, Response(status or 500), flags="FF")
+        return (
+            "error",
+            status,
+            f"{name}: {type(exc).__name__}: {exc}",
+            isinstance(exc, FilterTimeout),
+        )
+
+    def _chain(self, filters: tuple[int, ...]) -> list[_Slot]:
+        chain = []
+        for i in filters:
+            slot = self._slots.get(i)
+            if slot is None:
+                raise LookupError(f"no filter with id {i}")
+            chain.append(slot)
+        return chain
+
+    def _go_async(
+        self,
+        st: _RequestState,
+        slot: _Slot,
+        phase: str,
+        task: Callable[[Completion], Awaitable[None]],
+    ) -> Result:
+        loop = self._loop
+        if loop is None:
+            exc = RuntimeError("async filter phases need the sidecar's Trio loop")
+            return self._error(st, slot, phase, exc)
+
+        def runner(completion: Completion) -> None:
+            def refused(exc: BaseException) -> None:
+                err = RuntimeError(f"the Trio loop refused the task: {exc!r}")
+                completion.set(self._error(st, slot, phase, err))
+
+            loop.spawn(task, completion, on_refused=refused)
+
+        return ("async", runner)
+
+    # === request phase ===
+
+    def on_request(
+        self,
+        filters: tuple[int, ...],
+        info: RequestInfo,
+        headers: HeaderList,
+        body: bytes | None = None,
+    ) -> Result:
+        if not filters:
+            return None
+        try:
+            chain = self._chain(filters)
+        except LookupError as exc:
+            return self._error(None, None, "on_request", exc)
+        request = Request(*info, headers=Headers._trusted(list(headers)), body=body)
+        return self._request_from(_RequestState(request, chain, headers, body), 0)
+
+    def _request_from(self, st: _RequestState, start: int) -> Result:
+        for i in range(start, len(st.chain)):
+            slot = st.chain[i]
+            if slot.async_request:
+                task = functools.partial(self._request_async, st, i)
+                return self._go_async(st, slot, "on_request", task)
+            st.ran.append(slot)
+            began = time.monotonic()
+            try:
+                reply = self._after_request(st, slot.filter.on_request(st.request))
+                self._within_budget(slot, began)
+            except Exception as exc:
+                return self._error(st, slot, "on_request", exc)
+            if reply is not None:
+                return self._respond(st, slot, reply)
+        return self._request_done(st)
+
+    async def _request_async(self, st: _RequestState, start: int, completion: Completion) -> None:
+        import trio
+
+        result: Result = _CANCELLED
+        try:
+            for i in range(start, len(st.chain)):
+                slot = st.chain[i]
+                st.ran.append(slot)
+                began = time.monotonic()
+                try:
+                    with trio.fail_after(slot.timeout):
+                        reply = slot.filter.on_request(st.request)
+                        if inspect.isawaitable(reply):
+                            reply = await reply
+                    reply = self._after_request(st, reply)
+                    self._within_budget(slot, began)
+                except trio.TooSlowError:
+                    exc = FilterTimeout(f"on_request took more than {slot.timeout:g}s")
+                    result = self._error(st, slot, "on_request", exc)
+                    return
+                except Exception as exc:
+                    result = self._error(st, slot, "on_request", exc)
+                    return
+                if reply is not None:
+                    result = self._respond(st, slot, reply)
+                    return
+            result = self._request_done(st)
+        finally:
+            completion.set(result)
+
+    def _after_request(self, st: _RequestState, reply: object) -> Response | None:
+        checked = _check_reply(reply)
+        st.request.headers = _coerce(st.request.headers)
+        body = _as_body(st.request.body, "request.body")
+        if body is not None and st.body_in is None:
+            raise TypeError(
+                "request.body can be replaced only by filters that declare request_body_limit"
+            )
+        st.request.body = body
+        return checked
+
+    @staticmethod
+    def _within_budget(slot: _Slot, began: float) -> None:
+        took = time.monotonic() - began
+        if took > slot.timeout:
+            raise FilterTimeout(f"took {took:.3f}s, over its {slot.timeout:g}s budget")
+
+    def _respond(self, st: _RequestState, slot: _Slot, reply: Response) -> Result:
+        st.replied_by = slot.name
+        self._log(st, reply)
+        return ("respond", reply.status, reply.headers.items(), reply.body or b"", st)
+
+    def _request_done(self, st: _RequestState) -> Result:
+        out = st.request.headers.items()
+        headers = None if out == st.headers_in else out
+        body = None if st.request.body == st.body_in else st.request.body
+        late = any(s.has_response or s.has_log for s in st.ran)
+        if headers is None and body is None and not late:
+            return None
+        return ("continue", headers, body, st)
+
+    # === response phase ===
+
+    def on_response(
+        self,
+        filters: tuple[int, ...],
+        info: RequestInfo,
+        status: int,
+        headers: HeaderList,
+        body: bytes | None = None,
+        state: object = None,
+    ) -> Result:
+        st = self._state(filters, info, state)
+        if not any(s.has_response or s.has_log for s in st.ran):
+            return None
+        response = Response(status, Headers._trusted(list(headers)))
+        response.body = body
+        st.response = (response, headers, body)
+        return self._response_from(st, [s for s in reversed(st.ran) if s.has_response], 0)
+
+    def _state(self, filters: tuple[int, ...], info: RequestInfo, state: object) -> _RequestState:
+        if isinstance(state, _RequestState):
+            return state
+        # on_request did not run through this dispatcher: start afresh.
+        slots = [s for s in (self._slots.get(i) for i in filters) if s is not None]
+        st = _RequestState(Request(*info), slots, [], None)
+        st.ran = list(slots)
+        return st
+
+    def _response_from(self, st: _RequestState, order: list[_Slot], start: int) -> Result:
+        assert st.response is not None
+        response = st.response[0]
+        for i in range(start, len(order)):
+            slot = order[i]
+            if slot.async_response:
+                task = functools.partial(self._response_async, st, order, i)
+                return self._go_async(st, slot, "on_response", task)
+            began = time.monotonic()
+            try:
+                slot.filter.on_response(st.request, response)
+                self._after_response(st, response)
+                self._within_budget(slot, began)
+            except Exception as exc:
+                return self._error(st, slot, "on_response", exc)
+        return self._response_done(st)
+
+    async def _response_async(
+        self, st: _RequestState, order: list[_Slot], start: int, completion: Completion
+    ) -> None:
+        import trio
+
+        assert st.response is not None
+        response = st.response[0]
+        result: Result = _CANCELLED
+        try:
+            for i in range(start, len(order)):
+                slot = order[i]
+                began = time.monotonic()
+                try:
+                    with trio.fail_after(slot.timeout):
+                        done = slot.filter.on_response(st.request, response)
+                        if inspect.isawaitable(done):
+                            await done
+                    self._after_response(st, response)
+                    self._within_budget(slot, began)
+                except trio.TooSlowError:
+                    exc = FilterTimeout(f"on_response took more than {slot.timeout:g}s")
+                    result = self._error(st, slot, "on_response", exc)
+                    return
+                except Exception as exc:
+                    result = self._error(st, slot, "on_response", exc)
+                    return
+            result = self._response_done(st)
+        finally:
+            completion.set(result)
+
+    def _after_response(self, st: _RequestState, response: Response) -> None:
+        assert st.response is not None
+        response.headers = _coerce(response.headers)
+        body = _as_body(response.body, "response.body")
+        if body is not None and st.response[2] is None:
+            raise TypeError(
+                "response.body can be replaced only by filters that declare response_body_limit"
+            )
+        response.body = body
+
+    def _response_done(self, st: _RequestState) -> Result:
+        assert st.response is not None
+        response, headers_in, body_in = st.response
+        self._log(st, response)
+        out = response.headers.items()
+        headers = None if out == headers_in else out
+        body = None if response.body == body_in else response.body
+        if headers is None and body is None:
+            return None
+        return ("continue", headers, body)
+
+    # === log phase ===
+
+    def on_log(
+        self, filters: tuple[int, ...], info: RequestInfo, status: int, flags: str, state: object
+    ) -> None:
+        """The core answered the request itself after the request phase (``flags``: why)."""
+        self._log(self._state(filters, info, state), Response(status), flags=flags)
+
+    def _log(self, st: _RequestState, response: Response, *, flags: str = "") -> None:
+        """``on_log`` of the filters that ran, in reverse order; errors are only counted.
+        Async ones run on the Trio loop, fire and forget, within their budget."""
+        duration = (time.monotonic() - st.started) * 1000.0
+        for slot in reversed(st.ran):
+            if not slot.has_log:
+                continue
+            info = LogInfo(slot.name, duration, st.replied_by is not None, st.replied_by, flags)
+            if slot.async_log:
+                if self._loop is not None:
+                    self._loop.spawn(
+                        self._log_async,
+                        slot,
+                        st.request,
+                        response,
+                        info,
+                        on_refused=functools.partial(self._failed, slot.name, "on_log"),
+                    )
+                continue
+            try:
+                slot.filter.on_log(st.request, response, info)
+            except Exception as exc:
+                self._failed(slot.name, "on_log", exc)
+
+    async def _log_async(
+        self, slot: _Slot, request: Request, response: Response, info: LogInfo
+    ) -> None:
+        import trio
+
+        try:
+            with trio.fail_after(slot.timeout):
+                await slot.filter.on_log(request, response, info)  # type: ignore[misc]
+        except trio.TooSlowError:
+            self._failed(slot.name, "on_log", FilterTimeout("on_log overran its budget"))
+        except Exception as exc:
+            self._failed(slot.name, "on_log", exc)
 
 
 def build_dispatcher(config: Config) -> Dispatcher | None:
@@ -187,6 +499,7 @@ def build_dispatcher(config: Config) -> Dispatcher | None:
     if not refs:
         return None
     instances: dict[int, HttpFilter] = {}
+    settings: dict[int, FilterSettings] = {}
     problems: list[Problem] = []
     for i, res in refs:
         key = (res.metadata.namespace, res.metadata.name)
@@ -202,9 +515,12 @@ def build_dispatcher(config: Config) -> Dispatcher | None:
             problems.extend(Problem(source, 1, "HttpFilter", key[1], p, m) for p, m in issues)
         if f is not None:
             instances[i] = f
+            settings[i] = FilterSettings(
+                http_filter.timeout_ms(res) / 1000.0, res.spec.failure_status
+            )
     if problems:
         raise ConfigError(problems)
-    return Dispatcher(instances)
+    return Dispatcher(instances, settings)
 
 
 def apply_with_filters(
@@ -217,11 +533,15 @@ def apply_with_filters(
     snapshot whose filter ids ``filters`` matches); if the core rejects the snapshot,
     ``previous`` is set back and the error propagates.
 
-    Error counts carry over from ``previous`` (by filter name), so ``/stats`` counters
+    Failure counts carry over from ``previous`` (by filter name), so ``/stats`` counters
     only grow across reloads."""
     if isinstance(filters, Dispatcher) and isinstance(previous, Dispatcher):
-        for name, count in previous.errors.items():
-            filters.errors[name] = filters.errors.get(name, 0) + count
+        for mine, theirs in (
+            (filters.errors, previous.errors),
+            (filters.timeouts, previous.timeouts),
+        ):
+            for name, count in theirs.items():
+                mine[name] = mine.get(name, 0) + count
     core.set_filter_dispatcher(filters)
     try:
         return core.apply_snapshot(snapshot)

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from meshfast.filters.api import MAX_BODY_LIMIT as MAX_BODY
 from meshfast.filters.api import HttpFilter
 
 __all__ = ["Issue", "folder_of", "load", "parse_target"]
@@ -127,6 +128,15 @@ def load(
         return None, [
             ("$.spec.python", f'"{target}" is not a subclass of meshfast.filters.HttpFilter')
         ]
+    for attr_name in ("request_body_limit", "response_body_limit"):
+        limit = getattr(obj, attr_name, 0)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_BODY:
+            return None, [
+                (
+                    "$.spec.python",
+                    f"{attr}.{attr_name} must be an int from 0 to {MAX_BODY}, got {limit!r}",
+                )
+            ]
     raw = dict(config or {})
     value: Any = raw
     config_type = getattr(obj, "Config", None)

@@ -176,6 +176,12 @@ pub struct FilterRef {
     pub name: String,
     /// The status of the local reply when the filter raises (Envoy-style 500).
     pub failure_status: u16,
+    /// The filter's time budget per phase (0: the core's default, 1 s).
+    pub timeout_ms: u64,
+    /// Request body bytes buffered for the filter (0: headers only; more: 413).
+    pub request_body_limit: u32,
+    /// Response body bytes buffered for the filter (0: headers only; more: 500).
+    pub response_body_limit: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -119,10 +119,23 @@ where
     }
 }
 
-/// What the proxy answers with: the upstream's body, or a local reply.
+/// The downstream request body: still streaming, or read whole (up to a
+/// limit) because a filter on the route reads it.
+#[derive(Debug)]
+pub enum DownBody {
+    Streaming(Incoming),
+    Buffered {
+        data: Bytes,
+        trailers: Option<http::HeaderMap>,
+    },
+}
+
+/// What the proxy answers with: the upstream's body, the upstream's body read
+/// whole for a filter (perhaps changed by it), or a local reply.
 #[derive(Debug)]
 pub enum ProxyBody {
     Upstream(Metered<Incoming>),
+    Buffered(Metered<RequestBody>),
     Local(Option<Bytes>),
 }
 
@@ -136,6 +149,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Buffered(b) => Pin::new(b).poll_frame(cx),
             Self::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -143,6 +157,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream(b) => b.is_end_stream(),
+            Self::Buffered(b) => b.is_end_stream(),
             Self::Local(data) => data.is_none(),
         }
     }
@@ -150,6 +165,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(b) => b.size_hint(),
+            Self::Buffered(b) => b.size_hint(),
             Self::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -173,7 +189,8 @@ impl Recording {
 }
 
 /// What goes upstream: the downstream body streamed once, the same while a
-/// copy is recorded, or a recorded copy sent again (retries, mirrors).
+/// copy is recorded, or a recorded copy sent again (retries, mirrors). A
+/// replay also carries response bodies that a filter read whole.
 #[derive(Debug)]
 pub enum RequestBody {
     Streaming(Incoming),

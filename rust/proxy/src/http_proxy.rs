@@ -3,14 +3,15 @@
 //! header operations, mirrors and retries — bodies streaming both ways.
 
 use crate::actions::{self, Abort, Outcome};
-use crate::body::{Direction, LoadGuard, Metered, ProxyBody, Recording, RequestBody};
+use crate::body::{Direction, DownBody, LoadGuard, Metered, ProxyBody, Recording, RequestBody};
 use crate::cluster::{ClusterRt, EndpointRt, Health};
-use crate::filters::{FilterAction, FilterHook, FilterState, RequestInfo};
+use crate::filter_body::{self, ReadError};
+use crate::filters::{Ending, FilterAction, FilterError, FilterHook, FilterState, RequestInfo};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
 use crate::mirror;
 use crate::pool::{self, Failed, UpstreamBody};
-use crate::respond::{add_flag, local_reply, reply};
+use crate::respond::{add_flag, local_reply, reply, FLAGS_HEADER};
 use crate::runtime::Hook;
 use crate::runtime::{Destination, ListenerKind, LocalAction, RouteRt, Runtime};
 use crate::stats::{ActiveGuard, Counters};
@@ -23,6 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use meshfast_ir::UpstreamProtocol;
 use meshfast_route::RequestHead;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,10 +150,98 @@ async fn proxy(
     let Some((_vhost, route)) = table.find(&head) else {
         return scope.fail(ResponseFlag::NoRoute);
     };
-    let route = &route.action;
-    let _route_active = ActiveGuard::request(&route.stats);
+    let mut route = &route.action;
+    let mut _route_active = ActiveGuard::request(&route.stats);
     scope.route = Some(&route.stats);
+    let mut picked = route.destinations.pick();
 
+    // Python filters run first, as Envoy's HTTP filters run before CORS, fault
+    // and the router. Only routes that have some ever get here.
+    let mut req = req.map(DownBody::Streaming);
+    let mut filtered = None;
+    if !route.filters.is_empty() {
+        if let Some(Hook(hook)) = snap.filters.clone() {
+            let info = RequestInfo {
+                method: req.method().as_str().to_owned(),
+                path: req.uri().path().to_owned(),
+                query: req.uri().query().unwrap_or_default().to_owned(),
+                authority: authority.clone(),
+                scheme: req.uri().scheme_str().unwrap_or("http").to_owned(),
+                peer: conn.peer.to_string(),
+                route: route.name.clone(),
+                cluster: picked
+                    .and_then(|d| d.cluster.as_ref())
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            };
+            let (r, f, headers_changed) =
+                match request_filters(hook, info, route, req, &scope).await {
+                    Ok(done) => done,
+                    Err(resp) => return resp,
+                };
+            req = r;
+            filtered = Some(f);
+            // Changed headers may match another route (Envoy's cleared route
+            // cache): routing on a claim a filter put in a header works.
+            if headers_changed {
+                let head = RequestHead {
+                    method: req.method().as_str(),
+                    path: req.uri().path(),
+                    query: req.uri().query(),
+                    authority: &authority,
+                    scheme: req.uri().scheme_str().unwrap_or("http"),
+                    headers: req.headers(),
+                };
+                let Some((_, again)) = table.find(&head) else {
+                    return scope.fail(ResponseFlag::NoRoute);
+                };
+                if !std::ptr::eq(&again.action, route) {
+                    route = &again.action;
+                    _route_active = ActiveGuard::request(&route.stats);
+                    scope.route = Some(&route.stats);
+                    picked = route.destinations.pick();
+                }
+            }
+        }
+    }
+
+    let resp = route_request(
+        req,
+        conn,
+        &listener.stats,
+        route,
+        picked,
+        authority,
+        &mut scope,
+        &mut filtered,
+    )
+    .await;
+    // The filters let the request through but it got no response phase (a
+    // local reply, a failure, a tunnel): their log phase still hears how it ended.
+    if let Some(f) = filtered.take() {
+        let flags = resp
+            .headers()
+            .get(FLAGS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        f.ended(resp.status(), flags);
+    }
+    resp
+}
+
+/// What follows routing and filters: CORS, fault injection, local answers,
+/// then forwarding to the picked destination.
+#[allow(clippy::too_many_arguments)]
+async fn route_request<'a>(
+    mut req: Request<DownBody>,
+    conn: Conn,
+    listener: &'a Arc<Counters>,
+    route: &'a RouteRt,
+    picked: Option<&'a Destination>,
+    authority: String,
+    scope: &mut Scope<'a>,
+    filtered: &mut Option<Filtered<'a>>,
+) -> Response<ProxyBody> {
     // CORS (before everything else, as Envoy's filter chain has it).
     let origin = req.headers().get(header::ORIGIN).cloned();
     let cors_origin = match (&route.cors, &origin) {
@@ -239,7 +329,7 @@ async fn proxy(
         None => {}
     }
 
-    let Some(dest) = route.destinations.pick() else {
+    let Some(dest) = picked else {
         return scope.fail(ResponseFlag::NoCluster);
     };
     let Some(cluster) = &dest.cluster else {
@@ -265,51 +355,18 @@ async fn proxy(
     } else {
         None
     };
-    // Python filters (only routes that have some ever get here).
-    let mut filtered = None;
-    if !route.filters.is_empty() {
-        if let Some(Hook(hook)) = snap.filters.clone() {
-            let info = RequestInfo {
-                method: req.method().as_str().to_owned(),
-                path: req.uri().path().to_owned(),
-                query: req.uri().query().unwrap_or_default().to_owned(),
-                authority: authority.clone(),
-                scheme: req.uri().scheme_str().unwrap_or("http").to_owned(),
-                peer: conn.peer.to_string(),
-                route: route.name.clone(),
-                cluster: cluster.name.clone(),
-            };
-            match hook.on_request(&route.filters, &info, req.headers_mut()) {
-                Ok(FilterAction::Continue(state)) => filtered = Some((hook, info, state)),
-                Ok(FilterAction::Respond {
-                    status,
-                    headers,
-                    body,
-                }) => {
-                    let mut resp = scope.local(status, None, (!body.is_empty()).then_some(body));
-                    resp.headers_mut().extend(headers);
-                    return resp;
-                }
-                Err(_) => {
-                    return scope.local(
-                        route.filter_failure,
-                        Some(ResponseFlag::FilterFailure),
-                        Some(Bytes::from_static(b"filter failure\n")),
-                    );
-                }
-            }
-        }
-    }
-    let forward = Forward {
-        listener: &listener.stats,
+    let mut forward = Forward {
+        listener,
         route,
         dest,
         cluster,
         hash: key.hash,
         original_dst,
-        filtered,
+        filtered: filtered.take(),
     };
-    let mut resp = match forward.run(req, authority, &scope).await {
+    let sent = forward.run(req, authority, scope).await;
+    *filtered = forward.filtered.take();
+    let mut resp = match sent {
         Ok(resp) => resp,
         Err(flag) => scope.fail(flag),
     };
@@ -327,6 +384,93 @@ async fn proxy(
     resp
 }
 
+/// The request phase of the route's filters: the body read first when they
+/// asked for it (413 past their limit), then their verdict (waited for when it
+/// comes from the Trio loop). `Err` is the reply to send instead.
+/// `Ok` also says whether the filters changed the request headers.
+async fn request_filters<'a>(
+    hook: Arc<Box<dyn FilterHook>>,
+    info: RequestInfo,
+    route: &'a RouteRt,
+    req: Request<DownBody>,
+    scope: &Scope<'_>,
+) -> Result<(Request<DownBody>, Filtered<'a>, bool), Response<ProxyBody>> {
+    let (mut parts, body) = req.into_parts();
+    let body = match body {
+        DownBody::Streaming(body) if route.filter_request_body > 0 => {
+            match filter_body::read_whole(&parts.headers, body, route.filter_request_body).await {
+                Ok((data, trailers)) => DownBody::Buffered { data, trailers },
+                Err(ReadError::TooLarge) => {
+                    return Err(scope.local(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        None,
+                        Some(Bytes::from_static(b"payload too large\n")),
+                    ))
+                }
+                Err(ReadError::Broken) => {
+                    return Err(scope.fail(ResponseFlag::DownstreamProtocolError))
+                }
+            }
+        }
+        other => other,
+    };
+    let data = match &body {
+        DownBody::Buffered { data, .. } => Some(data),
+        DownBody::Streaming(_) => None,
+    };
+    let verdict = hook.on_request(&route.filters, &info, &parts.headers, data);
+    match verdict.wait(route.filter_budget).await {
+        Ok(FilterAction::Continue {
+            headers,
+            body: new_body,
+            state,
+        }) => {
+            let headers_changed = headers.is_some();
+            if let Some(h) = headers {
+                parts.headers = h;
+            }
+            let body = match (body, new_body) {
+                (DownBody::Buffered { trailers, .. }, Some(data)) => {
+                    filter_body::set_length(&mut parts.headers, data.len());
+                    DownBody::Buffered { data, trailers }
+                }
+                (body, _) => body,
+            };
+            let filtered = Filtered {
+                hook,
+                info,
+                state,
+                route,
+            };
+            Ok((Request::from_parts(parts, body), filtered, headers_changed))
+        }
+        Ok(FilterAction::Respond {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut resp = scope.local(status, None, (!body.is_empty()).then_some(body));
+            resp.headers_mut().extend(headers);
+            Err(resp)
+        }
+        Err(e) => Err(filter_failed(&e, route, scope)),
+    }
+}
+
+/// The failing filter's status (the route's when unknown), flag `FF`.
+fn filter_failed(e: &FilterError, route: &RouteRt, scope: &Scope<'_>) -> Response<ProxyBody> {
+    let body: &'static [u8] = if e.timeout {
+        b"filter timeout\n"
+    } else {
+        b"filter failure\n"
+    };
+    scope.local(
+        e.status.unwrap_or(route.filter_failure),
+        Some(ResponseFlag::FilterFailure),
+        Some(Bytes::from_static(body)),
+    )
+}
+
 /// Forwarding to one cluster, with retries.
 struct Forward<'a> {
     listener: &'a Arc<Counters>,
@@ -337,17 +481,33 @@ struct Forward<'a> {
     hash: Option<u64>,
     /// The one endpoint of an original-destination cluster.
     original_dst: Option<String>,
-    /// The filters' hook, what they were told and their per-request state, for on_response.
-    filtered: Option<Filtered>,
+    /// The filters that ran, for the response phase.
+    filtered: Option<Filtered<'a>>,
 }
 
-/// The filters' hook, what they were told and their per-request state.
-type Filtered = (Arc<Box<dyn FilterHook>>, RequestInfo, FilterState);
+/// The filters that let a request through, for its response and log phases.
+struct Filtered<'a> {
+    hook: Arc<Box<dyn FilterHook>>,
+    /// What they were told, and what they keep per request.
+    info: RequestInfo,
+    state: FilterState,
+    /// The route whose filters ran (a filter may have moved the request on).
+    route: &'a RouteRt,
+}
+
+impl Filtered<'_> {
+    /// The log phase alone, for a request that got no response phase.
+    fn ended(self, status: StatusCode, flags: &str) {
+        let ending = Ending { status, flags };
+        self.hook
+            .on_log(&self.route.filters, &self.info, ending, self.state);
+    }
+}
 
 impl Forward<'_> {
     async fn run(
-        mut self,
-        mut req: Request<Incoming>,
+        &mut self,
+        mut req: Request<DownBody>,
         authority: String,
         scope: &Scope<'_>,
     ) -> Result<Response<ProxyBody>, ResponseFlag> {
@@ -380,46 +540,147 @@ impl Forward<'_> {
             None => sent.await?,
         };
 
-        let status = resp.status().as_u16();
-        for c in [Some(&**self.listener), scope.route, scope.cluster]
-            .into_iter()
-            .flatten()
-        {
-            c.response(status);
-        }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some((_, downstream)) = upgrade {
+                self.count_response(scope, resp.status());
+                if let Some(f) = self.filtered.take() {
+                    f.ended(resp.status(), "");
+                }
                 return Ok(self.tunnel(resp, downstream, load));
             }
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if let Some((hook, info, state)) = self.filtered.take() {
-            hook.on_response(
-                &route.filters,
-                &info,
-                parts.status,
-                &mut parts.headers,
-                state,
-            )
-            .map_err(|_| ResponseFlag::FilterFailure)?;
-        }
+        let body = match self.filtered.take() {
+            Some(filtered) => {
+                match self
+                    .response_filters(filtered, &mut parts, body, load, lease, scope)
+                    .await
+                {
+                    Ok(body) => body,
+                    Err(reply) => return Ok(reply),
+                }
+            }
+            None => {
+                let mut body = Metered::new(body, Direction::Out, self.sinks());
+                body.hold(load, lease);
+                ProxyBody::Upstream(body)
+            }
+        };
+        self.count_response(scope, parts.status);
         route.response_headers.apply(&mut parts.headers);
         self.dest.response_headers.apply(&mut parts.headers);
-        let mut body = Metered::new(body, Direction::Out, self.sinks());
-        body.hold(load, lease);
         if let Some(id) = &scope.request_id {
             parts
                 .headers
                 .entry(REQUEST_ID)
                 .or_insert_with(|| id.clone());
         }
-        let mut resp = Response::from_parts(parts, ProxyBody::Upstream(body));
+        let mut resp = Response::from_parts(parts, body);
         if retries_exhausted {
             self.cluster.stats.flag(ResponseFlag::RetryLimitExceeded);
             add_flag(&mut resp, ResponseFlag::RetryLimitExceeded);
         }
         Ok(resp)
+    }
+
+    fn count_response(&self, scope: &Scope<'_>, status: StatusCode) {
+        for c in [Some(&**self.listener), scope.route, scope.cluster]
+            .into_iter()
+            .flatten()
+        {
+            c.response(status.as_u16());
+        }
+    }
+
+    /// The response phase of the filters whose request phase ran: the body
+    /// read whole first when they asked for it (500 past their limit), their
+    /// header (and body) changes applied. `Err` is the reply to send instead.
+    async fn response_filters(
+        &self,
+        filtered: Filtered<'_>,
+        parts: &mut http::response::Parts,
+        body: Incoming,
+        load: LoadGuard,
+        lease: Option<pool::Lease>,
+        scope: &Scope<'_>,
+    ) -> Result<ProxyBody, Response<ProxyBody>> {
+        let Filtered {
+            hook,
+            info,
+            state,
+            route,
+        } = filtered;
+        let limit = route.filter_response_body;
+        if limit == 0 {
+            let verdict = hook.on_response(
+                &route.filters,
+                &info,
+                parts.status,
+                &parts.headers,
+                None,
+                state,
+            );
+            let edit = verdict
+                .wait(route.filter_budget)
+                .await
+                .map_err(|e| filter_failed(&e, route, scope))?;
+            if let Some(h) = edit.headers {
+                parts.headers = h;
+            }
+            let mut body = Metered::new(body, Direction::Out, self.sinks());
+            body.hold(load, lease);
+            return Ok(ProxyBody::Upstream(body));
+        }
+        // Counted when sent on below; the lease goes back to the pool once read.
+        let mut reading = Metered::new(body, Direction::Out, [None, None, None]);
+        reading.hold(load, lease);
+        let (data, trailers) = match filter_body::read_whole(&parts.headers, reading, limit).await {
+            Ok(read) => read,
+            Err(ReadError::TooLarge) => {
+                return Err(scope.local(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    None,
+                    Some(Bytes::from_static(b"response payload too large\n")),
+                ))
+            }
+            Err(ReadError::Broken) => {
+                return Err(scope.fail(ResponseFlag::UpstreamConnectionTermination))
+            }
+        };
+        let verdict = hook.on_response(
+            &route.filters,
+            &info,
+            parts.status,
+            &parts.headers,
+            Some(&data),
+            state,
+        );
+        let edit = verdict
+            .wait(route.filter_budget)
+            .await
+            .map_err(|e| filter_failed(&e, route, scope))?;
+        if let Some(h) = edit.headers {
+            parts.headers = h;
+        }
+        let data = match edit.body {
+            Some(new) => {
+                filter_body::set_length(&mut parts.headers, new.len());
+                new
+            }
+            None => data,
+        };
+        let frames = if data.is_empty() {
+            VecDeque::new()
+        } else {
+            VecDeque::from([data])
+        };
+        let body = RequestBody::Replay { frames, trailers };
+        Ok(ProxyBody::Buffered(Metered::new(
+            body,
+            Direction::Out,
+            self.sinks(),
+        )))
     }
 
     /// Answers 101 downstream and splices the two upgraded connections.
@@ -465,7 +726,7 @@ impl Forward<'_> {
     /// The upstream request, rewritten, ready to be (re)built per try.
     async fn template(
         &self,
-        req: Request<Incoming>,
+        req: Request<DownBody>,
         authority: String,
     ) -> Result<Template, ResponseFlag> {
         let route = self.route;
@@ -495,32 +756,16 @@ impl Forward<'_> {
         self.dest.request_headers.apply(&mut parts.headers);
 
         let retries = route.retry.as_ref().is_some_and(|r| r.attempts > 0);
-        let body = if body.is_end_stream() {
-            BodySource::Replay {
-                frames: Vec::new(),
-                trailers: None,
-            }
-        } else if !route.mirrors.is_empty()
-            && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT)
-        {
-            // Mirrors need the body before the primary is sent: read small ones first.
-            let collected = http_body_util::Limited::new(body, REPLAY_LIMIT as usize)
-                .collect()
-                .await
-                .map_err(|_| ResponseFlag::DownstreamProtocolError)?;
-            let trailers = collected.trailers().cloned();
-            BodySource::Replay {
-                frames: vec![collected.to_bytes()],
+        let body = match body {
+            DownBody::Buffered { data, trailers } => BodySource::Replay {
+                frames: if data.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![data]
+                },
                 trailers,
-            }
-        } else if retries {
-            // Stream through while keeping a copy, as Envoy's retry buffer does.
-            BodySource::Teed {
-                first: Some(body),
-                record: Arc::default(),
-            }
-        } else {
-            BodySource::Streaming(Some(body))
+            },
+            DownBody::Streaming(body) => self.body_source(body, retries).await?,
         };
         let grpc = parts
             .headers
@@ -552,6 +797,39 @@ impl Forward<'_> {
             body,
             http2: self.cluster.protocol == UpstreamProtocol::Http2,
             sinks: self.sinks(),
+        })
+    }
+
+    /// How a streaming request body goes upstream: read first when small and
+    /// mirrors need it, teed when retries may need it, else streamed once.
+    async fn body_source(&self, body: Incoming, retries: bool) -> Result<BodySource, ResponseFlag> {
+        let route = self.route;
+        Ok(if body.is_end_stream() {
+            BodySource::Replay {
+                frames: Vec::new(),
+                trailers: None,
+            }
+        } else if !route.mirrors.is_empty()
+            && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT)
+        {
+            // Mirrors need the body before the primary is sent: read small ones first.
+            let collected = http_body_util::Limited::new(body, REPLAY_LIMIT as usize)
+                .collect()
+                .await
+                .map_err(|_| ResponseFlag::DownstreamProtocolError)?;
+            let trailers = collected.trailers().cloned();
+            BodySource::Replay {
+                frames: vec![collected.to_bytes()],
+                trailers,
+            }
+        } else if retries {
+            // Stream through while keeping a copy, as Envoy's retry buffer does.
+            BodySource::Teed {
+                first: Some(body),
+                record: Arc::default(),
+            }
+        } else {
+            BodySource::Streaming(Some(body))
         })
     }
 
@@ -841,7 +1119,7 @@ impl Template {
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade`
 /// plus `Upgrade: X`), e.g. `websocket`.
-fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }

@@ -10,6 +10,7 @@ mod actions;
 mod body;
 mod cluster;
 pub mod echo;
+mod filter_body;
 pub mod filters;
 mod flags;
 mod hashing;

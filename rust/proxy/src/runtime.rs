@@ -17,6 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
+/// A filter's time budget per phase when the IR gives none (and the most it may give).
+const DEFAULT_FILTER_TIMEOUT_MS: u64 = 1_000;
+const MAX_FILTER_TIMEOUT_MS: u64 = 600_000;
+const FILTER_GRACE_MS: u64 = 1_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
@@ -107,8 +112,16 @@ pub struct RouteRt {
     pub cors: Option<CorsRt>,
     /// Python filters, by the control layer's ids; empty for most routes.
     pub filters: Vec<u32>,
-    /// Answer when a filter raises (the first filter's setting; 500 by default).
+    /// Answer when a filter fails and the control layer does not say which
+    /// (the first filter's setting; 500 by default).
     pub filter_failure: http::StatusCode,
+    /// Body bytes the route's filters read (the largest of their limits; 0: none).
+    pub filter_request_body: usize,
+    pub filter_response_body: usize,
+    /// How long a worker waits for the filters of one phase: their budgets
+    /// added up, plus a grace second (the control layer enforces each budget;
+    /// this bounds a stuck Trio loop).
+    pub filter_budget: Duration,
     /// `vhost/route`, as filters see it.
     pub name: String,
 }
@@ -184,6 +197,28 @@ impl RouteRt {
                 .first()
                 .and_then(|f| http::StatusCode::from_u16(f.failure_status).ok())
                 .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+            filter_request_body: a
+                .filters
+                .iter()
+                .map(|f| f.request_body_limit as usize)
+                .max()
+                .unwrap_or(0),
+            filter_response_body: a
+                .filters
+                .iter()
+                .map(|f| f.response_body_limit as usize)
+                .max()
+                .unwrap_or(0),
+            filter_budget: Duration::from_millis(
+                a.filters
+                    .iter()
+                    .map(|f| match f.timeout_ms {
+                        0 => DEFAULT_FILTER_TIMEOUT_MS,
+                        t => t.min(MAX_FILTER_TIMEOUT_MS),
+                    })
+                    .sum::<u64>()
+                    + FILTER_GRACE_MS,
+            ),
             name: format!("{}/{}", vh.name, route.name),
         })
     }

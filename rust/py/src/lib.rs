@@ -133,6 +133,7 @@ fn ir_roundtrip(py: Python<'_>, snapshot: &Bound<'_, PyBytes>) -> PyResult<Py<Py
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<EchoServer>()?;
+    m.add_class::<filters::Completion>()?;
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
     errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
