@@ -517,9 +517,23 @@ def _validate(
     )
 
 
-def load_config(paths: Sequence[str | Path], *, namespace: str = "default") -> Config:
-    """Read and validate files and folders; raises ConfigError with every problem found."""
+def load_config(
+    paths: Sequence[str | Path],
+    *,
+    namespace: str = "default",
+    texts: Sequence[tuple[str, str]] = (),
+) -> Config:
+    """Read and validate files and folders; raises ConfigError with every problem found.
+
+    ``texts`` are (YAML text, source name) pairs read after the files, into the same config
+    (``meshfast.Sidecar(config=..., yaml=...)``).
+    """
     docs, errors, files = read_paths(paths)
+    for text, source in texts:
+        more, failed = parse_text(text, source)
+        docs.extend(more)
+        errors.extend(failed)
+        files.append(source)
     return _validate(docs, errors, files, namespace)
 
 

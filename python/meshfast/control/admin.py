@@ -84,16 +84,9 @@ class AdminApi:
         return Response.text(200 if state == "ready" else 503, state)
 
     def _filter_failures(self) -> dict[str, dict[str, int]]:
-        """Failures per Python filter (``errors``: it raised; ``timeouts``: it overran its
-        budget), counted by the current dispatcher and carried over across reloads."""
-        counts: dict[str, dict[str, int]] = {}
-        for kind in ("errors", "timeouts"):
-            by_name = getattr(self.sidecar.filters, kind, None)
-            if not isinstance(by_name, dict):
-                continue
-            for name, n in by_name.items():
-                counts.setdefault(name, {"errors": 0, "timeouts": 0})[kind] = n
-        return dict(sorted(counts.items()))
+        from meshfast.filters.dispatch import failure_counts
+
+        return failure_counts(self.sidecar.filters)
 
     async def stats(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_json)

@@ -26,13 +26,18 @@ config without filters); if the core rejects the snapshot, the previous dispatch
 back.  A DNS re-apply keeps the current dispatcher.  Dispatchers run their ``async def``
 phases on this Sidecar's Trio loop (:class:`~meshfast.filters.loop.TrioLoop`, bound once
 :meth:`Sidecar.serve` runs); in-flight filter tasks finish during the drain.
+
+Embedding (:class:`meshfast.Sidecar`): ``prepare`` is a function every config this Sidecar
+loads passes through before it is compiled (the embedding API adds the filters it was given
+as objects), and :meth:`Sidecar.reapply` compiles the current config again when what
+``prepare`` adds has changed.  So ``POST /config`` keeps those filters too.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -50,11 +55,15 @@ from meshfast.filters.loop import TrioLoop
 
 if TYPE_CHECKING:
     from meshfast._core import FilterDispatcher
-    from meshfast.config import CompileOptions
+    from meshfast.config import CompileOptions, Config
+
+# A config as loaded → the config to compile (see ``Sidecar(prepare=...)``).
+Prepare = Callable[["Config"], "Config"]
 
 __all__ = [
     "KEEP",
     "CoreLike",
+    "Prepare",
     "Ready",
     "Sidecar",
     "SidecarSettings",
@@ -125,10 +134,17 @@ class Sidecar:
         resolve: ResolveFn | None = None,
         applied: bool = False,
         filters: FilterDispatcher | None = None,
+        config: Config | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         """``applied``: the caller already gave ``snapshot`` to the core (a config without
         DNS names can start serving before Trio is even imported), and ``filters``, the
-        dispatcher of its config (:func:`~meshfast.filters.dispatch.build_dispatcher`), too."""
+        dispatcher of its config (:func:`~meshfast.filters.dispatch.build_dispatcher`), too.
+
+        ``config``: the config ``snapshot`` was compiled from, as loaded (before ``prepare``),
+        so :meth:`reapply` can compile it again.  ``prepare``: every config loaded later
+        (:meth:`apply_yaml`, :meth:`apply_config`, :meth:`reapply`) passes through it before it
+        is compiled; it runs in a worker thread and may raise ``ConfigError``."""
         from meshfast.control.admin import AdminApi
 
         if core_errors is None:
@@ -149,6 +165,8 @@ class Sidecar:
         self._core_stopped = False
         self._applied = applied
         self._filters = filters
+        self._config = config
+        self._prepare = prepare
         self._quit = trio.Event()
         self._apply_lock = trio.Lock()
         self._http = HttpServer(AdminApi(self), limits)
@@ -181,6 +199,12 @@ class Sidecar:
         return self._filters
 
     @property
+    def config(self) -> Config | None:
+        """The config now serving, as loaded (before ``prepare``); None when it is not known
+        (a compiled snapshot given to :meth:`apply`)."""
+        return self._config
+
+    @property
     def sources(self) -> tuple[str, ...]:
         """Where the current config came from: file paths, or ``<POST /config>``."""
         return self._sources
@@ -208,19 +232,48 @@ class Sidecar:
         Raises ``ConfigError`` (nothing applied) or one of ``core_errors`` (the core
         rejected the snapshot; the old one keeps serving).
         """
-        from meshfast.config import compile_config, load_config_text
+        from meshfast.config import load_config_text
 
+        namespace = self.settings.namespace
+
+        def load() -> Config:
+            return load_config_text(text, source=source, namespace=namespace)
+
+        return await self.apply_config(load, (source,))
+
+    async def apply_config(self, load: Callable[[], Config], sources: Sequence[str]) -> int:
+        """Like :meth:`apply_yaml`, for a config ``load`` returns (called in a worker thread:
+        it may read files and import filter modules); ``sources`` say where it came from."""
         async with self._apply_lock:
-            options = self.compile_options(self._version + 1)
+            return await self._load_and_apply(load, tuple(sources))
 
-            def build() -> tuple[ir.Snapshot, dict[str, dns.Mode], FilterDispatcher | None]:
-                config = load_config_text(text, source=source, namespace=self.settings.namespace)
-                snapshot = compile_config(config, options)
-                return snapshot, dns.plan(config), build_dispatcher(config)
+    async def reapply(self) -> int:
+        """Compiles the current :attr:`config` again, through ``prepare``, and applies it as a
+        new version: what ``prepare`` adds has changed.  Raises like :meth:`apply_yaml`, and
+        ``RuntimeError`` when the current config is not known."""
+        async with self._apply_lock:
+            config = self._config
+            if config is None:
+                raise RuntimeError("the config now serving is not known: it cannot be reapplied")
+            return await self._load_and_apply(lambda: config, self._sources)
 
-            snapshot, plan, filters = await trio.to_thread.run_sync(build)
-            await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
-            return await self._apply_locked(snapshot, (source,), plan, filters=filters)
+    async def _load_and_apply(self, load: Callable[[], Config], sources: tuple[str, ...]) -> int:
+        from meshfast.config import compile_config
+
+        options = self.compile_options(self._version + 1)
+        prepare = self._prepare
+
+        def build() -> tuple[Config, ir.Snapshot, dns.DnsPlan, FilterDispatcher | None]:
+            loaded = load()
+            config = loaded if prepare is None else prepare(loaded)
+            snapshot = compile_config(config, options)
+            return loaded, snapshot, dns.plan(config), build_dispatcher(config)
+
+        loaded, snapshot, plan, filters = await trio.to_thread.run_sync(build)
+        await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
+        version = await self._apply_locked(snapshot, sources, plan, filters=filters)
+        self._config = loaded
+        return version
 
     async def apply(
         self,
@@ -232,9 +285,12 @@ class Sidecar:
     ) -> int:
         """Applies an already compiled snapshot (DNS names resolved as known so far, with
         ``plan``: the DNS services of its config, default the current ones); returns its
-        version.  ``filters``: the dispatcher of its config (default: keep the current one)."""
+        version.  ``filters``: the dispatcher of its config (default: keep the current one).
+        The current :attr:`config` becomes unknown."""
         async with self._apply_lock:
-            return await self._apply_locked(snapshot, tuple(sources), plan, filters=filters)
+            version = await self._apply_locked(snapshot, tuple(sources), plan, filters=filters)
+            self._config = None
+            return version
 
     async def _apply_locked(
         self,
@@ -349,7 +405,8 @@ class Sidecar:
             version = self._version
         else:
             await self.resolver.refresh(self._dns_names())
-            version = await self.apply(self._base, self._sources, filters=self._filters)
+            async with self._apply_lock:
+                version = await self._apply_locked(self._base, self._sources, filters=self._filters)
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
         if self.settings.gateway:
             # A gateway has no outbound listener: report its first one (or "-").

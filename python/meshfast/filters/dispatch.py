@@ -47,7 +47,13 @@ if TYPE_CHECKING:
     from meshfast.control.sidecar import CoreLike
     from meshfast.filters.loop import TrioLoop
 
-__all__ = ["Dispatcher", "FilterSettings", "apply_with_filters", "build_dispatcher"]
+__all__ = [
+    "Dispatcher",
+    "FilterSettings",
+    "apply_with_filters",
+    "build_dispatcher",
+    "failure_counts",
+]
 
 HeaderList = list[tuple[str, str]]
 RequestInfo = tuple[str, str, str, str, str, str, str, str]
@@ -548,3 +554,15 @@ def apply_with_filters(
     except BaseException:
         core.set_filter_dispatcher(previous)
         raise
+
+
+def failure_counts(dispatcher: object) -> dict[str, dict[str, int]]:
+    """``{filter name: {"errors": n, "timeouts": m}}`` for the filters of ``dispatcher`` (a
+    :class:`Dispatcher`, else nothing) that failed at least once, sorted by name: what
+    ``/stats`` shows under ``filters``."""
+    counts: dict[str, dict[str, int]] = {}
+    if isinstance(dispatcher, Dispatcher):
+        for kind, by_name in (("errors", dispatcher.errors), ("timeouts", dispatcher.timeouts)):
+            for name, n in by_name.items():
+                counts.setdefault(name, {"errors": 0, "timeouts": 0})[kind] = n
+    return dict(sorted(counts.items()))
