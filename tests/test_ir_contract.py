@@ -148,6 +148,8 @@ snapshot = st.builds(
                 private_key=names,
                 client_ca=st.none() | names,
                 min_version=st.none() | st.sampled_from(["TLSV1_2", "TLSV1_3"]),
+                permissive=st.booleans(),
+                forward_client_cert=st.booleans(),
             ),
             sni_routes=st.lists(
                 st.builds(
@@ -194,6 +196,8 @@ snapshot = st.builds(
                 sni=st.none() | names,
                 subject_alt_names=st.lists(names, max_size=2).map(tuple),
                 insecure_skip_verify=st.booleans(),
+                istio_mutual=st.booleans(),
+                trust_domain=st.none() | names,
             ),
             outlier=st.none()
             | st.builds(

@@ -4,9 +4,9 @@ from typing import Protocol, final
 
 # (name, value) pairs in order; names lowercase.
 HeaderList = list[tuple[str, str]]
-# What the core tells a filter about a request:
-# (method, path, query, authority, scheme, peer "ip:port", route name, cluster name).
-RequestInfo = tuple[str, str, str, str, str, str, str, str]
+# What the core tells a filter about a request: (method, path, query, authority, scheme,
+# peer "ip:port", route name, cluster name, peer SPIFFE identity or "").
+RequestInfo = tuple[str, str, str, str, str, str, str, str, str]
 
 # What a filter phase answers (see meshfast.filters.dispatch for the whole protocol):
 # None, ("continue", headers | None, body | None[, state]), ("respond", status, headers, body,
@@ -111,6 +111,10 @@ class EchoServer:
     @property
     def address(self) -> str: ...
     def stop(self) -> None: ...
+
+def cert_identity(path: str) -> str | None:
+    """The SPIFFE ID (``spiffe://...`` URI SAN) of the first certificate in a PEM file, or None.
+    Raises CoreError when the file cannot be read."""
 
 def ir_roundtrip(snapshot: bytes) -> bytes:
     """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""

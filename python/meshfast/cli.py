@@ -20,18 +20,17 @@ from meshfast import __version__
 if TYPE_CHECKING:
     from meshfast import _core
     from meshfast.config import Config, Problem
+    from meshfast.config.compile import MeshIdentity
 
 __all__ = ["build_parser", "main"]
 
 # DESIGN.md commands that exist in the contract but not yet in the code.
 NOT_IMPLEMENTED_COMMANDS = {
     "explain": "which route matches a request and why",
-    "ca": "a mesh CA and workload certificates",
     "iptables": "traffic-capture rules of a transparent sidecar",
 }
 # `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
 NOT_IMPLEMENTED_RUN_FLAGS = (
-    ("--certs", "certs", "DIR"),
     ("--access-log", "access_log", "PATH|-"),
     ("--zipkin", "zipkin", "URL"),
     ("--otlp", "otlp", "URL"),
@@ -263,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="this workload's labels (localityLbSetting.failoverPriority compares them)",
     )
     run.add_argument(
+        "--certs",
+        default=None,
+        metavar="DIR",
+        help="this workload's mesh identity: DIR/cert-chain.pem, key.pem, root-cert.pem "
+        "(`meshfast ca issue`); enables ISTIO_MUTUAL and mTLS on the inbound listener",
+    )
+    run.add_argument(
         "--dns-refresh",
         default=30.0,
         type=_non_negative_float,
@@ -288,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench(commands)
     _add_export_envoy(commands)
+    _add_ca(commands)
 
     for name, what in NOT_IMPLEMENTED_COMMANDS.items():
         commands.add_parser(name, help=f"{what} (not implemented yet)")
@@ -333,6 +340,18 @@ def _import_core() -> type[_core.Core]:
     return _core.Core
 
 
+def _mesh_identity(folder: str | None) -> MeshIdentity | None:
+    """``--certs DIR`` → the identity in it, or exit 1 naming what is wrong."""
+    if folder is None:
+        return None
+    from meshfast.security.identity import load_identity
+
+    try:
+        return load_identity(folder)
+    except (OSError, ValueError) as exc:
+        _die(f"--certs {folder}: {exc}", 1)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     for flag, dest, _ in NOT_IMPLEMENTED_RUN_FLAGS:
         if getattr(args, dest) is not None:
@@ -354,6 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         locality=args.locality,
         labels=args.labels,
         dns_refresh=args.dns_refresh,
+        certs=_mesh_identity(args.certs),
     )
     try:
         config = _load(args.paths, args.namespace)
@@ -530,12 +550,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if outcome.failures else 0
 
 
+def _add_ca(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ca = commands.add_parser("ca", help="a mesh CA and workload certificates")
+    steps = ca.add_subparsers(dest="ca_command", required=True, metavar="STEP")
+    init = steps.add_parser("init", help="create a root CA in DIR (root-cert.pem, root-key.pem)")
+    init.add_argument("--dir", required=True, metavar="DIR")
+    init.add_argument("--trust-domain", default="cluster.local", metavar="DOMAIN")
+    init.add_argument("--days", default=3650, type=_positive_int, metavar="N")
+    issue = steps.add_parser(
+        "issue", help="a workload identity: OUT/key.pem, cert-chain.pem, root-cert.pem"
+    )
+    issue.add_argument("--dir", required=True, metavar="DIR", help="the CA's folder")
+    issue.add_argument("--namespace", required=True, metavar="NS")
+    issue.add_argument("--service-account", required=True, metavar="SA")
+    issue.add_argument("--out", required=True, metavar="OUT")
+    issue.add_argument("--days", default=1, type=_positive_int, metavar="N")
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from meshfast.security import ca
+
+    try:
+        if args.ca_command == "init":
+            cert = ca.init_ca(Path(args.dir), trust_domain=args.trust_domain, days=args.days)
+            print(f"wrote {cert} and {Path(args.dir) / ca.ROOT_KEY} ({args.trust_domain})")
+            return 0
+        issued = ca.issue(
+            Path(args.dir),
+            Path(args.out),
+            namespace=args.namespace,
+            service_account=args.service_account,
+            days=args.days,
+        )
+    except (OSError, ValueError) as exc:
+        _die(str(exc), 1)
+    until = f"{issued.not_after:%Y-%m-%d %H:%M} UTC"
+    print(f"wrote {issued.folder}: {issued.identity}, valid until {until}")
+    return 0
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     _die(f"`{args.command}` is not implemented yet (see the issues)", 2)
 
 
 COMMANDS = {
     "run": cmd_run,
+    "ca": cmd_ca,
     "validate": cmd_validate,
     "echo": cmd_echo,
     "demo": cmd_demo,

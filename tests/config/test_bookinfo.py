@@ -27,12 +27,7 @@ NETWORKING = SAMPLES / "networking"
 EXPECTED: dict[str, list[str]] = {
     "bookinfo-gateway.yaml": [],
     "certmanager-gateway.yaml": [],
-    # ISTIO_MUTUAL needs the mesh's own identities (the mTLS work).
-    "destination-rule-all-mtls.yaml": [
-        f"{line}: DestinationRule/{name}: $.spec.trafficPolicy.tls.mode: ISTIO_MUTUAL (mesh mTLS"
-        " identities) is not implemented yet"
-        for line, name in ((9, "productpage"), (23, "reviews"), (43, "ratings"), (66, "details"))
-    ],
+    "destination-rule-all-mtls.yaml": [],
     "destination-rule-all.yaml": [],
     "destination-rule-reviews.yaml": [],
     "egress-rule-google-apis.yaml": [],
@@ -150,3 +145,34 @@ def test_bookinfo_fault_samples_compile(sample: str, host: str, fault: ir.Fault)
     )
     # details: the fault rule has no match, so it is a catch-all and the rule after it is dropped
     assert [r.action.fault for r in rest] == ([] if host == "details" else [None])
+
+
+def test_all_mtls_sample_compiles_to_istio_mutual_with_the_mesh_identity() -> None:
+    from meshfast.config.compile import MeshIdentity
+
+    text = "\n---\n".join(
+        [_services(), (NETWORKING / "destination-rule-all-mtls.yaml").read_text()]
+    )
+    mesh = MeshIdentity(
+        "/m/cert-chain.pem",
+        "/m/key.pem",
+        "/m/root-cert.pem",
+        "spiffe://cluster.local/ns/default/sa/productpage",
+        "cluster.local",
+    )
+    snap = compile_config(load_config_text(text), CompileOptions(mesh=mesh))
+    mutual = [c for c in snap.clusters if c.tls is not None]
+    assert len(mutual) == 4 + 1 + 3 + 4 + 2  # every cluster of the four services
+    for c in mutual:
+        assert c.tls == ir.UpstreamTls(
+            ca_certs="/m/root-cert.pem",
+            client_cert="/m/cert-chain.pem",
+            private_key="/m/key.pem",
+            istio_mutual=True,
+            trust_domain="cluster.local",
+        ), c.name
+    # Without an identity the clusters still ask for mTLS (the core then refuses, naming
+    # --certs): never a silent plaintext fallback.
+    bare = compile_config(load_config_text(text), CompileOptions())
+    bare_mutual = [c.name for c in bare.clusters if c.tls is not None and c.tls.istio_mutual]
+    assert bare_mutual == [c.name for c in mutual]

@@ -47,7 +47,6 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
-        ("--certs", "/tmp/certs"),
         ("--access-log", "-"),
         ("--zipkin", "http://127.0.0.1:9411"),
         ("--otlp", "http://127.0.0.1:4317"),
@@ -59,6 +58,21 @@ def test_run_refuses_flags_not_implemented_yet(
 ) -> None:
     assert main(["run", "-c", "does-not-matter.yaml", flag, value]) == 2
     assert f"meshfast: {flag} is not implemented yet" in capsys.readouterr().err
+
+
+def test_run_certs_without_an_identity_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main_exit(["run", "-c", "x.yaml", "--certs", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"--certs {tmp_path}: missing cert-chain.pem, key.pem, root-cert.pem" in err
+
+
+def main_exit(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
 
 
 @pytest.mark.parametrize("command", sorted(NOT_IMPLEMENTED_COMMANDS))

@@ -49,6 +49,17 @@ from meshfast.config.registry import (
 CONNECT_TIMEOUT_MS = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class MeshIdentity:
+    """The sidecar's mesh identity (``--certs DIR``): PEM file paths and its SPIFFE ID."""
+
+    cert_chain: str
+    private_key: str
+    root_cert: str
+    identity: str  # spiffe://TRUST_DOMAIN/ns/NS/sa/SA
+    trust_domain: str
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     namespace: str = "default"
@@ -60,6 +71,7 @@ class CompileOptions:
     labels: dict[str, str] = field(default_factory=dict)  # the sidecar's (failoverPriority)
     gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
     gateway_bind: str = "0.0.0.0"  # the IP of gateway listeners whose server has no bind
+    mesh: MeshIdentity | None = None  # ISTIO_MUTUAL and mTLS on inbound listeners
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -198,7 +210,9 @@ class _Compiler:
             outlier=policy.outlier_detection(applied.outlier_detection),
             warmup=policy.warmup(lb),
             original_dst=original_dst or (lb is not None and lb.simple == "PASSTHROUGH"),
-            tls=policy.upstream_tls(applied.tls, lambda path: self.source_path(dr, path)),
+            tls=policy.upstream_tls(
+                applied.tls, lambda path: self.source_path(dr, path), self.options.mesh
+            ),
         )
 
     def source_path(self, dr: r.DestinationRule | None, path: str) -> str:
@@ -367,10 +381,27 @@ class _Compiler:
         listeners.extend(listeners_mod.sidecar_tls_listeners(self, services, used))
 
         # Inbound.
+        # With a mesh identity, HTTP inbound listeners take mTLS from other sidecars and, as
+        # Istio's default PERMISSIVE mode, plaintext too.
+        inbound_tls = (
+            ir.TlsServer(
+                cert_chain=opts.mesh.cert_chain,
+                private_key=opts.mesh.private_key,
+                client_ca=opts.mesh.root_cert,
+                permissive=True,
+                forward_client_cert=True,
+            )
+            if opts.mesh is not None
+            else None
+        )
         if opts.app is not None:
             listeners.append(
                 ir.Listener(
-                    name="inbound", address=opts.inbound, protocol="http", route_table="inbound"
+                    name="inbound",
+                    address=opts.inbound,
+                    protocol="http",
+                    route_table="inbound",
+                    tls=inbound_tls,
                 )
             )
             route_tables.append(_inbound_table("inbound", "inbound|app"))
@@ -408,7 +439,13 @@ class _Compiler:
                     )
                 else:
                     listeners.append(
-                        ir.Listener(name=name, address=address, protocol="http", route_table=name)
+                        ir.Listener(
+                            name=name,
+                            address=address,
+                            protocol="http",
+                            route_table=name,
+                            tls=inbound_tls,
+                        )
                     )
                     route_tables.append(_inbound_table(name, cluster))
                 clusters.append(

@@ -183,6 +183,8 @@ class TlsServer(msgspec.Struct, frozen=True):
     private_key: str
     client_ca: str | None = None  # set: client certificates required (MUTUAL)
     min_version: Literal["TLSV1_2", "TLSV1_3"] | None = None
+    permissive: bool = False  # plaintext served too (Istio's PERMISSIVE mesh inbound)
+    forward_client_cert: bool = False  # x-forwarded-client-cert: the client's SPIFFE ID
 
 
 class SniRoute(msgspec.Struct, frozen=True):
@@ -251,8 +253,12 @@ class UpstreamTls(msgspec.Struct, frozen=True):
     client_cert: str | None = None  # MUTUAL
     private_key: str | None = None  # MUTUAL
     sni: str | None = None
-    subject_alt_names: tuple[str, ...] = ()  # DNS names; replace the SNI check
+    subject_alt_names: tuple[str, ...] = ()  # DNS names (SPIFFE URIs when istio_mutual)
     insecure_skip_verify: bool = False
+    # ISTIO_MUTUAL: the mesh identity's files above; the server must present one of
+    # subject_alt_names, else any SPIFFE identity of trust_domain.
+    istio_mutual: bool = False
+    trust_domain: str | None = None
 
 
 class Cluster(msgspec.Struct, frozen=True):

@@ -103,13 +103,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import msgspec
 
 from meshfast.config import ir
 from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
+
+if TYPE_CHECKING:
+    from meshfast.config.compile import MeshIdentity
 
 DEFAULT_RING_SIZE = 1024
 DEFAULT_MAGLEV_SIZE = 65537
@@ -204,13 +207,28 @@ def traffic_policy_for(
 
 
 def upstream_tls(
-    tls: r.ClientTLSSettings | None, resolve: Callable[[str], str]
+    tls: r.ClientTLSSettings | None,
+    resolve: Callable[[str], str],
+    mesh: MeshIdentity | None = None,
 ) -> ir.UpstreamTls | None:
-    """DestinationRule ``tls`` SIMPLE / MUTUAL → TLS origination; DISABLE (or no block) → none.
+    """DestinationRule ``tls`` SIMPLE / MUTUAL / ISTIO_MUTUAL → TLS origination; DISABLE (or
+    no block) → none.
 
     ``resolve`` makes certificate paths absolute (relative to the DestinationRule's file).
-    ISTIO_MUTUAL is reported by validation (it needs the mesh identity of the mTLS work).
+    ISTIO_MUTUAL uses the sidecar's ``mesh`` identity (``--certs``) and checks the server's
+    SPIFFE ID (``subjectAltNames``, else the trust domain); without one the core refuses
+    the snapshot, naming ``--certs``: it never falls back to plaintext.
     """
+    if tls is not None and tls.mode == "ISTIO_MUTUAL":
+        return ir.UpstreamTls(
+            ca_certs=mesh.root_cert if mesh else None,
+            client_cert=mesh.cert_chain if mesh else None,
+            private_key=mesh.private_key if mesh else None,
+            sni=tls.sni or None,
+            subject_alt_names=tuple(tls.subject_alt_names),
+            istio_mutual=True,
+            trust_domain=mesh.trust_domain if mesh else None,
+        )
     if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
         return None
     mutual = tls.mode == "MUTUAL"

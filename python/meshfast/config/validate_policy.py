@@ -67,12 +67,20 @@ def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
 
 
 def client_tls(tls: r.ClientTLSSettings | None, path: str) -> Iterator[Issue]:
-    """DestinationRule ``tls``: SIMPLE and MUTUAL originate TLS from PEM files."""
+    """DestinationRule ``tls``: SIMPLE and MUTUAL originate TLS from PEM files; ISTIO_MUTUAL
+    with the sidecar's own mesh identity."""
     if tls is None:
         return
     if tls.mode == "ISTIO_MUTUAL":
-        yield f"{path}.mode", "ISTIO_MUTUAL (mesh mTLS identities) is not implemented yet"
-        return
+        if tls.client_certificate or tls.private_key or tls.ca_certificates:
+            # istiod: the mesh identity replaces them.
+            yield path, "ISTIO_MUTUAL uses the mesh identity: no certificates may be given"
+        for i, san in enumerate(tls.subject_alt_names):
+            if not san.startswith("spiffe://"):
+                yield (
+                    f"{path}.subjectAltNames[{i}]",
+                    f'with ISTIO_MUTUAL a subject alt name is a SPIFFE ID, got "{san}"',
+                )
     if tls.mode == "MUTUAL" and not (tls.client_certificate and tls.private_key):
         yield path, "MUTUAL needs clientCertificate and privateKey"
     if tls.mode in ("DISABLE", "SIMPLE") and (tls.client_certificate or tls.private_key):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from meshfast.config import CompileOptions
+    from meshfast.config.compile import MeshIdentity
 
 # Seconds between DNS refreshes (the resolver's default; Envoy uses the record TTL).
 DEFAULT_REFRESH_S = 30.0
@@ -32,6 +33,7 @@ class SidecarSettings:
     locality: str = ""  # the sidecar's own region/zone/subzone
     labels: dict[str, str] = field(default_factory=dict)  # this workload's labels
     dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
+    certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
 
 
 def options_for(s: SidecarSettings, version: int) -> CompileOptions:
@@ -48,4 +50,5 @@ def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         labels=dict(s.labels),
         gateway=s.gateway,
         gateway_bind=s.gateway_bind,
+        mesh=s.certs,
     )

@@ -46,8 +46,9 @@ class Request:
 
     ``peer`` is the client's ``ip:port`` (``[v6]:port`` for IPv6); ``route`` and
     ``cluster`` are the names the core chose (``cluster`` may be empty: redirect, direct
-    response).  ``body`` is the whole request body for filters on a route where some
-    filter declares ``request_body_limit``, else None.
+    response).  ``identity`` is the client's SPIFFE ID when it came over mesh mTLS
+    (``spiffe://cluster.local/ns/NS/sa/SA``), else empty.  ``body`` is the whole request
+    body for filters on a route where some filter declares ``request_body_limit``, else None.
     """
 
     method: str
@@ -58,6 +59,7 @@ class Request:
     peer: str
     route: str
     cluster: str
+    identity: str = ""
     headers: Headers = field(default_factory=Headers)
     body: bytes | None = None
     state: dict[str, Any] = field(default_factory=dict)

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 HeaderList = list[tuple[str, str]]
-RequestInfo = tuple[str, str, str, str, str, str, str, str]
+RequestInfo = tuple[str, str, str, str, str, str, str, str, str]  # _core.RequestInfo
 Result = tuple[Any, ...] | None
 
 log = logging.getLogger("meshfast.filters")

@@ -53,6 +53,11 @@ pub struct TlsServer {
     pub client_ca: Option<String>,
     /// `TLSV1_2` or `TLSV1_3`; None: TLS 1.2.
     pub min_version: Option<String>,
+    /// Plaintext connections are served too (Istio's PERMISSIVE mesh inbound).
+    pub permissive: bool,
+    /// Requests carry the client's SPIFFE identity in `x-forwarded-client-cert`
+    /// (any the client sent is removed first).
+    pub forward_client_cert: bool,
 }
 
 /// First match wins: `sni_hosts` are exact names, `*.suffix` or `*`.
@@ -353,6 +358,11 @@ pub struct UpstreamTls {
     /// The server certificate must carry one of these DNS names (instead of the SNI).
     pub subject_alt_names: Vec<String>,
     pub insecure_skip_verify: bool,
+    /// Istio's ISTIO_MUTUAL: the sidecar's mesh identity (`client_cert`,
+    /// `private_key`, `ca_certs`) and SPIFFE checks of the server: one of
+    /// `subject_alt_names` (URIs), else any identity of `trust_domain`.
+    pub istio_mutual: bool,
+    pub trust_domain: Option<String>,
 }
 
 /// Istio `outlierDetection` with its defaults already applied by compile.

@@ -22,6 +22,8 @@ pub struct RequestInfo {
     pub authority: String,
     pub scheme: String,
     pub peer: String,
+    /// The client's SPIFFE ID over mesh mTLS; empty otherwise.
+    pub identity: String,
     pub route: String,
     pub cluster: String,
 }

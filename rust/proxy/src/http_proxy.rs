@@ -51,12 +51,17 @@ const REPLAY_LIMIT: u64 = 64 << 10;
 const HOST_SELECTION_ATTEMPTS: usize = 5;
 
 /// What the accepted connection tells about where it came from and went to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     /// Where the client was going before iptables redirected it here.
     pub original_dst: Option<SocketAddr>,
+    /// The client's SPIFFE ID, when it came over mesh mTLS.
+    pub identity: Option<Arc<str>>,
 }
+
+/// Envoy's header for the client certificate's identity (Istio: `By=...;URI=...`).
+const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Envoy's header for choosing an original-destination endpoint explicitly.
 const ORIGINAL_DST_HOST: HeaderName = HeaderName::from_static("x-envoy-original-dst-host");
@@ -133,9 +138,23 @@ async fn proxy(
         cluster: None,
         request_id,
     };
-    let ListenerKind::Http(table, _) = &listener.kind else {
+    let ListenerKind::Http(table, tls) = &listener.kind else {
         return scope.fail(ResponseFlag::NoRoute);
     };
+    // Mesh inbound: only our own record of the client's identity goes on
+    // (Istio's SANITIZE_SET), never one the client wrote itself.
+    if let Some(t) = tls.as_ref().filter(|t| t.forward_client_cert) {
+        req.headers_mut().remove(XFCC);
+        if let Some(id) = &conn.identity {
+            let value = match &t.identity {
+                Some(by) => format!("By={by};URI={id}"),
+                None => format!("URI={id}"),
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                req.headers_mut().insert(XFCC, v);
+            }
+        }
+    }
     let Some(authority) = authority(&req) else {
         return scope.fail(ResponseFlag::DownstreamProtocolError);
     };
@@ -168,6 +187,7 @@ async fn proxy(
                 authority: authority.clone(),
                 scheme: req.uri().scheme_str().unwrap_or("http").to_owned(),
                 peer: conn.peer.to_string(),
+                identity: conn.identity.as_deref().unwrap_or_default().to_owned(),
                 route: route.name.clone(),
                 cluster: picked
                     .and_then(|d| d.cluster.as_ref())

@@ -15,7 +15,6 @@ use meshfast_route::Table;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_rustls::TlsAcceptor;
 
 /// A filter's time budget per phase when the IR gives none (and the most it may give).
 const DEFAULT_FILTER_TIMEOUT_MS: u64 = 1_000;
@@ -73,7 +72,7 @@ pub struct ListenerRt {
 }
 
 pub enum ListenerKind {
-    Http(Arc<Table<RouteRt>>, Option<TlsAcceptor>),
+    Http(Arc<Table<RouteRt>>, Option<tls::ListenerTls>),
     Tcp(Vec<TcpRouteRt>),
     Tls(Vec<SniRouteRt>),
 }
@@ -335,7 +334,7 @@ impl Runtime {
                             table: name,
                         }
                     })?;
-                    let tls = l.tls.as_ref().map(tls::acceptor).transpose()?;
+                    let tls = l.tls.as_ref().map(tls::listener_tls).transpose()?;
                     ListenerKind::Http(table, tls)
                 }
                 ir::ListenerProtocol::Tls => ListenerKind::Tls(

@@ -48,6 +48,31 @@ fn certs(what: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// A listener's TLS: the acceptor and the mesh behaviour around it.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub acceptor: TlsAcceptor,
+    /// Plaintext connections are served too (Istio PERMISSIVE).
+    pub permissive: bool,
+    /// Set `x-forwarded-client-cert` from the client's SPIFFE ID.
+    pub forward_client_cert: bool,
+    /// Our own SPIFFE ID (`By=` in `x-forwarded-client-cert`).
+    pub identity: Option<std::sync::Arc<str>>,
+}
+
+pub fn listener_tls(tls: &ir::TlsServer) -> Result<ListenerTls, TlsError> {
+    let identity = certs("certificate chain", &tls.cert_chain)?
+        .first()
+        .and_then(crate::spiffe::identity)
+        .map(std::sync::Arc::from);
+    Ok(ListenerTls {
+        acceptor: acceptor(tls)?,
+        permissive: tls.permissive,
+        forward_client_cert: tls.forward_client_cert,
+        identity,
+    })
+}
+
 /// A TLS acceptor for `tls`, advertising h2 and http/1.1 by ALPN.
 pub fn acceptor(tls: &ir::TlsServer) -> Result<TlsAcceptor, TlsError> {
     let chain = certs("certificate chain", &tls.cert_chain)?;

@@ -1,7 +1,9 @@
-//! TLS origination towards endpoints (DestinationRule `tls` SIMPLE / MUTUAL),
-//! with rustls: roots from a PEM file or the system, an optional client
-//! certificate, and Istio's `subjectAltNames` / `insecureSkipVerify`.
+//! TLS origination towards endpoints (DestinationRule `tls` SIMPLE / MUTUAL /
+//! ISTIO_MUTUAL), with rustls: roots from a PEM file or the system, an
+//! optional client certificate, and Istio's `subjectAltNames` /
+//! `insecureSkipVerify`; ISTIO_MUTUAL checks SPIFFE IDs ([`SpiffeVerifier`]).
 
+use crate::spiffe::SpiffeVerifier;
 use crate::tls::TlsError;
 use meshfast_ir as ir;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -60,14 +62,31 @@ impl UpstreamTlsRt {
                 }
             }
         }
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let verifier = Arc::new(Verifier {
-            webpki,
-            subject_alt_names: tls.subject_alt_names.clone(),
-            skip: tls.insecure_skip_verify,
-        });
+        let verifier: Arc<dyn ServerCertVerifier> = if tls.istio_mutual {
+            if tls.client_cert.is_none() || tls.private_key.is_none() || tls.ca_certs.is_none() {
+                return Err(TlsError::Config(format!(
+                    "cluster {cluster:?}: ISTIO_MUTUAL needs the sidecar's mesh identity \
+                     (run with --certs DIR; `meshfast ca issue` makes one)"
+                )));
+            }
+            let anchors = roots.roots.clone();
+            Arc::new(SpiffeVerifier::new(
+                anchors,
+                provider.signature_verification_algorithms,
+                tls.subject_alt_names.clone(),
+                tls.trust_domain.clone(),
+            ))
+        } else {
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            Arc::new(Verifier {
+                webpki,
+                subject_alt_names: tls.subject_alt_names.clone(),
+                skip: tls.insecure_skip_verify,
+            })
+        };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Config(e.to_string()))?

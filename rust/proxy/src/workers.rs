@@ -432,7 +432,11 @@ async fn accept(
         } else {
             None
         };
-        let conn = http_proxy::Conn { peer, original_dst };
+        let conn = http_proxy::Conn {
+            peer,
+            original_dst,
+            identity: None,
+        };
         let ctx = ctx.clone();
         let drain = drain.clone();
         let builder = builder.clone();
@@ -457,15 +461,29 @@ async fn accept(
                         Some(ListenerKind::Http(_, tls)) => tls.clone(),
                         _ => None,
                     };
+                    let signal = drain.signal.clone();
                     match tls {
-                        None => serve_http(stream, conn, ctx, drain.signal.clone(), &builder).await,
-                        Some(acceptor) => {
+                        None => serve_http(stream, conn, ctx, signal, &builder).await,
+                        // PERMISSIVE: a connection that does not open with a TLS
+                        // handshake record is served as plaintext.
+                        Some(t) if t.permissive && !opens_with_tls(&stream).await => {
+                            serve_http(stream, conn, ctx, signal, &builder).await;
+                        }
+                        Some(t) => {
                             let handshake = tokio::time::timeout(
                                 crate::tls::HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
+                                t.acceptor.accept(stream),
                             );
                             if let Ok(Ok(stream)) = handshake.await {
-                                serve_http(stream, conn, ctx, drain.signal.clone(), &builder).await;
+                                let mut conn = conn;
+                                conn.identity = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(crate::spiffe::identity)
+                                    .map(Arc::from);
+                                serve_http(stream, conn, ctx, signal, &builder).await;
                             }
                         }
                     }
@@ -474,6 +492,13 @@ async fn accept(
             drain.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Whether the first byte is a TLS handshake record's (22), without reading it.
+async fn opens_with_tls(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first));
+    matches!(peeked.await, Ok(Ok(1)) if first[0] == 22)
 }
 
 async fn serve_http<S>(
@@ -485,7 +510,7 @@ async fn serve_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), conn));
+    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), conn.clone()));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

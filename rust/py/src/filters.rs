@@ -56,7 +56,19 @@ fn to_map(list: HeaderList) -> FilterResult<HeaderMap> {
     Ok(map)
 }
 
-fn info_tuple(info: &RequestInfo) -> (&str, &str, &str, &str, &str, &str, &str, &str) {
+type InfoTuple<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
+fn info_tuple(info: &RequestInfo) -> InfoTuple<'_> {
     (
         &info.method,
         &info.path,
@@ -66,6 +78,7 @@ fn info_tuple(info: &RequestInfo) -> (&str, &str, &str, &str, &str, &str, &str, 
         &info.peer,
         &info.route,
         &info.cluster,
+        &info.identity,
     )
 }
 

@@ -129,12 +129,26 @@ fn ir_roundtrip(py: Python<'_>, snapshot: &Bound<'_, PyBytes>) -> PyResult<Py<Py
     Ok(PyBytes::new(py, &snap.encode()).unbind())
 }
 
+/// The SPIFFE ID of the first certificate in a PEM file (None: it has none).
+#[pyfunction]
+fn cert_identity(path: &str) -> PyResult<Option<String>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let first = CertificateDer::pem_file_iter(path)
+        .map_err(|e| errors::core_error(format!("cannot read {path:?}: {e}")))?
+        .next()
+        .transpose()
+        .map_err(|e| errors::core_error(format!("cannot read {path:?}: {e}")))?;
+    Ok(first.as_ref().and_then(meshfast_proxy::spiffe::identity))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<EchoServer>()?;
     m.add_class::<filters::Completion>()?;
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(cert_identity, m)?)?;
     errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

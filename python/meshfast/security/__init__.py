@@ -1,0 +1,1 @@
+"""Mesh identities: a CA, workload certificates with SPIFFE IDs, and loading them."""
