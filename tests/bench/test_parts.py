@@ -127,6 +127,7 @@ def test_python_filter_scenario(tmp_path: Path) -> None:
         "meshfast",
         "meshfast+noop-filter",
         "meshfast+header-filter",
+        "meshfast+async-filter",
     ]
     assert set(scenario.skip) == {"envoy", "haproxy"}
     assert all("Python filters" in reason for reason in scenario.skip.values())
@@ -135,6 +136,7 @@ def test_python_filter_scenario(tmp_path: Path) -> None:
         ("meshfast", "meshfast"),
         ("meshfast+noop-filter", "meshfast"),
         ("meshfast+header-filter", "meshfast"),
+        ("meshfast+async-filter", "meshfast"),
         ("direct", "direct"),
     ]
     assert [e.name for e in entries(base, peers.PROXIES, "127.0.0.1:9")] == list(peers.PROXIES)

@@ -321,7 +321,11 @@ def _overhead_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     ]
 
 
-VARIANT_LABELS = {"meshfast+noop-filter": "no-op filter", "meshfast+header-filter": "header filter"}
+VARIANT_LABELS = {
+    "meshfast+noop-filter": "no-op filter",
+    "meshfast+header-filter": "header filter",
+    "meshfast+async-filter": "async no-op filter",
+}
 
 
 def overhead_summary(rows: Sequence[Mapping[str, Any]]) -> list[str]:

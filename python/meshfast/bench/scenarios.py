@@ -16,9 +16,10 @@ it can be said, to HAProxy) from the same IR. The upstream service is ``upstream
 - ``same-core-latency``: wrk, 1 connection, back to back, with proxy, upstream and load
   generator all on ONE core: the added p50/p99 over direct is the proxy's own cost, without
   cross-core wake-ups.
-- ``python-filter``: the ``h1-keepalive`` load through meshfast three ways, without a filter,
-  with a no-op Python ``HttpFilter`` and with one setting a request and a response header
-  (:data:`FILTER_MODULE`, written next to the config): the cost of calling into Python.
+- ``python-filter``: the ``h1-keepalive`` load through meshfast four ways, without a filter,
+  with a no-op Python ``HttpFilter``, with one setting a request and a response header, and
+  with an ``async def`` no-op (:data:`FILTER_MODULE`, written next to the config): the cost of
+  calling into Python, and of the hand-off to the Trio loop.
   Envoy and HAProxy are skipped (they cannot run meshfast's Python filters).
 """
 
@@ -56,6 +57,14 @@ class Noop(HttpFilter):
     """Synchronous on_request only, returns None: the bare cost of a call into Python."""
 
     def on_request(self, request: Request) -> Response | None:
+        return None
+
+
+class AsyncNoop(HttpFilter):
+    """An ``async def`` on_request that awaits nothing: the cost of the hand-off to the Trio
+    loop and back (the worker serves other requests meanwhile)."""
+
+    async def on_request(self, request: Request) -> Response | None:
         return None
 
 
@@ -155,14 +164,15 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "python-filter",
-            "h1-keepalive load through meshfast without, with a no-op and with a header-setting"
-            " Python filter",
+            "h1-keepalive load through meshfast without, with a no-op, a header-setting and an"
+            " async no-op Python filter",
             tool="wrk",
             connections=50,
             variants=(
                 MeshfastVariant("meshfast"),
                 MeshfastVariant("meshfast+noop-filter", "Noop"),
                 MeshfastVariant("meshfast+header-filter", "SetHeaders"),
+                MeshfastVariant("meshfast+async-filter", "AsyncNoop"),
             ),
             skip={"envoy": PYTHON_ONLY, "haproxy": PYTHON_ONLY},
         ),
