@@ -5,6 +5,8 @@
 
 mod errors;
 mod filters;
+#[cfg(feature = "cython")]
+mod speedups;
 
 use meshfast_proxy::echo::{Echo, EchoConfig};
 use meshfast_proxy::Proxy;
@@ -135,6 +137,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EchoServer>()?;
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
     errors::register(m)?;
+    #[cfg(feature = "cython")]
+    speedups::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
