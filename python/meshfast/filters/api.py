@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshfast.filters.headers import Headers
+from meshfast.filters._impl import Headers
 
 __all__ = ["Headers", "HttpFilter", "LogInfo", "Request", "Response"]
 
