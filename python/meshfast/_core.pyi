@@ -1,5 +1,6 @@
 """Type stubs for the Rust core (rust/py). Keep in step with rust/py/src/lib.rs."""
 
+from types import ModuleType
 from typing import Protocol, final
 
 # (name, value) pairs in order; names lowercase.
@@ -120,3 +121,7 @@ def ir_roundtrip(snapshot: bytes) -> bytes:
     """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""
 
 __version__: str
+
+# The Cython modules linked into this one (rust/py/src/speedups.rs), also in sys.modules
+# as meshfast._headers: import them by that name.
+_headers: ModuleType

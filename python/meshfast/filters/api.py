@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from meshfast.filters.headers import Headers
+from meshfast.filters._impl import Headers
 
 __all__ = ["MAX_BODY_LIMIT", "Headers", "HttpFilter", "LogInfo", "Request", "Response"]
 

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["Headers"]
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 def _name(name: str) -> str:
-    if not isinstance(name, str) or not _TOKEN.match(name):
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         raise ValueError(f"invalid header name {name!r}")
     return name.lower()
 

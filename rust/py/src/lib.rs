@@ -5,6 +5,8 @@
 
 mod errors;
 mod filters;
+#[cfg(feature = "cython")]
+mod speedups;
 
 use meshfast_proxy::echo::{Echo, EchoConfig};
 use meshfast_proxy::Proxy;
@@ -150,6 +152,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(cert_identity, m)?)?;
     errors::register(m)?;
+    #[cfg(feature = "cython")]
+    speedups::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
