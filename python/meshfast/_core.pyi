@@ -123,5 +123,6 @@ def ir_roundtrip(snapshot: bytes) -> bytes:
 __version__: str
 
 # The Cython modules linked into this one (rust/py/src/speedups.rs), also in sys.modules
-# as meshfast._headers: import them by that name.
+# as meshfast._headers and meshfast._steps: import them by those names.
 _headers: ModuleType
+_steps: ModuleType

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from meshfast.filters._impl import steps
 from meshfast.filters.api import Headers, HttpFilter, LogInfo, Request, Response
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ RequestInfo = tuple[str, str, str, str, str, str, str, str, str]  # _core.Reques
 Result = tuple[Any, ...] | None
 
 log = logging.getLogger("meshfast.filters")
+
+# Filter lists (one per route, at most) whose slots are looked up once.
+MAX_CHAINS = 4096
 
 # What an async phase answers if its task ends without a result (the loop shut down).
 _CANCELLED = ("error", None, "the filter's task was cancelled", False)
@@ -193,6 +197,7 @@ class Dispatcher:
         self.timeouts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._loop = loop
+        self._chains: dict[tuple[int, ...], list[_Slot]] = {}
 
     def bind(self, loop: TrioLoop | None) -> None:
         """The Trio loop async phases run on (None: they fail, as without a loop)."""
@@ -226,12 +231,18 @@ class Dispatcher:
         )
 
     def _chain(self, filters: tuple[int, ...]) -> list[_Slot]:
+        chain = self._chains.get(filters)
+        if chain is not None:
+            return chain
         chain = []
         for i in filters:
             slot = self._slots.get(i)
             if slot is None:
                 raise LookupError(f"no filter with id {i}")
             chain.append(slot)
+        # One entry per distinct filter list of the snapshot's routes; bounded anyway.
+        if len(self._chains) < MAX_CHAINS:
+            self._chains[filters] = chain
         return chain
 
     def _go_async(
@@ -271,24 +282,12 @@ class Dispatcher:
         except LookupError as exc:
             return self._error(None, None, "on_request", exc)
         request = Request(*info, headers=Headers._trusted(list(headers)), body=body)
-        return self._request_from(_RequestState(request, chain, headers, body), 0)
+        return steps.request_from(self, _RequestState(request, chain, headers, body), 0)
 
-    def _request_from(self, st: _RequestState, start: int) -> Result:
-        for i in range(start, len(st.chain)):
-            slot = st.chain[i]
-            if slot.async_request:
-                task = functools.partial(self._request_async, st, i)
-                return self._go_async(st, slot, "on_request", task)
-            st.ran.append(slot)
-            began = time.monotonic()
-            try:
-                reply = self._after_request(st, slot.filter.on_request(st.request))
-                self._within_budget(slot, began)
-            except Exception as exc:
-                return self._error(st, slot, "on_request", exc)
-            if reply is not None:
-                return self._respond(st, slot, reply)
-        return self._request_done(st)
+    def _request_async_from(self, st: _RequestState, start: int) -> Result:
+        """The request phases from ``start`` on, the first of them async: on the Trio loop."""
+        task = functools.partial(self._request_async, st, start)
+        return self._go_async(st, st.chain[start], "on_request", task)
 
     async def _request_async(self, st: _RequestState, start: int, completion: Completion) -> None:
         import trio
@@ -368,7 +367,7 @@ class Dispatcher:
         response = Response(status, Headers._trusted(list(headers)))
         response.body = body
         st.response = (response, headers, body)
-        return self._response_from(st, [s for s in reversed(st.ran) if s.has_response], 0)
+        return steps.response_from(self, st, [s for s in reversed(st.ran) if s.has_response], 0)
 
     def _state(self, filters: tuple[int, ...], info: RequestInfo, state: object) -> _RequestState:
         if isinstance(state, _RequestState):
@@ -379,22 +378,10 @@ class Dispatcher:
         st.ran = list(slots)
         return st
 
-    def _response_from(self, st: _RequestState, order: list[_Slot], start: int) -> Result:
-        assert st.response is not None
-        response = st.response[0]
-        for i in range(start, len(order)):
-            slot = order[i]
-            if slot.async_response:
-                task = functools.partial(self._response_async, st, order, i)
-                return self._go_async(st, slot, "on_response", task)
-            began = time.monotonic()
-            try:
-                slot.filter.on_response(st.request, response)
-                self._after_response(st, response)
-                self._within_budget(slot, began)
-            except Exception as exc:
-                return self._error(st, slot, "on_response", exc)
-        return self._response_done(st)
+    def _response_async_from(self, st: _RequestState, order: list[_Slot], start: int) -> Result:
+        """The response phases of ``order`` from ``start`` on, the first of them async."""
+        task = functools.partial(self._response_async, st, order, start)
+        return self._go_async(st, order[start], "on_response", task)
 
     async def _response_async(
         self, st: _RequestState, order: list[_Slot], start: int, completion: Completion
