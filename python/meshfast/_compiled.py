@@ -7,7 +7,12 @@ fresh process, say): it imports the core, and the import system then hands out t
 registered module instead of the stand-in.
 """
 
+import os
 import sys
+
+# ``MESHFAST_PURE_PYTHON=1`` when the package is imported: the pure-Python twins are used
+# instead of the compiled modules (meshfast.filters._impl, meshfast.tracing.batch).
+PURE_PYTHON = os.environ.get("MESHFAST_PURE_PYTHON") == "1"
 
 
 def stand_in(name: str, attribute: str) -> None:

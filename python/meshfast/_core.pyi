@@ -117,12 +117,19 @@ def cert_identity(path: str) -> str | None:
     """The SPIFFE ID (``spiffe://...`` URI SAN) of the first certificate in a PEM file, or None.
     Raises CoreError when the file cannot be read."""
 
+def encode_span_batch(
+    spans: list[tuple[object, ...]], max_spans: int = 65535, max_bytes: int = 1 << 24
+) -> bytes:
+    """A span batch as the core writes it, from tuples of ``meshfast.tracing.spans.Span``'s
+    fields in order; spans past ``max_spans`` or ``max_bytes`` are counted as dropped."""
+
 def ir_roundtrip(snapshot: bytes) -> bytes:
     """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""
 
 __version__: str
 
 # The Cython modules linked into this one (rust/py/src/speedups.rs), also in sys.modules
-# as meshfast._headers and meshfast._steps: import them by those names.
+# as meshfast._headers, meshfast._steps and meshfast._spanbatch: import them by those names.
 _headers: ModuleType
 _steps: ModuleType
+_spanbatch: ModuleType

@@ -10,12 +10,11 @@ checkers see the twins: the compiled modules have the same interface.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 __all__ = ["PURE_PYTHON", "Headers", "steps"]
 
-PURE_PYTHON = os.environ.get("MESHFAST_PURE_PYTHON") == "1"
+from meshfast._compiled import PURE_PYTHON
 
 if TYPE_CHECKING or PURE_PYTHON:
     from meshfast.filters import steps

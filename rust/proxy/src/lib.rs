@@ -21,6 +21,7 @@ mod mirror;
 mod pool;
 mod respond;
 pub mod runtime;
+pub mod spans;
 pub mod spiffe;
 pub mod stats;
 mod tcp_proxy;

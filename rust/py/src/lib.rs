@@ -131,6 +131,47 @@ fn ir_roundtrip(py: Python<'_>, snapshot: &Bound<'_, PyBytes>) -> PyResult<Py<Py
     Ok(PyBytes::new(py, &snap.encode()).unbind())
 }
 
+/// A span batch as the core writes it (rust/proxy/src/spans.rs), from tuples of
+/// `meshfast.tracing.spans.Span`'s fields in order: the contract tests of the
+/// Python decoders read what Rust wrote.
+#[pyfunction]
+#[pyo3(signature = (spans, max_spans = 65535, max_bytes = 1 << 24))]
+fn encode_span_batch(
+    py: Python<'_>,
+    spans: Vec<Bound<'_, PyAny>>,
+    max_spans: usize,
+    max_bytes: usize,
+) -> PyResult<Py<PyBytes>> {
+    use meshfast_proxy::spans::{SpanBatch, SpanRecord};
+    let mut batch = SpanBatch::new(max_spans, max_bytes);
+    for t in spans {
+        let text = |i: usize| -> PyResult<String> { t.get_item(i)?.extract() };
+        let num = |i: usize| -> PyResult<u64> { t.get_item(i)?.extract() };
+        let record = SpanRecord {
+            trace_id: t.get_item(0)?.extract()?,
+            span_id: num(1)?,
+            parent_id: num(2)?,
+            start_unix_ns: num(3)?,
+            duration_ns: num(4)?,
+            bytes_in: num(5)?,
+            bytes_out: num(6)?,
+            status: t.get_item(7)?.extract()?,
+            kind: t.get_item(8)?.extract()?,
+            flags: t.get_item(9)?.extract()?,
+            name: text(10)?,
+            method: text(11)?,
+            authority: text(12)?,
+            path: text(13)?,
+            cluster: text(14)?,
+            upstream: text(15)?,
+            request_id: text(16)?,
+            response_flags: text(17)?,
+        };
+        batch.push(&record);
+    }
+    Ok(PyBytes::new(py, &batch.finish()).unbind())
+}
+
 /// The SPIFFE ID of the first certificate in a PEM file (None: it has none).
 #[pyfunction]
 fn cert_identity(path: &str) -> PyResult<Option<String>> {
@@ -151,6 +192,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<filters::Completion>()?;
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(cert_identity, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_span_batch, m)?)?;
     errors::register(m)?;
     #[cfg(feature = "cython")]
     speedups::register(m)?;
