@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,10 +90,8 @@ HEADERS = st.lists(st.tuples(NAMES, st.sampled_from(["1", "two"])), max_size=4)
 BODY = st.none() | st.binary(max_size=3)
 
 
-@pytest.fixture
-def pure_steps() -> None:
-    # The twin compares with the Headers class the package uses (the compiled one here).
-    twin.use_headers(_impl.Headers)
+# The twin compares with the Headers class the package uses (the compiled one here).
+twin.use_headers(_impl.Headers)
 
 
 def summary(result: object) -> object:
@@ -142,7 +139,6 @@ def run(
     resp_body=BODY,
 )
 def test_compiled_steps_match_the_twin(
-    pure_steps: None,
     kinds: list[str],
     headers: list[tuple[str, str]],
     body: bytes | None,
