@@ -19,8 +19,10 @@ from meshfast import __version__
 
 if TYPE_CHECKING:
     from meshfast import _core
-    from meshfast.config import Config, Problem
-    from meshfast.config.compile import MeshIdentity
+    from meshfast._core import FilterDispatcher
+    from meshfast.config import Config, Problem, dns, ir
+    from meshfast.config.identity import MeshIdentity
+    from meshfast.control.settings import SidecarSettings
 
 __all__ = ["build_parser", "main"]
 
@@ -269,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(`meshfast ca issue`); enables ISTIO_MUTUAL and mTLS on the inbound listener",
     )
     run.add_argument(
+        "--no-snapshot-cache",
+        dest="snapshot_cache",
+        action="store_false",
+        help="always load and compile the config at start (default: a config that compiled "
+        "before, byte for byte, starts from its cached snapshot; see README)",
+    )
+    run.add_argument(
         "--dns-refresh",
         default=30.0,
         type=_non_negative_float,
@@ -352,13 +361,102 @@ def _mesh_identity(folder: str | None) -> MeshIdentity | None:
         _die(f"--certs {folder}: {exc}", 1)
 
 
+def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | None:
+    """The snapshot cache key of this run's config and compile options."""
+    from meshfast.control import snapshot_cache
+
+    s = settings
+    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality)
+    options = repr((*compiled_with, sorted(s.labels.items()), s.gateway, s.gateway_bind, s.certs))
+    identity = (s.certs.cert_chain, s.certs.root_cert) if s.certs else ()
+    return snapshot_cache.key(args.paths, options, identity)
+
+
+def _start_from_cache(
+    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings
+) -> tuple[_core.Core, ir.Snapshot, dns.DnsPlan, None] | None:
+    """The core serving the cached snapshot of this exact config, before the config pipeline
+    is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
+    from meshfast.control import snapshot_cache
+    from meshfast.errors import core_errors
+
+    entry = _cache_entry(args, settings)
+    data = snapshot_cache.load(entry) if entry is not None else None
+    if entry is None or data is None:
+        return None
+    from meshfast.config import ir
+
+    try:
+        snapshot = ir.decode(data)
+    except ValueError:  # msgspec's errors: an entry of another meshfast
+        return None
+    core = _new_core(core_class, args.workers)
+    try:
+        core.apply_snapshot(data)
+    except core_errors():
+        core.shutdown(0.0)
+        return None
+    where = snapshot_cache.directory()
+    print(f"meshfast: serving the cached snapshot {entry[:12]} ({where})", file=sys.stderr)
+    return core, snapshot, {}, None
+
+
+def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
+    from meshfast.errors import core_errors
+
+    try:
+        return core_class(workers=workers)
+    except core_errors() as exc:
+        _die(f"the core did not start: {exc}", 1)
+
+
+def _compile_and_start(
+    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings
+) -> int | tuple[_core.Core, ir.Snapshot, dns.DnsPlan, FilterDispatcher | None, bool]:
+    """Loads, validates and compiles the config and starts the core on it (or, with DNS
+    endpoints, only starts the core: the names are resolved first).  Stores the snapshot in
+    the cache when it needs nothing else to serve.  An int: the exit status."""
+    from meshfast.config import ConfigError, compile_config, dns, ir
+    from meshfast.control.settings import options_for
+    from meshfast.errors import core_errors
+    from meshfast.filters.dispatch import apply_with_filters, build_dispatcher
+
+    try:
+        config = _load(args.paths, args.namespace)
+        # The options POST /config reloads use too (Sidecar.compile_options).
+        snapshot = compile_config(config, options_for(settings, version=1))
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return 1
+    core = _new_core(core_class, args.workers)
+    filters = build_dispatcher(config)
+    plan = dns.plan(config)
+    if plan:
+        return core, snapshot, plan, filters, False
+    # Nothing to resolve first: start the data plane now, before Trio and the admin API are
+    # imported and bound (they take longer than the core does).
+    encoded = ir.encode(snapshot)
+    try:
+        apply_with_filters(core, encoded, filters)
+    except core_errors() as exc:
+        core.shutdown(0.0)
+        _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
+    if filters is None and args.snapshot_cache:
+        from meshfast.control import snapshot_cache
+
+        entry = _cache_entry(args, settings)
+        if entry is not None:
+            snapshot_cache.store(entry, encoded)
+    return core, snapshot, plan, filters, True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     for flag, dest, _ in NOT_IMPLEMENTED_RUN_FLAGS:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
 
-    from meshfast.config import ConfigError, compile_config, dns
-    from meshfast.control.settings import SidecarSettings, options_for
+    from meshfast.control.settings import SidecarSettings
+    from meshfast.errors import core_errors
 
     settings = SidecarSettings(
         admin=args.admin,
@@ -375,37 +473,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_refresh=args.dns_refresh,
         certs=_mesh_identity(args.certs),
     )
-    try:
-        config = _load(args.paths, args.namespace)
-        # The options POST /config reloads use too (Sidecar.compile_options).
-        options = options_for(settings, version=1)
-        snapshot = compile_config(config, options)
-    except ConfigError as exc:
-        _print_problems(exc.problems, sys.stderr)
-        return 1
-
-    from meshfast.config import ir
-    from meshfast.errors import core_errors
-
     core_class = _import_core()
-    try:
-        core = core_class(workers=args.workers)
-    except core_errors() as exc:
-        _die(f"the core did not start: {exc}", 1)
-    from meshfast.filters.dispatch import apply_with_filters, build_dispatcher
-
-    filters = build_dispatcher(config)
-    plan = dns.plan(config)
-    applied = False
-    if not plan:
-        # Nothing to resolve first: start the data plane now, before Trio and the admin
-        # API are imported and bound (they take longer than the core does).
-        try:
-            apply_with_filters(core, ir.encode(snapshot), filters)
-        except core_errors() as exc:
-            core.shutdown(0.0)
-            _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
+    started = _start_from_cache(core_class, args, settings) if args.snapshot_cache else None
+    if started is not None:
+        core, snapshot, plan, filters = started
         applied = True
+    else:
+        loaded = _compile_and_start(core_class, args, settings)
+        if isinstance(loaded, int):
+            return loaded
+        core, snapshot, plan, filters, applied = loaded
 
     import trio
 

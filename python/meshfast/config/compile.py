@@ -35,6 +35,7 @@ from meshfast.config import listeners as listeners_mod
 from meshfast.config import resources as r
 from meshfast.config import routes as routes_mod
 from meshfast.config.gateway import MESH
+from meshfast.config.identity import MeshIdentity as MeshIdentity
 from meshfast.config.model import Config
 from meshfast.config.registry import (
     RegistryService,
@@ -47,17 +48,6 @@ from meshfast.config.registry import (
 )
 
 CONNECT_TIMEOUT_MS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class MeshIdentity:
-    """The sidecar's mesh identity (``--certs DIR``): PEM file paths and its SPIFFE ID."""
-
-    cert_chain: str
-    private_key: str
-    root_cert: str
-    identity: str  # spiffe://TRUST_DOMAIN/ns/NS/sa/SA
-    trust_domain: str
 
 
 @dataclass(frozen=True)

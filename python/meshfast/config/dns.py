@@ -24,14 +24,15 @@ that rotate their answers do not cause a push (and ``DNS_ROUND_ROBIN`` keeps its
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from meshfast.config import ir
-from meshfast.config import resources as r
-from meshfast.config.model import Config
-from meshfast.config.registry import build_registry, by_kind, ip_literal, join_host_port
+from meshfast.config.hosts import ip_literal, join_host_port
+
+if TYPE_CHECKING:
+    from meshfast.config.model import Config
 
 Mode = Literal["DNS", "DNS_ROUND_ROBIN"]
 DnsPlan = Mapping[str, Mode]
@@ -43,6 +44,11 @@ Addresses = Mapping[str, Sequence[str]]
 
 def plan(config: Config) -> dict[str, Mode]:
     """Which services (by FQDN) are DNS ServiceEntry hosts, and how they resolve."""
+    # Imported here: a sidecar that never loads a config (a cached snapshot) never pays
+    # for the resource types.
+    from meshfast.config import resources as r
+    from meshfast.config.registry import build_registry, by_kind
+
     entries = {
         (se.metadata.namespace, se.metadata.name): se
         for se in by_kind(config.resources, r.ServiceEntry)

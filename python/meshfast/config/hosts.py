@@ -7,6 +7,8 @@ wildcards (``*.example.com``, ``*``) are kept as written.  Everything is lowerca
 
 from __future__ import annotations
 
+import ipaddress
+
 SUFFIX = "svc.cluster.local"
 
 
@@ -51,3 +53,17 @@ def domains(fqdn: str, port: int, *, default_port: bool) -> list[str]:
     if default_port:
         out.extend(names)
     return out
+
+
+def join_host_port(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def ip_literal(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -288,6 +288,11 @@ def encode(snapshot: Snapshot) -> bytes:
     return msgspec.msgpack.encode(snapshot)
 
 
+def decode(data: bytes) -> Snapshot:
+    """The snapshot :func:`encode` wrote (``msgspec.ValidationError``/``DecodeError`` if not)."""
+    return msgspec.msgpack.decode(data, type=Snapshot)
+
+
 def to_builtins(snapshot: Snapshot) -> object:
     """A JSON-ready view, used by ``/config_dump`` and ``explain``."""
     return msgspec.to_builtins(snapshot)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from meshfast.config.files import config_files
+
 try:
     _Loader: type[Any] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
@@ -155,12 +157,6 @@ def parse_text(text: str, source: str) -> tuple[list[Document], list[LoadError]]
     return docs, errors
 
 
-def _files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and not p.is_dir())
-    return [path]
-
-
 def read_paths(paths: Sequence[str | Path]) -> tuple[list[Document], list[LoadError], list[str]]:
     """The documents of every file (folders: their ``*.yaml``/``*.yml``, sorted, not recursive).
 
@@ -175,7 +171,7 @@ def read_paths(paths: Sequence[str | Path]) -> tuple[list[Document], list[LoadEr
         if not path.exists():
             errors.append(LoadError(str(path), 1, "no such file or directory"))
             continue
-        for file in _files(path):
+        for file in config_files(path):
             files.append(str(file))
             try:
                 text = file.read_text(encoding="utf-8")

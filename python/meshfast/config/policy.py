@@ -112,7 +112,7 @@ from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
 
 if TYPE_CHECKING:
-    from meshfast.config.compile import MeshIdentity
+    from meshfast.config.identity import MeshIdentity
 
 DEFAULT_RING_SIZE = 1024
 DEFAULT_MAGLEV_SIZE = 65537

@@ -28,13 +28,14 @@ region label), ``region`` (no zone) or empty.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from meshfast.config import hosts, ir
 from meshfast.config import resources as r
+from meshfast.config.hosts import ip_literal as ip_literal
+from meshfast.config.hosts import join_host_port as join_host_port
 
 _T = TypeVar("_T")
 
@@ -142,20 +143,6 @@ class RegistryService:
 
 def _locality(text: str | None) -> str:
     return "/".join(part.strip() for part in (text or "").strip().split("/", 2)).rstrip("/")
-
-
-def join_host_port(host: str, port: int) -> str:
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
-def ip_literal(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def by_kind(resources: Iterable[r.Resource], cls: type[_T]) -> list[_T]:

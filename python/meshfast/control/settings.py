@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from meshfast.config import CompileOptions
-    from meshfast.config.compile import MeshIdentity
+    from meshfast.config.identity import MeshIdentity
 
 # Seconds between DNS refreshes (the resolver's default; Envoy uses the record TTL).
 DEFAULT_REFRESH_S = 30.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meshfast.config.compile import MeshIdentity
+from meshfast.config.identity import MeshIdentity
 
 __all__ = ["load_identity"]
 
