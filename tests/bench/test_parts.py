@@ -263,3 +263,12 @@ def test_haproxy_refuses_tls() -> None:
         haproxy_config(
             msgspec.structs.replace(base, listeners=(http, passthrough)), bind="127.0.0.1:2"
         )
+
+
+def test_ready_reports_the_median_and_the_first_cold_start() -> None:
+    runs = [_sample(ready_ms=110.0), _sample(ready_ms=50.0), _sample(ready_ms=52.0)]
+    rec = report.aggregate("s", "meshfast", 1, runs)
+    assert (rec.ready_ms, rec.ready_first_ms) == (52.0, 110.0)
+    table = report.render_table([rec], {})
+    assert "52 (110)" in table
+    assert "ready ms (1st)" in table

@@ -169,6 +169,10 @@ def _ready(peer: Peer, path: str) -> Peer:
     return peer
 
 
+# (workdir, name) → (outbound, admin) ports of a meshfast peer, kept across its runs.
+_ports: dict[tuple[Path, str], tuple[int, int]] = {}
+
+
 def start_meshfast(
     config_yaml: str,
     *,
@@ -182,7 +186,13 @@ def start_meshfast(
     ``workdir``), logging to ``workdir/NAME.log``."""
     config = workdir / f"{name}.yaml"
     config.write_text(config_yaml)
-    outbound = f"127.0.0.1:{free_port()}"
+    # The same ports on every run of this proxy in this scenario, and a snapshot cache of
+    # its own: the first run is a cold start, later ones restart an unchanged config, as a
+    # sidecar restarted on its node does (README: snapshot cache).
+    outbound, admin = _ports.setdefault((workdir, name), (free_port(), free_port()))
+    outbound_addr = f"127.0.0.1:{outbound}"
+    env = child_env()
+    env["MESHFAST_CACHE_DIR"] = str(workdir / f"{name}-cache")
     cmd = [
         sys.executable,
         "-m",
@@ -193,14 +203,14 @@ def start_meshfast(
         "--workers",
         str(workers),
         "--admin",
-        f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{admin}",
         "--outbound",
-        outbound,
+        outbound_addr,
         "--drain-timeout",
         "1",
     ]
-    child = Child(name, cmd, cpus, workdir / f"{name}.log", child_env())
-    return _ready(Peer(name, outbound, outbound, child.start()), probe_path)
+    child = Child(name, cmd, cpus, workdir / f"{name}.log", env)
+    return _ready(Peer(name, outbound_addr, outbound_addr, child.start()), probe_path)
 
 
 def start_envoy(
