@@ -384,16 +384,19 @@ def _start_from_cache(
     data = snapshot_cache.load(entry) if entry is not None else None
     if entry is None or data is None:
         return None
-    from meshfast.config import ir
-
-    try:
-        snapshot = ir.decode(data)
-    except ValueError:  # msgspec's errors: an entry of another meshfast
-        return None
     core = _new_core(core_class, args.workers)
     try:
         core.apply_snapshot(data)
     except core_errors():
+        core.shutdown(0.0)
+        return None
+    # Serving already: now the Python side's copy (msgspec and the IR types are imported
+    # off the start's critical path).
+    from meshfast.config import ir
+
+    try:
+        snapshot = ir.decode(data)
+    except ValueError:  # msgspec's errors: bytes the core read but Python cannot
         core.shutdown(0.0)
         return None
     where = snapshot_cache.directory()
