@@ -182,3 +182,48 @@ def test_istio_mutual_without_certs_refuses_to_start(tmp_path: Path, server: str
     assert done.returncode != 0
     assert "ISTIO_MUTUAL needs the sidecar's mesh identity" in done.stderr
     assert "--certs" in done.stderr
+
+
+def test_bookinfo_all_mtls_sample_unchanged(echo, sidecar, certs: Path) -> None:  # type: ignore[no-untyped-def]
+    """destination-rule-all-mtls.yaml and virtual-service-all-v1.yaml as Istio ships them, on
+    a mesh whose endpoints are sidecars (with the reviews identity) in front of echo apps."""
+    from ..samples import BOOKINFO_NETWORKING as SAMPLES
+
+    servers = []
+    for i in range(4):
+        inbound = f"127.0.0.1:{free_port()}"
+        sidecar(
+            "",
+            "--app",
+            echo(f"app-{i}").address,
+            "--inbound",
+            inbound,
+            "--certs",
+            str(certs / "reviews"),
+        )
+        servers.append(inbound)
+    versions = {
+        "productpage": ["v1"],
+        "details": ["v1", "v2"],
+        "reviews": ["v1", "v2", "v3"],
+        "ratings": ["v1", "v2", "v2-mysql", "v2-mysql-vm"],
+    }
+    services = "---\n".join(
+        service_entry(svc, 9080, [(servers[i], {"version": v}) for i, v in enumerate(vs)])
+        for svc, vs in versions.items()
+    )
+    config = "\n---\n".join(
+        [
+            services,
+            (SAMPLES / "destination-rule-all-mtls.yaml").read_text(),
+            (SAMPLES / "virtual-service-all-v1.yaml").read_text(),
+        ]
+    )
+    client = sidecar(config, "--certs", str(certs / "productpage"))
+    for svc in versions:
+        for _ in range(5):
+            r = httpx.get(f"{client.url}/", headers={"host": f"{svc}:9080"}, timeout=30)
+            assert r.status_code == 200, (svc, r.text)
+            seen = r.json()
+            assert seen["name"] == "app-0", svc  # v1 only
+            assert seen["headers"]["x-forwarded-client-cert"].endswith(f"URI={ROOT_ID}/productpage")
