@@ -70,6 +70,15 @@ class Bodies(HttpFilter):
         response.body = json.dumps(data).encode()
 
 
+class MoveHost(HttpFilter):
+    """Sends /to-b to b.example.com by setting Host, as a rewrite filter would."""
+
+    def on_request(self, request):
+        if request.path == "/to-b":
+            request.headers["host"] = "b.example.com"
+        return None
+
+
 class Ending(HttpFilter):
     def on_log(self, request, response, info):
         with open(self.config["path"], "a") as f:
@@ -287,3 +296,18 @@ spec:
     assert r.status_code == 401
     assert "bad signature" in r.text
     assert who(encode_hs256({"iss": "other", "group": "beta"}, "s3cret")).status_code == 401
+
+
+def test_a_filter_that_sets_host_moves_the_request(echo, sidecar, module: Path) -> None:  # type: ignore[no-untyped-def]
+    a, b = echo("a"), echo("b")
+    config = (
+        service_entry("a.example.com", 80, [(a.address, {})])
+        + "---\n"
+        + service_entry("b.example.com", 80, [(b.address, {})])
+        + filter_doc("move", "asyncfilters:MoveHost", "  hosts: [a.example.com]\n")
+    )
+    car = sidecar(config)
+    stay = get(car, "a.example.com", "/stay")
+    assert (stay.json()["name"], stay.json()["headers"]["host"]) == ("a", "a.example.com")
+    moved = get(car, "a.example.com", "/to-b")
+    assert (moved.json()["name"], moved.json()["headers"]["host"]) == ("b", "b.example.com")

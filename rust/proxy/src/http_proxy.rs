@@ -155,7 +155,7 @@ async fn proxy(
             }
         }
     }
-    let Some(authority) = authority(&req) else {
+    let Some(mut authority) = authority(&req) else {
         return scope.fail(ResponseFlag::DownstreamProtocolError);
     };
     let head = RequestHead {
@@ -194,6 +194,7 @@ async fn proxy(
                     .map(|c| c.name.clone())
                     .unwrap_or_default(),
             };
+            let host_before = req.headers().get(header::HOST).cloned();
             let (r, f, headers_changed) =
                 match request_filters(hook, info, route, req, &scope).await {
                     Ok(done) => done,
@@ -204,6 +205,14 @@ async fn proxy(
             // Changed headers may match another route (Envoy's cleared route
             // cache): routing on a claim a filter put in a header works.
             if headers_changed {
+                // A filter that changed Host (for HTTP/2 too: it stands for
+                // :authority, as in Envoy) moves the request to that host.
+                let host = req.headers().get(header::HOST);
+                if host != host_before.as_ref() {
+                    if let Some(h) = host.and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty()) {
+                        authority = h.to_owned();
+                    }
+                }
                 let head = RequestHead {
                     method: req.method().as_str(),
                     path: req.uri().path(),
