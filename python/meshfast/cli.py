@@ -458,9 +458,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
 
+    from meshfast.control import lazy_stdlib
     from meshfast.control.settings import SidecarSettings
     from meshfast.errors import core_errors
 
+    # Before anything imports Trio: its TLS modules load only if something uses them.
+    lazy_stdlib.defer("ssl", "hmac")
     settings = SidecarSettings(
         admin=args.admin,
         namespace=args.namespace,

@@ -18,11 +18,16 @@ Trio-free and config-free on purpose: it runs before either is imported.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+# CPython's own SHA-256: hashlib's would map OpenSSL's libcrypto (~3.4 MiB) for one key.
+try:
+    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # Python 3.12+ calls it _sha2
+    from hashlib import sha256
 
 __all__ = ["MAX_BYTES", "MAX_ENTRIES", "directory", "key", "load", "store"]
 
@@ -63,7 +68,7 @@ def key(paths: Sequence[str], options: str, extra_files: Sequence[str] = ()) -> 
     files = _config_files(paths)
     if files is None:
         return None
-    h = hashlib.sha256(FORMAT)
+    h = sha256(FORMAT)
     for part in (__version__, _core.__version__, options):
         h.update(part.encode() + b"\0")
     for file in [*files, *(Path(p) for p in extra_files)]:
@@ -72,8 +77,9 @@ def key(paths: Sequence[str], options: str, extra_files: Sequence[str] = ()) -> 
         except OSError:
             return None
         h.update(str(file.resolve()).encode() + b"\0")
-        h.update(hashlib.sha256(data).digest())
-    return h.hexdigest()
+        h.update(sha256(data).digest())
+    digest: str = h.hexdigest()
+    return digest
 
 
 def load(entry: str) -> bytes | None:
