@@ -141,11 +141,14 @@ def test_without_retry_on_5xx_the_503_passes_through(echo, web) -> None:  # type
 def test_istio_default_retry_policy_skips_dead_endpoints(echo, web) -> None:  # type: ignore[no-untyped-def]
     """No `retries` block: Istio retries connect failures twice on other hosts."""
     dead = f"127.0.0.1:{free_port()}"
-    good = echo("good").address
+    # Three good hosts: a retry re-picks (up to 5 times) until it is not the previous host,
+    # as Envoy's previous_hosts does; with one good host out of two, 6 random picks can all
+    # land on the dead one (1 in 64 per retry, seen once in CI), with three 1 in 4096.
+    goods = [echo(f"good-{i}").address for i in range(3)]
     car = web(
         """  - route: [{destination: {host: web.example.com}}]
 """,
-        endpoints=[dead, good],
+        endpoints=[dead, *goods],
     )
     for _ in range(30):
         assert get(car).status_code == 200
