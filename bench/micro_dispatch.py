@@ -23,25 +23,18 @@ from micro_headers import PAIRS, cpu
 
 import meshfast._headers as compiled_headers
 import meshfast._steps as compiled_steps
-from meshfast.filters import HttpFilter, Request, Response, api, dispatch
+from meshfast.bench.scenarios import FILTER_MODULE
+from meshfast.filters import api, dispatch
 from meshfast.filters import headers as twin_headers
 from meshfast.filters import steps as twin_steps
 
 INFO = ("GET", "/", "", "reviews:9080", "http", "10.0.0.7:5555", "r", "c", "")
 
 
-class Noop(HttpFilter):
-    def on_request(self, request: Request) -> Response | None:
-        return None
-
-
-class SetHeaders(HttpFilter):
-    def on_request(self, request: Request) -> Response | None:
-        request.headers["x-bench-filter"] = "1"
-        return None
-
-    def on_response(self, request: Request, response: Response) -> None:
-        response.headers["x-bench-filtered"] = "1"
+# The `python-filter` scenario's own filters (Noop, SetHeaders), as the bench writes them.
+_filters: dict[str, Any] = {}
+exec(FILTER_MODULE, _filters)
+Noop, SetHeaders = _filters["Noop"], _filters["SetHeaders"]
 
 
 BUILDS: dict[str, tuple[Any, Any]] = {

@@ -51,9 +51,6 @@ class Completion:
     def set(self, result: PhaseResult, /) -> bool:
         """Delivers the answer; False when nobody waits any more."""
 
-    def pending(self) -> bool:
-        """Whether the worker still waits for the answer."""
-
 class SnapshotError(Exception):
     """The IR bytes could not be decoded or built (bad regex, unknown cluster kind, ...)."""
 

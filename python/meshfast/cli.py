@@ -373,16 +373,15 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
 
 def _start_from_cache(
-    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings
+    core_class: type[_core.Core], args: argparse.Namespace, entry: str
 ) -> tuple[_core.Core, ir.Snapshot, dns.DnsPlan, None] | None:
     """The core serving the cached snapshot of this exact config, before the config pipeline
     is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
     from meshfast.control import snapshot_cache
     from meshfast.errors import core_errors
 
-    entry = _cache_entry(args, settings)
-    data = snapshot_cache.load(entry) if entry is not None else None
-    if entry is None or data is None:
+    data = snapshot_cache.load(entry)
+    if data is None:
         return None
     core = _new_core(core_class, args.workers)
     try:
@@ -414,11 +413,14 @@ def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
 
 
 def _compile_and_start(
-    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings
+    core_class: type[_core.Core],
+    args: argparse.Namespace,
+    settings: SidecarSettings,
+    entry: str | None,
 ) -> int | tuple[_core.Core, ir.Snapshot, dns.DnsPlan, FilterDispatcher | None, bool]:
     """Loads, validates and compiles the config and starts the core on it (or, with DNS
     endpoints, only starts the core: the names are resolved first).  Stores the snapshot in
-    the cache when it needs nothing else to serve.  An int: the exit status."""
+    the cache under ``entry`` when it needs nothing else to serve.  An int: the exit status."""
     from meshfast.config import ConfigError, compile_config, dns, ir
     from meshfast.control.settings import options_for
     from meshfast.errors import core_errors
@@ -444,12 +446,10 @@ def _compile_and_start(
     except core_errors() as exc:
         core.shutdown(0.0)
         _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
-    if filters is None and args.snapshot_cache:
+    if filters is None and entry is not None:
         from meshfast.control import snapshot_cache
 
-        entry = _cache_entry(args, settings)
-        if entry is not None:
-            snapshot_cache.store(entry, encoded)
+        snapshot_cache.store(entry, encoded)
     return core, snapshot, plan, filters, True
 
 
@@ -480,12 +480,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         certs=_mesh_identity(args.certs),
     )
     core_class = _import_core()
-    started = _start_from_cache(core_class, args, settings) if args.snapshot_cache else None
+    entry = _cache_entry(args, settings) if args.snapshot_cache else None
+    started = _start_from_cache(core_class, args, entry) if entry is not None else None
     if started is not None:
         core, snapshot, plan, filters = started
         applied = True
     else:
-        loaded = _compile_and_start(core_class, args, settings)
+        loaded = _compile_and_start(core_class, args, settings, entry)
         if isinstance(loaded, int):
             return loaded
         core, snapshot, plan, filters, applied = loaded

@@ -315,7 +315,8 @@ class Dispatcher:
                 if reply is not None:
                     result = self._respond(st, slot, reply)
                     return
-            result = self._request_done(st)
+            # Every phase ran: the steps work out the answer (they have none left to run).
+            result = steps.request_from(self, st, len(st.chain))
         finally:
             completion.set(result)
 
@@ -340,15 +341,6 @@ class Dispatcher:
         st.replied_by = slot.name
         self._log(st, reply)
         return ("respond", reply.status, reply.headers.items(), reply.body or b"", st)
-
-    def _request_done(self, st: _RequestState) -> Result:
-        out = st.request.headers.items()
-        headers = None if out == st.headers_in else out
-        body = None if st.request.body == st.body_in else st.request.body
-        late = any(s.has_response or s.has_log for s in st.ran)
-        if headers is None and body is None and not late:
-            return None
-        return ("continue", headers, body, st)
 
     # === response phase ===
 
@@ -409,7 +401,7 @@ class Dispatcher:
                 except Exception as exc:
                     result = self._error(st, slot, "on_response", exc)
                     return
-            result = self._response_done(st)
+            result = steps.response_from(self, st, order, len(order))
         finally:
             completion.set(result)
 
@@ -422,17 +414,6 @@ class Dispatcher:
                 "response.body can be replaced only by filters that declare response_body_limit"
             )
         response.body = body
-
-    def _response_done(self, st: _RequestState) -> Result:
-        assert st.response is not None
-        response, headers_in, body_in = st.response
-        self._log(st, response)
-        out = response.headers.items()
-        headers = None if out == headers_in else out
-        body = None if response.body == body_in else response.body
-        if headers is None and body is None:
-            return None
-        return ("continue", headers, body)
 
     # === log phase ===
 

@@ -158,15 +158,7 @@ async fn proxy(
     let Some(mut authority) = authority(&req) else {
         return scope.fail(ResponseFlag::DownstreamProtocolError);
     };
-    let head = RequestHead {
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        query: req.uri().query(),
-        authority: &authority,
-        scheme: req.uri().scheme_str().unwrap_or("http"),
-        headers: req.headers(),
-    };
-    let Some((_vhost, route)) = table.find(&head) else {
+    let Some((_vhost, route)) = table.find(&head_of(&req, &authority)) else {
         return scope.fail(ResponseFlag::NoRoute);
     };
     let mut route = &route.action;
@@ -213,15 +205,7 @@ async fn proxy(
                         authority = h.to_owned();
                     }
                 }
-                let head = RequestHead {
-                    method: req.method().as_str(),
-                    path: req.uri().path(),
-                    query: req.uri().query(),
-                    authority: &authority,
-                    scheme: req.uri().scheme_str().unwrap_or("http"),
-                    headers: req.headers(),
-                };
-                let Some((_, again)) = table.find(&head) else {
+                let Some((_, again)) = table.find(&head_of(&req, &authority)) else {
                     return scope.fail(ResponseFlag::NoRoute);
                 };
                 if !std::ptr::eq(&again.action, route) {
@@ -1160,6 +1144,18 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     req.headers().get(header::UPGRADE).cloned()
+}
+
+/// What route matching looks at.
+fn head_of<'a, B>(req: &'a Request<B>, authority: &'a str) -> RequestHead<'a> {
+    RequestHead {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        authority,
+        scheme: req.uri().scheme_str().unwrap_or("http"),
+        headers: req.headers(),
+    }
 }
 
 /// `:authority` (HTTP/2, absolute-form HTTP/1.1) or the Host header.

@@ -61,21 +61,25 @@ pub struct ListenerTls {
 }
 
 pub fn listener_tls(tls: &ir::TlsServer) -> Result<ListenerTls, TlsError> {
-    let identity = certs("certificate chain", &tls.cert_chain)?
+    let chain = certs("certificate chain", &tls.cert_chain)?;
+    let identity = chain
         .first()
         .and_then(crate::spiffe::identity)
         .map(std::sync::Arc::from);
     Ok(ListenerTls {
-        acceptor: acceptor(tls)?,
+        acceptor: acceptor(tls, chain)?,
         permissive: tls.permissive,
         forward_client_cert: tls.forward_client_cert,
         identity,
     })
 }
 
-/// A TLS acceptor for `tls`, advertising h2 and http/1.1 by ALPN.
-pub fn acceptor(tls: &ir::TlsServer) -> Result<TlsAcceptor, TlsError> {
-    let chain = certs("certificate chain", &tls.cert_chain)?;
+/// A TLS acceptor for `tls` (its certificate `chain` already read), advertising h2 and
+/// http/1.1 by ALPN.
+fn acceptor(
+    tls: &ir::TlsServer,
+    chain: Vec<CertificateDer<'static>>,
+) -> Result<TlsAcceptor, TlsError> {
     let key = PrivateKeyDer::from_pem_file(&tls.private_key).map_err(|e| TlsError::Pem {
         what: "private key",
         path: tls.private_key.clone(),
@@ -180,7 +184,7 @@ mod tests {
 
     #[test]
     fn missing_files_are_clear_errors() {
-        let Err(err) = acceptor(&ir::TlsServer {
+        let Err(err) = listener_tls(&ir::TlsServer {
             cert_chain: "/nonexistent/cert.pem".into(),
             private_key: "/nonexistent/key.pem".into(),
             ..Default::default()

@@ -194,15 +194,6 @@ impl Completion {
             Sender::Response(tx) => tx.send(response_edit(&result)).is_ok(),
         }
     }
-
-    /// Whether the worker still waits for the answer.
-    fn pending(&self) -> bool {
-        self.tx.lock().is_ok_and(|t| match t.as_ref() {
-            Some(Sender::Request(tx)) => !tx.is_closed(),
-            Some(Sender::Response(tx)) => !tx.is_closed(),
-            None => false,
-        })
-    }
 }
 
 /// Hands `runner` (from `("async", runner)`) a completion; the verdict waits on it.
@@ -218,6 +209,33 @@ fn later<T>(
         Ok(_) => Verdict::Later(rx),
         Err(e) => Verdict::Now(Err(py_err(e))),
     }
+}
+
+/// What a phase's call answered: now, or (`("async", runner)`) later through a
+/// completion handed to `runner`.
+fn verdict<T>(
+    called: FilterResult<Bound<'_, PyAny>>,
+    wrap: impl FnOnce(oneshot::Sender<FilterResult<T>>) -> Sender,
+    parse: impl FnOnce(&Bound<'_, PyAny>) -> FilterResult<T>,
+) -> Verdict<T> {
+    let result = match called {
+        Ok(r) => r,
+        Err(e) => return Verdict::Now(Err(e)),
+    };
+    if !result.is_none() && tag(&result).is_ok_and(|t| t == "async") {
+        return match item(&result, 1) {
+            Ok(runner) => later(runner, wrap),
+            Err(e) => Verdict::Now(Err(e)),
+        };
+    }
+    Verdict::Now(parse(&result))
+}
+
+/// The dispatcher's per-request state back as the Python object it gave (None if absent).
+fn state_object(py: Python<'_>, state: FilterState) -> Py<PyAny> {
+    state
+        .and_then(|s| s.downcast::<Py<PyAny>>().ok())
+        .map_or_else(|| py.None(), |s| *s)
 }
 
 impl FilterHook for PyFilterHook {
@@ -237,17 +255,7 @@ impl FilterHook for PyFilterHook {
                     .call_method1("on_request", args)
                     .map_err(py_err)
             };
-            let result = match call() {
-                Ok(r) => r,
-                Err(e) => return Verdict::Now(Err(e)),
-            };
-            if !result.is_none() && tag(&result).is_ok_and(|t| t == "async") {
-                return match item(&result, 1) {
-                    Ok(runner) => later(runner, Sender::Request),
-                    Err(e) => Verdict::Now(Err(e)),
-                };
-            }
-            Verdict::Now(request_action(&result))
+            verdict(call(), Sender::Request, request_action)
         })
     }
 
@@ -261,9 +269,7 @@ impl FilterHook for PyFilterHook {
         state: FilterState,
     ) -> Verdict<ResponseEdit> {
         Python::attach(|py| {
-            let state = state
-                .and_then(|s| s.downcast::<Py<PyAny>>().ok())
-                .map_or_else(|| py.None(), |s| *s);
+            let state = state_object(py, state);
             let call = || -> FilterResult<Bound<'_, PyAny>> {
                 let ids = PyTuple::new(py, filters).map_err(py_err)?;
                 let args = (
@@ -279,25 +285,13 @@ impl FilterHook for PyFilterHook {
                     .call_method1("on_response", args)
                     .map_err(py_err)
             };
-            let result = match call() {
-                Ok(r) => r,
-                Err(e) => return Verdict::Now(Err(e)),
-            };
-            if !result.is_none() && tag(&result).is_ok_and(|t| t == "async") {
-                return match item(&result, 1) {
-                    Ok(runner) => later(runner, Sender::Response),
-                    Err(e) => Verdict::Now(Err(e)),
-                };
-            }
-            Verdict::Now(response_edit(&result))
+            verdict(call(), Sender::Response, response_edit)
         })
     }
 
     fn on_log(&self, filters: &[u32], info: &RequestInfo, ending: Ending<'_>, state: FilterState) {
         Python::attach(|py| {
-            let state = state
-                .and_then(|s| s.downcast::<Py<PyAny>>().ok())
-                .map_or_else(|| py.None(), |s| *s);
+            let state = state_object(py, state);
             let Ok(ids) = PyTuple::new(py, filters) else {
                 return;
             };
