@@ -120,6 +120,10 @@ def encode_span_batch(
     """A span batch as the core writes it, from tuples of ``meshfast.tracing.spans.Span``'s
     fields in order; spans past ``max_spans`` or ``max_bytes`` are counted as dropped."""
 
+def trim_memory() -> bool:
+    """Returns the C heap's free pages to the system (glibc ``malloc_trim``); True when
+    something was released, False when nothing was or off glibc."""
+
 def ir_roundtrip(snapshot: bytes) -> bytes:
     """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""
 

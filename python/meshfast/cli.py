@@ -462,8 +462,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from meshfast.control.settings import SidecarSettings
     from meshfast.errors import core_errors
 
-    # Before anything imports Trio: its TLS modules load only if something uses them.
-    lazy_stdlib.defer("ssl", "hmac")
+    # Before anything imports Trio: its TLS modules (and `idna`, which only its name
+    # lookups use) load only if something uses them.
+    lazy_stdlib.defer("ssl", "hmac", "idna")
     settings = SidecarSettings(
         admin=args.admin,
         namespace=args.namespace,

@@ -1,5 +1,5 @@
-"""`meshfast run` defers ssl and hmac: an idle sidecar maps no OpenSSL, and anything that does
-use them gets the real modules."""
+"""`meshfast run` defers ssl, hmac and idna: an idle sidecar maps no OpenSSL, and anything that
+does use them gets the real modules."""
 
 from __future__ import annotations
 
@@ -45,6 +45,22 @@ def test_trio_imports_without_loading_openssl_and_the_modules_still_work() -> No
     )
     want = hmac.new(b"k", b"m", "sha256").hexdigest()[:8]  # this process: no deferral
     assert out.splitlines() == ["False False", "True True", "True True", want]
+
+
+def test_trio_imports_without_loading_idna_and_its_name_encoding_still_works() -> None:
+    out = run(
+        """
+        import sys
+        from meshfast.control.lazy_stdlib import defer
+        defer("idna")
+        import trio, trio.socket
+        print("idna.core" in sys.modules)
+        # Trio encodes non-ASCII names with idna before it resolves them.
+        print(trio._socket._idna.encode("b\u00fccher.example", uts46=True))
+        print("idna.core" in sys.modules)
+        """
+    )
+    assert out.splitlines() == ["False", "b'xn--bcher-kva.example'", "True"]
 
 
 def test_an_idle_sidecar_maps_no_openssl(echo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -71,6 +71,18 @@ __all__ = [
     "apply_with_filters",
 ]
 
+
+def trim_heap() -> bool:
+    """Gives the C heap's free pages back (``_core.trim_memory``): a start or a config
+    compile frees far more than it keeps, and glibc keeps freed pages mapped. False
+    without the compiled core (tests of the control layer alone)."""
+    try:
+        from meshfast._core import trim_memory
+    except ImportError:
+        return False
+    return trim_memory()
+
+
 State = Literal["starting", "ready", "draining", "stopped"]
 
 
@@ -314,6 +326,8 @@ class Sidecar:
             self._filters = filters
         self._snapshot, self._sources, self._version = snapshot, sources, version
         self._base, self._dns = base, plan
+        if self._state == "ready":
+            trim_heap()  # what compiling this config freed (the start trims once it is ready)
         return version
 
     async def _dns_changed(self) -> None:
@@ -378,6 +392,7 @@ class Sidecar:
                     nursery.cancel_scope.cancel()
                 else:
                     self._state = "ready"
+                    trim_heap()
                     if self.settings.dns_refresh > 0:
                         nursery.start_soon(
                             self.resolver.watch,

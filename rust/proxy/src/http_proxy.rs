@@ -187,8 +187,10 @@ async fn proxy(
                     .unwrap_or_default(),
             };
             let host_before = req.headers().get(header::HOST).cloned();
+            // Boxed, as every path most requests never take: the request's
+            // future (allocated and moved whole per request) stays small.
             let (r, f, headers_changed) =
-                match request_filters(hook, info, route, req, &scope).await {
+                match Box::pin(request_filters(hook, info, route, req, &scope)).await {
                     Ok(done) => done,
                     Err(resp) => return resp,
                 };
@@ -544,13 +546,14 @@ impl Forward<'_> {
             Some(r) => r.attempts,
             None => 0,
         };
-        let sent = self.tries(&mut template, attempts);
+        // The future is built inside each arm: a local moved into `timeout` would
+        // keep its own slot in this future's state beside the copy (twice the size).
         let (resp, lease, load, retries_exhausted) = match route.timeout {
-            Some(t) => match tokio::time::timeout(t, sent).await {
+            Some(t) => match tokio::time::timeout(t, self.tries(&mut template, attempts)).await {
                 Ok(r) => r?,
                 Err(_) => return Err(ResponseFlag::UpstreamRequestTimeout),
             },
-            None => sent.await?,
+            None => self.tries(&mut template, attempts).await?,
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -566,9 +569,10 @@ impl Forward<'_> {
         strip_hop_by_hop(&mut parts.headers);
         let body = match self.filtered.take() {
             Some(filtered) => {
-                match self
-                    .response_filters(filtered, &mut parts, body, load, lease, scope)
-                    .await
+                match Box::pin(
+                    self.response_filters(filtered, &mut parts, body, load, lease, scope),
+                )
+                .await
                 {
                     Ok(body) => body,
                     Err(reply) => return Ok(reply),
@@ -826,10 +830,10 @@ impl Forward<'_> {
             && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT)
         {
             // Mirrors need the body before the primary is sent: read small ones first.
-            let collected = http_body_util::Limited::new(body, REPLAY_LIMIT as usize)
-                .collect()
-                .await
-                .map_err(|_| ResponseFlag::DownstreamProtocolError)?;
+            let collected =
+                Box::pin(http_body_util::Limited::new(body, REPLAY_LIMIT as usize).collect())
+                    .await
+                    .map_err(|_| ResponseFlag::DownstreamProtocolError)?;
             let trailers = collected.trailers().cloned();
             BodySource::Replay {
                 frames: vec![collected.to_bytes()],
@@ -902,19 +906,20 @@ impl Forward<'_> {
                 });
                 (t, sni)
             });
-            let sent = pool::send(
-                address,
-                template.http2,
-                cluster.connect_timeout,
-                tls,
-                new_connection,
-                req,
-            );
+            let http2 = template.http2;
+            let connect_timeout = cluster.connect_timeout;
             let per_try = retry.and_then(|r| r.per_try_timeout);
-            // None: the per-try timeout fired.
+            // None: the per-try timeout fired. (The future is built in each arm, as in `run`.)
             let result = match per_try {
-                Some(t) => tokio::time::timeout(t, sent).await.ok(),
-                None => Some(sent.await),
+                Some(t) => tokio::time::timeout(
+                    t,
+                    pool::send(address, http2, connect_timeout, tls, new_connection, req),
+                )
+                .await
+                .ok(),
+                None => Some(
+                    pool::send(address, http2, connect_timeout, tls, new_connection, req).await,
+                ),
             };
             let can_retry = retries_done < attempts;
             let (outcome, final_flag) = match result {
@@ -1117,7 +1122,7 @@ impl Template {
             parts.path_and_query = Some(self.path.clone());
             Uri::from_parts(parts).ok()?
         };
-        let mut req = Request::new(Metered::new(body, Direction::In, sinks));
+        let mut req = Request::new(Box::new(Metered::new(body, Direction::In, sinks)));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = if self.http2 {

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub type UpstreamBody = Metered<RequestBody>;
+pub type UpstreamBody = Box<Metered<RequestBody>>;
 pub type Sent = (http::Response<Incoming>, Option<Lease>);
 type H1Sender = http1::SendRequest<UpstreamBody>;
 type H2Sender = http2::SendRequest<UpstreamBody>;
@@ -160,6 +160,27 @@ pub async fn send(
             },
         }
     }
+    // Boxed: connecting (and a TLS handshake) is rare next to pooled sends, and
+    // inline it would grow every request's future by its whole state.
+    Box::pin(send_h1_new(
+        address,
+        &key,
+        connect_timeout,
+        tls,
+        new_connection,
+        req,
+    ))
+    .await
+}
+
+async fn send_h1_new(
+    address: &str,
+    key: &str,
+    connect_timeout: Duration,
+    tls: Option<(&UpstreamTlsRt, &str)>,
+    new_connection: impl Fn(),
+    req: http::Request<UpstreamBody>,
+) -> Result<Sent, Failed> {
     let (io, req) = connect_keeping(address, connect_timeout, tls, req).await?;
     new_connection();
     let (mut sender, conn) = http1::Builder::new()
@@ -172,7 +193,7 @@ pub async fn send(
         .send_request(req)
         .await
         .map_err(|e| http_error(address, e))?;
-    Ok((resp, Some(lease(&key, sender))))
+    Ok((resp, Some(lease(key, sender))))
 }
 
 async fn send_h2(
@@ -206,6 +227,25 @@ async fn send_h2(
             }
         }
     }
+    Box::pin(send_h2_new(
+        address,
+        key,
+        connect_timeout,
+        tls,
+        new_connection,
+        req,
+    ))
+    .await
+}
+
+async fn send_h2_new(
+    address: &str,
+    key: &str,
+    connect_timeout: Duration,
+    tls: Option<(&UpstreamTlsRt, &str)>,
+    new_connection: impl Fn(),
+    req: http::Request<UpstreamBody>,
+) -> Result<Sent, Failed> {
     let (io, req) = connect_keeping(address, connect_timeout, tls, req).await?;
     new_connection();
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())

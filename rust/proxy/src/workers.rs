@@ -450,8 +450,10 @@ async fn accept(
             match protocol {
                 ir::ListenerProtocol::Tcp | ir::ListenerProtocol::Tls => {
                     let mut signal = drain.signal.clone();
+                    // Boxed, like the TLS paths below: this task lives as long as its
+                    // connection, and inline every path would size every connection's task.
                     tokio::select! {
-                        _ = tcp_proxy::serve(stream, conn, ctx.store.clone(), ctx.listener_id) => {}
+                        _ = Box::pin(tcp_proxy::serve(stream, conn, ctx.store.clone(), ctx.listener_id)) => {}
                         _ = signal.wait_for(|d| *d) => {}
                     }
                 }
@@ -470,27 +472,37 @@ async fn accept(
                             serve_http(stream, conn, ctx, signal, &builder).await;
                         }
                         Some(t) => {
-                            let handshake = tokio::time::timeout(
-                                crate::tls::HANDSHAKE_TIMEOUT,
-                                t.acceptor.accept(stream),
-                            );
-                            if let Ok(Ok(stream)) = handshake.await {
-                                let mut conn = conn;
-                                conn.identity = stream
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .and_then(|c| c.first())
-                                    .and_then(crate::spiffe::identity)
-                                    .map(Arc::from);
-                                serve_http(stream, conn, ctx, signal, &builder).await;
-                            }
+                            Box::pin(serve_https(stream, conn, ctx, signal, &builder, t)).await
                         }
                     }
                 }
             }
             drain.open.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Terminates TLS (the client's identity, when it sent a certificate, goes with
+/// the connection), then serves HTTP on it.
+async fn serve_https(
+    stream: tokio::net::TcpStream,
+    mut conn: http_proxy::Conn,
+    ctx: Arc<ConnCtx>,
+    signal: watch::Receiver<bool>,
+    builder: &auto::Builder<TokioExecutor>,
+    tls: crate::tls::ListenerTls,
+) {
+    let handshake =
+        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+    if let Ok(Ok(stream)) = handshake.await {
+        conn.identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(crate::spiffe::identity)
+            .map(Arc::from);
+        serve_http(stream, conn, ctx, signal, builder).await;
     }
 }
 

@@ -185,6 +185,27 @@ fn cert_identity(path: &str) -> PyResult<Option<String>> {
     Ok(first.as_ref().and_then(meshfast_proxy::spiffe::identity))
 }
 
+/// Hands the C heap's free pages back to the system (glibc's `malloc_trim`).
+/// Start-up (imports, a config compile) frees far more than it keeps, and glibc
+/// keeps freed pages mapped: the sidecar calls this once it is ready and after
+/// each reload. Returns whether anything was released; False off glibc.
+#[pyfunction]
+fn trim_memory(py: Python<'_>) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only walks the allocator's own arenas, under their locks.
+        py.detach(|| unsafe { malloc_trim(0) } == 1)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = py;
+        false
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
@@ -193,6 +214,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(cert_identity, m)?)?;
     m.add_function(wrap_pyfunction!(encode_span_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(trim_memory, m)?)?;
     errors::register(m)?;
     #[cfg(feature = "cython")]
     speedups::register(m)?;
