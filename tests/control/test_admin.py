@@ -380,7 +380,7 @@ async def test_post_config_sets_the_filter_dispatcher_before_the_snapshot(
 ) -> None:
     from meshfast.filters.dispatch import Dispatcher
 
-    assert running.core.dispatchers == [None]  # the start: a config without filters
+    assert running.core.dispatchers == []  # the start: no filters, none set (the core has none)
     response = await running.client.post("/config", content=GOOD_YAML + "---\n" + FILTER_YAML)
     assert response.status_code == 200, response.text
     dispatcher = running.core.dispatchers[-1]
