@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from meshfast.config import Config, Problem, dns, ir
     from meshfast.config.identity import MeshIdentity
     from meshfast.control.settings import SidecarSettings
+    from meshfast.control.sidecar import EncodedSnapshot
 
 __all__ = ["build_parser", "main"]
 
@@ -374,7 +375,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
 def _start_from_cache(
     core_class: type[_core.Core], args: argparse.Namespace, entry: str
-) -> tuple[_core.Core, ir.Snapshot, dns.DnsPlan, None] | None:
+) -> tuple[_core.Core, EncodedSnapshot, dns.DnsPlan, None] | None:
     """The core serving the cached snapshot of this exact config, before the config pipeline
     is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
     from meshfast.control import snapshot_cache
@@ -385,22 +386,18 @@ def _start_from_cache(
         return None
     core = _new_core(core_class, args.workers)
     try:
-        core.apply_snapshot(data)
+        version = core.apply_snapshot(data)
     except core_errors():
         core.shutdown(0.0)
         return None
-    # Serving already: now the Python side's copy (msgspec and the IR types are imported
-    # off the start's critical path).
-    from meshfast.config import ir
+    # The Python side keeps the bytes: decoded when something asks for the snapshot
+    # (/config_dump, a reload), so an idle sidecar never imports msgspec or the IR types.
+    # The entry's bytes are what this same version of meshfast wrote (the key says so).
+    from meshfast.control.sidecar import EncodedSnapshot
 
-    try:
-        snapshot = ir.decode(data)
-    except ValueError:  # msgspec's errors: bytes the core read but Python cannot
-        core.shutdown(0.0)
-        return None
     where = snapshot_cache.directory()
     print(f"meshfast: serving the cached snapshot {entry[:12]} ({where})", file=sys.stderr)
-    return core, snapshot, {}, None
+    return core, EncodedSnapshot(data, version), {}, None
 
 
 def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
@@ -483,6 +480,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None
     started = _start_from_cache(core_class, args, entry) if entry is not None else None
+    snapshot: ir.Snapshot | EncodedSnapshot
     if started is not None:
         core, snapshot, plan, filters = started
         applied = True

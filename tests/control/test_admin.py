@@ -15,7 +15,7 @@ import trio
 
 from meshfast.config import ir
 from meshfast.control.http import Limits, format_address, parse_address
-from meshfast.control.sidecar import Ready, Sidecar, SidecarSettings
+from meshfast.control.sidecar import EncodedSnapshot, Ready, Sidecar, SidecarSettings
 
 GOOD_YAML = """\
 apiVersion: networking.istio.io/v1
@@ -294,6 +294,30 @@ async def test_config_dump(running: Running) -> None:
         "snapshot": as_json(SNAPSHOT),
         "sources": ["mesh.yaml"],
     }
+
+
+async def test_an_encoded_snapshot_is_decoded_when_first_asked_for(
+    nursery: trio.Nursery, core: FakeCore
+) -> None:
+    # What a start from the snapshot cache hands over: the bytes the core serves already.
+    encoded = EncodedSnapshot(ir.encode(SNAPSHOT), core.apply_snapshot(ir.encode(SNAPSHOT)))
+    settings = SidecarSettings(admin="127.0.0.1:0", outbound="127.0.0.1:0", sources=("m.yaml",))
+    sidecar = Sidecar(core, encoded, settings, core_errors=(FakeSnapshotError,), applied=True)
+    ready: Ready = await nursery.start(sidecar.serve)
+    assert (ready.outbound, ready.version) == ("127.0.0.1:4242", 1)
+    assert len(core.applied) == 1  # not applied again
+    assert sidecar._snapshot is encoded  # serving did not decode it
+    async with httpx.AsyncClient(base_url=f"http://{ready.admin}", timeout=10) as client:
+        dump = (await client.get("/config_dump")).json()
+    assert dump == {"version": 1, "snapshot": as_json(SNAPSHOT), "sources": ["m.yaml"]}
+    assert sidecar.snapshot == SNAPSHOT
+    assert sidecar.base_snapshot is sidecar.snapshot
+    sidecar.request_shutdown()
+
+
+def test_an_encoded_snapshot_must_be_applied_already(core: FakeCore) -> None:
+    with pytest.raises(ValueError, match="applied"):
+        Sidecar(core, EncodedSnapshot(ir.encode(SNAPSHOT), 1), core_errors=(FakeSnapshotError,))
 
 
 async def test_index_lists_routes(running: Running) -> None:

@@ -20,6 +20,12 @@ def started(tmp_path: Path, config: str, *flags: str, name: str = "mesh.yaml") -
     return car
 
 
+def msgspec_maps(car: Sidecar) -> str:
+    """The lines of the sidecar's memory map naming msgspec's compiled module."""
+    maps = Path(f"/proc/{car.proc.pid}/maps").read_text().splitlines()
+    return "\n".join(line for line in maps if "msgspec" in line)
+
+
 def log_after_stop(car: Sidecar) -> str:
     car.stop()
     return car.log_path.read_text()
@@ -38,8 +44,13 @@ def test_a_restart_with_the_same_config_serves_the_cached_snapshot(echo, tmp_pat
     try:
         r = httpx.get(f"{again.url}/x", headers={"host": "a.example.com"})
         assert (r.status_code, r.json()["name"]) == (200, "a")
+        # Serving (and its admin API) without msgspec or the IR types: the snapshot stays
+        # the bytes the core was given until something asks for it.
+        assert httpx.get(f"{again.admin}/stats").status_code == 200
+        assert "msgspec/_core" not in msgspec_maps(again)
         dump = httpx.get(f"{again.admin}/config_dump").json()
         assert any(c["name"].endswith("a.example.com") for c in dump["snapshot"]["clusters"])
+        assert "msgspec/_core" in msgspec_maps(again)
         # Reloads work although the config pipeline was not loaded at start.
         other = service_entry("b.example.com", 80, [(up.address, {})])
         assert httpx.post(f"{again.admin}/config", content=other).status_code == 200

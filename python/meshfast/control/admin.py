@@ -23,10 +23,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import msgspec
 import trio
 
-from meshfast.config import ir
 from meshfast.control.http import Request, Response
 
 if TYPE_CHECKING:
@@ -119,6 +117,11 @@ class AdminApi:
         return Response(200, body.encode(), content_type="application/json")
 
     async def config_dump(self, request: Request) -> Response:
+        # Imported here: an idle sidecar started from the snapshot cache never loads them.
+        import msgspec
+
+        from meshfast.config import ir
+
         sidecar = self.sidecar
         dump = {
             "version": sidecar.version,

@@ -30,7 +30,6 @@ from typing import TextIO
 
 import trio
 
-from meshfast.config import dns
 from meshfast.control.settings import DEFAULT_REFRESH_S as DEFAULT_REFRESH_S
 
 __all__ = ["DEFAULT_REFRESH_S", "ResolveFn", "Resolver", "getaddrinfo"]
@@ -99,6 +98,9 @@ class Resolver:
             for name in todo:
                 nursery.start_soon(one, name)
 
+        # Imported here: a sidecar without DNS names never loads the IR types.
+        from meshfast.config.dns import merge_addresses
+
         changed = False
         for name in todo:
             self._seen.add(name)
@@ -111,7 +113,7 @@ class Resolver:
                 continue
             self._failing.discard(name)
             old = self.addresses.get(name)
-            new = dns.merge_addresses(old, result)
+            new = merge_addresses(old, result)
             if new != old:
                 self.addresses[name] = new
                 changed = True

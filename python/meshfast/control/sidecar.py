@@ -31,6 +31,10 @@ Embedding (:class:`meshfast.Sidecar`): ``prepare`` is a function every config th
 loads passes through before it is compiled (the embedding API adds the filters it was given
 as objects), and :meth:`Sidecar.reapply` compiles the current config again when what
 ``prepare`` adds has changed.  So ``POST /config`` keeps those filters too.
+
+A start from the snapshot cache gives the Sidecar an :class:`EncodedSnapshot` (the bytes
+the core already serves): it is decoded the first time something asks for it
+(``/config_dump``, a reload), so an idle sidecar never imports msgspec or the IR types.
 """
 
 from __future__ import annotations
@@ -39,12 +43,10 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
-import msgspec
 import trio
 
-from meshfast.config import dns, ir
 from meshfast.control.http import HttpServer, Limits, format_address, open_listeners
 from meshfast.control.resolver import ResolveFn, Resolver
 from meshfast.control.settings import SidecarSettings as SidecarSettings
@@ -52,7 +54,7 @@ from meshfast.control.settings import options_for
 
 if TYPE_CHECKING:
     from meshfast._core import FilterDispatcher
-    from meshfast.config import CompileOptions, Config
+    from meshfast.config import CompileOptions, Config, dns, ir
     from meshfast.filters.loop import TrioLoop
 
 # The filter machinery (meshfast.filters.*) is imported only by configs that have
@@ -64,6 +66,7 @@ Prepare = Callable[["Config"], "Config"]
 __all__ = [
     "KEEP",
     "CoreLike",
+    "EncodedSnapshot",
     "Prepare",
     "Ready",
     "Sidecar",
@@ -115,6 +118,18 @@ class Ready:
         )
 
 
+class EncodedSnapshot(NamedTuple):
+    """A snapshot as IR bytes (the core serves it already), with the version the core gave it."""
+
+    data: bytes
+    version: int
+
+    def decode(self) -> ir.Snapshot:
+        from meshfast.config import ir
+
+        return ir.decode(self.data)
+
+
 class _Keep:
     """The type of :data:`KEEP`: apply a snapshot without changing the filter dispatcher."""
 
@@ -137,7 +152,7 @@ class Sidecar:
     def __init__(
         self,
         core: CoreLike,
-        snapshot: ir.Snapshot,
+        snapshot: ir.Snapshot | EncodedSnapshot,
         settings: SidecarSettings | None = None,
         *,
         core_errors: tuple[type[Exception], ...] | None = None,
@@ -152,6 +167,7 @@ class Sidecar:
         """``applied``: the caller already gave ``snapshot`` to the core (a config without
         DNS names can start serving before Trio is even imported), and ``filters``, the
         dispatcher of its config (:func:`~meshfast.filters.dispatch.build_dispatcher`), too.
+        An :class:`EncodedSnapshot` must be applied already.
 
         ``config``: the config ``snapshot`` was compiled from, as loaded (before ``prepare``),
         so :meth:`reapply` can compile it again.  ``prepare``: every config loaded later
@@ -166,8 +182,11 @@ class Sidecar:
         self.core = core
         self.settings = settings or SidecarSettings()
         self.core_errors = core_errors
-        self._snapshot = snapshot
-        self._base = snapshot
+        if isinstance(snapshot, EncodedSnapshot) and not applied:
+            raise ValueError("an EncodedSnapshot must be applied to the core already")
+        # The served snapshot, and the one as compiled (the same object without DNS names).
+        self._snapshot: ir.Snapshot | EncodedSnapshot = snapshot
+        self._base: ir.Snapshot | EncodedSnapshot = snapshot
         self._dns: dns.DnsPlan = dict(dns_plan or {})
         self.resolver = Resolver(resolve) if resolve is not None else Resolver()
         self._sources: tuple[str, ...] = self.settings.sources
@@ -195,12 +214,28 @@ class Sidecar:
     @property
     def snapshot(self) -> ir.Snapshot:
         """The snapshot the core serves (or will serve, while starting)."""
+        if isinstance(self._snapshot, EncodedSnapshot):
+            self._decode()
+        assert not isinstance(self._snapshot, EncodedSnapshot)
         return self._snapshot
 
     @property
     def base_snapshot(self) -> ir.Snapshot:
         """The snapshot as compiled: DNS endpoints still ``hostname:port``."""
+        if isinstance(self._base, EncodedSnapshot):
+            self._decode()
+        assert not isinstance(self._base, EncodedSnapshot)
         return self._base
+
+    def _decode(self) -> None:
+        """Decodes a snapshot that came encoded (it has no DNS names: base and served are one)."""
+        if isinstance(self._base, EncodedSnapshot):
+            decoded = self._base.decode()
+            if self._snapshot is self._base:
+                self._snapshot = decoded
+            self._base = decoded
+        if isinstance(self._snapshot, EncodedSnapshot):
+            self._snapshot = self._snapshot.decode()
 
     @property
     def version(self) -> int:
@@ -280,11 +315,14 @@ class Sidecar:
             loaded = load()
             config = loaded if prepare is None else prepare(loaded)
             snapshot = compile_config(config, options)
+            from meshfast.config import dns
             from meshfast.filters.dispatch import build_dispatcher
 
             return loaded, snapshot, dns.plan(config), build_dispatcher(config)
 
         loaded, snapshot, plan, filters = await trio.to_thread.run_sync(build)
+        from meshfast.config import dns
+
         await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
         version = await self._apply_locked(snapshot, sources, plan, filters=filters)
         self._config = loaded
@@ -315,6 +353,8 @@ class Sidecar:
         *,
         filters: FilterDispatcher | _Keep | None = KEEP,
     ) -> int:
+        from meshfast.config import dns, ir
+
         plan = self._dns if plan is None else plan
         snapshot = dns.substitute(base, plan, self.resolver.addresses)
         encoded = ir.encode(snapshot)
@@ -355,10 +395,14 @@ class Sidecar:
         async with self._apply_lock:
             if self._state != "ready":
                 return
-            resolved = dns.substitute(self._base, self._dns, self.resolver.addresses)
-            if resolved == msgspec.structs.replace(self._snapshot, version=resolved.version):
+            import msgspec
+
+            from meshfast.config import dns
+
+            resolved = dns.substitute(self.base_snapshot, self._dns, self.resolver.addresses)
+            if resolved == msgspec.structs.replace(self.snapshot, version=resolved.version):
                 return
-            base = msgspec.structs.replace(self._base, version=self._version + 1)
+            base = msgspec.structs.replace(self.base_snapshot, version=self._version + 1)
             try:
                 await self._apply_locked(base, self._sources)
             except self.core_errors as exc:
@@ -370,7 +414,11 @@ class Sidecar:
                 )
 
     def _dns_names(self) -> set[str]:
-        return dns.hostnames(self._base, self._dns)
+        if not self._dns:
+            return set()  # (an encoded snapshot stays encoded: it never has DNS names)
+        from meshfast.config import dns
+
+        return dns.hostnames(self.base_snapshot, self._dns)
 
     # === serving ===
 
@@ -440,12 +488,18 @@ class Sidecar:
         else:
             await self.resolver.refresh(self._dns_names())
             async with self._apply_lock:
-                version = await self._apply_locked(self._base, self._sources, filters=self._filters)
+                version = await self._apply_locked(
+                    self.base_snapshot, self._sources, filters=self._filters
+                )
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
         if self.settings.gateway:
             # A gateway has no outbound listener: report its first one (or "-").
-            outbound_names = {x.name for x in self._snapshot.listeners[:1]}
+            outbound_names = {x.name for x in self.snapshot.listeners[:1]}
             default = "-"
+        elif isinstance(self._snapshot, EncodedSnapshot):
+            # The compiler's name for the listener at --outbound (not decoded for this).
+            outbound_names = {"outbound"}
+            default = self.settings.outbound
         else:
             outbound_names = {
                 listener.name
