@@ -418,10 +418,9 @@ def _compile_and_start(
     """Loads, validates and compiles the config and starts the core on it (or, with DNS
     endpoints, only starts the core: the names are resolved first).  Stores the snapshot in
     the cache under ``entry`` when it needs nothing else to serve.  An int: the exit status."""
-    from meshfast.config import ConfigError, compile_config, dns, ir
+    from meshfast.config import ConfigError, compile_config, dns, http_filter, ir
     from meshfast.control.settings import options_for
     from meshfast.errors import core_errors
-    from meshfast.filters.dispatch import apply_with_filters, build_dispatcher
 
     try:
         config = _load(args.paths, args.namespace)
@@ -431,7 +430,11 @@ def _compile_and_start(
         _print_problems(exc.problems, sys.stderr)
         return 1
     core = _new_core(core_class, args.workers)
-    filters = build_dispatcher(config)
+    filters = None
+    if http_filter.numbered(config.resources):  # (the filter machinery only when needed)
+        from meshfast.filters.dispatch import build_dispatcher
+
+        filters = build_dispatcher(config)
     plan = dns.plan(config)
     if plan:
         return core, snapshot, plan, filters, False
@@ -439,7 +442,12 @@ def _compile_and_start(
     # imported and bound (they take longer than the core does).
     encoded = ir.encode(snapshot)
     try:
-        apply_with_filters(core, encoded, filters)
+        if filters is None:
+            core.apply_snapshot(encoded)
+        else:
+            from meshfast.filters.dispatch import apply_with_filters
+
+            apply_with_filters(core, encoded, filters)
     except core_errors() as exc:
         core.shutdown(0.0)
         _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
