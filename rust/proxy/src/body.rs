@@ -271,8 +271,6 @@ impl Body for RequestBody {
 }
 #[cfg(test)]
 mod size {
-    use super::*;
-
     /// hyper's HTTP/1 client queues each request in a channel whose blocks hold 32
     /// of them, two blocks per pooled connection: the request stays small (the body
     /// is boxed) so an idle pooled connection costs ~16 KiB there, not ~30.

@@ -144,8 +144,14 @@ pub async fn send(
         None => Cow::Borrowed(address),
         Some((t, sni)) => Cow::Owned(format!("{}|{address}|{sni}", t.pool_key)),
     };
+    let dial = Dial {
+        address,
+        key: &key,
+        timeout: connect_timeout,
+        tls,
+    };
     if http2 {
-        return send_h2(address, &key, connect_timeout, tls, new_connection, req).await;
+        return send_h2(&dial, new_connection, req).await;
     }
     let mut req = req;
     while let Some(mut sender) = checkout_h1(&key) {
@@ -162,26 +168,24 @@ pub async fn send(
     }
     // Boxed: connecting (and a TLS handshake) is rare next to pooled sends, and
     // inline it would grow every request's future by its whole state.
-    Box::pin(send_h1_new(
-        address,
-        &key,
-        connect_timeout,
-        tls,
-        new_connection,
-        req,
-    ))
-    .await
+    Box::pin(send_h1_new(&dial, new_connection, req)).await
+}
+
+/// Where a request goes: the endpoint, its pool's key, and how to connect to it.
+struct Dial<'a> {
+    address: &'a str,
+    key: &'a str,
+    timeout: Duration,
+    tls: Option<(&'a UpstreamTlsRt, &'a str)>,
 }
 
 async fn send_h1_new(
-    address: &str,
-    key: &str,
-    connect_timeout: Duration,
-    tls: Option<(&UpstreamTlsRt, &str)>,
+    dial: &Dial<'_>,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
-    let (io, req) = connect_keeping(address, connect_timeout, tls, req).await?;
+    let address = dial.address;
+    let (io, req) = connect_keeping(dial, req).await?;
     new_connection();
     let (mut sender, conn) = http1::Builder::new()
         .handshake(io)
@@ -193,23 +197,20 @@ async fn send_h1_new(
         .send_request(req)
         .await
         .map_err(|e| http_error(address, e))?;
-    Ok((resp, Some(lease(key, sender))))
+    Ok((resp, Some(lease(dial.key, sender))))
 }
 
 async fn send_h2(
-    address: &str,
-    key: &str,
-    connect_timeout: Duration,
-    tls: Option<(&UpstreamTlsRt, &str)>,
+    dial: &Dial<'_>,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
     let pooled = POOL.with(|p| {
         let mut p = p.borrow_mut();
-        match p.h2.get(key) {
+        match p.h2.get(dial.key) {
             Some(s) if !s.is_closed() => Some(s.clone()),
             Some(_) => {
-                p.h2.remove(key);
+                p.h2.remove(dial.key);
                 None
             }
             None => None,
@@ -222,31 +223,21 @@ async fn send_h2(
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(http_error(address, e.into_error()).into()),
+                    None => return Err(http_error(dial.address, e.into_error()).into()),
                 },
             }
         }
     }
-    Box::pin(send_h2_new(
-        address,
-        key,
-        connect_timeout,
-        tls,
-        new_connection,
-        req,
-    ))
-    .await
+    Box::pin(send_h2_new(dial, new_connection, req)).await
 }
 
 async fn send_h2_new(
-    address: &str,
-    key: &str,
-    connect_timeout: Duration,
-    tls: Option<(&UpstreamTlsRt, &str)>,
+    dial: &Dial<'_>,
     new_connection: impl Fn(),
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
-    let (io, req) = connect_keeping(address, connect_timeout, tls, req).await?;
+    let address = dial.address;
+    let (io, req) = connect_keeping(dial, req).await?;
     new_connection();
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -256,7 +247,11 @@ async fn send_h2_new(
         .await
         .map_err(|e| http_error(address, e))?;
     tokio::spawn(conn);
-    POOL.with(|p| p.borrow_mut().h2.insert(key.to_owned(), sender.clone()));
+    POOL.with(|p| {
+        p.borrow_mut()
+            .h2
+            .insert(dial.key.to_owned(), sender.clone())
+    });
     let resp = sender
         .send_request(req)
         .await
@@ -293,12 +288,10 @@ fn lease(address: &str, sender: H1Sender) -> Lease {
 
 /// [`connect`], giving the request back on failure (nothing of it was sent).
 async fn connect_keeping(
-    address: &str,
-    timeout: Duration,
-    tls: Option<(&UpstreamTlsRt, &str)>,
+    dial: &Dial<'_>,
     req: http::Request<UpstreamBody>,
 ) -> Result<(TokioIo<Stream>, http::Request<UpstreamBody>), Failed> {
-    match connect(address, timeout, tls).await {
+    match connect(dial.address, dial.timeout, dial.tls).await {
         Ok(io) => Ok((io, req)),
         Err(error) => Err(Failed {
             error,
