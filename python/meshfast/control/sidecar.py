@@ -372,7 +372,9 @@ class Sidecar:
         self._snapshot, self._sources, self._version = snapshot, sources, version
         self._base, self._dns = base, plan
         if self._state == "ready":
-            trim_heap()  # what compiling this config freed (the start trims once it is ready)
+            # What compiling this config freed (the start trims once it is ready). In a
+            # worker thread: on a large heap the walk takes a while, the loop goes on.
+            await trio.to_thread.run_sync(trim_heap)
         return version
 
     def _bind(self, filters: FilterDispatcher | None) -> None:
@@ -459,7 +461,6 @@ class Sidecar:
                     nursery.cancel_scope.cancel()
                 else:
                     self._state = "ready"
-                    trim_heap()
                     if self.settings.dns_refresh > 0:
                         nursery.start_soon(
                             self.resolver.watch,
@@ -468,6 +469,8 @@ class Sidecar:
                             self._dns_changed,
                         )
                     task_status.started(ready)
+                    # What the start freed (imports, a compile) goes back to the system.
+                    await trio.to_thread.run_sync(trim_heap)
                     await self._quit.wait()
                     self._state = "draining"
                     await trio.to_thread.run_sync(self.core.shutdown, self.settings.drain_timeout)
