@@ -375,7 +375,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
 def _start_from_cache(
     core_class: type[_core.Core], args: argparse.Namespace, entry: str
-) -> tuple[_core.Core, EncodedSnapshot, dns.DnsPlan, None] | None:
+) -> tuple[_core.Core, ir.Snapshot | EncodedSnapshot, dns.DnsPlan, None] | None:
     """The core serving the cached snapshot of this exact config, before the config pipeline
     is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
     from meshfast.control import snapshot_cache
@@ -391,13 +391,22 @@ def _start_from_cache(
         core.shutdown(0.0)
         return None
     # The Python side keeps the bytes: decoded when something asks for the snapshot
-    # (/config_dump, a reload), so an idle sidecar never imports msgspec or the IR types.
-    # The entry's bytes are what this same version of meshfast wrote (the key says so).
+    # (/config_dump), so an idle sidecar never imports msgspec or the IR types. The entry's
+    # bytes are what this same version of meshfast wrote (the key says so). A gateway's
+    # ready line needs its listeners now: decode, and load normally if that fails.
     from meshfast.control.sidecar import EncodedSnapshot
 
+    encoded = EncodedSnapshot(data, version)
+    snapshot: ir.Snapshot | EncodedSnapshot = encoded
+    if args.gateway:
+        try:
+            snapshot = encoded.decode()
+        except ValueError:  # msgspec's errors: bytes the core read but Python cannot
+            core.shutdown(0.0)
+            return None
     where = snapshot_cache.directory()
     print(f"meshfast: serving the cached snapshot {entry[:12]} ({where})", file=sys.stderr)
-    return core, EncodedSnapshot(data, version), {}, None
+    return core, snapshot, {}, None
 
 
 def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
@@ -467,9 +476,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from meshfast.control.settings import SidecarSettings
     from meshfast.errors import core_errors
 
-    # Before anything imports Trio: its TLS modules (and `idna`, which only its name
-    # lookups use) load only if something uses them.
-    lazy_stdlib.defer("ssl", "hmac", "idna")
+    # Before anything imports Trio: its TLS modules load only if something uses them.
+    lazy_stdlib.defer("ssl", "hmac")
     settings = SidecarSettings(
         admin=args.admin,
         namespace=args.namespace,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -283,6 +284,15 @@ async def test_clusters(running: Running) -> None:
     response = await running.client.get("/clusters")
     assert response.status_code == 200
     assert response.json()["clusters"][0]["name"] == "c1"
+
+
+async def test_stats_of_a_sidecar_without_filters_never_import_their_machinery(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "meshfast.filters.dispatch", None)  # importing it fails
+    assert running.sidecar.filters is None
+    assert (await running.client.get("/stats")).status_code == 200
+    assert (await running.client.get("/stats/prometheus")).status_code == 200
 
 
 async def test_config_dump(running: Running) -> None:

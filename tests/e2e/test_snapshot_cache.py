@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from ..samples import BOOKINFO_NETWORKING
 from .conftest import Sidecar, service_entry
 
 HIT = "meshfast: serving the cached snapshot"
@@ -55,6 +56,30 @@ def test_a_restart_with_the_same_config_serves_the_cached_snapshot(echo, tmp_pat
         other = service_entry("b.example.com", 80, [(up.address, {})])
         assert httpx.post(f"{again.admin}/config", content=other).status_code == 200
         assert httpx.get(f"{again.url}/", headers={"host": "b.example.com"}).status_code == 200
+    finally:
+        assert HIT in log_after_stop(again)
+
+
+def test_a_gateway_restarts_from_the_cache_too(echo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A gateway's ready line names its first listener, so its cached snapshot is decoded
+    # at start (a sidecar's stays encoded).
+    page = echo("productpage-v1")
+    config = (
+        service_entry("productpage", 9080, [(page.address, {"version": "v1"})])
+        + "---\n"
+        + (BOOKINFO_NETWORKING / "bookinfo-gateway.yaml").read_text()
+    )
+    flags = ("--gateway", "--gateway-bind", "127.78.0.1")
+    first = started(tmp_path, config, *flags)
+    assert first.outbound == "127.78.0.1:8080"
+    assert HIT not in log_after_stop(first)
+    again = started(tmp_path, config, *flags)
+    try:
+        assert again.outbound == "127.78.0.1:8080"  # the first gateway listener, as before
+        r = httpx.get(
+            "http://127.78.0.1:8080/productpage", headers={"host": "bookinfo.example.com"}
+        )
+        assert (r.status_code, r.json()["name"]) == (200, "productpage-v1")
     finally:
         assert HIT in log_after_stop(again)
 

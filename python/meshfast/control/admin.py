@@ -82,6 +82,8 @@ class AdminApi:
         return Response.text(200 if state == "ready" else 503, state)
 
     def _filter_failures(self) -> dict[str, dict[str, int]]:
+        if self.sidecar.filters is None:
+            return {}  # (a sidecar without filters never imports their machinery)
         from meshfast.filters.dispatch import failure_counts
 
         return failure_counts(self.sidecar.filters)

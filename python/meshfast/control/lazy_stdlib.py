@@ -2,7 +2,8 @@
 
 Trio imports ``ssl`` (``trio._ssl``) and ``hmac`` (``trio._dtls``) when it is imported, which
 maps OpenSSL's ``libssl`` and ``libcrypto`` into the process: ~4.6 MiB of a sidecar's idle RSS
-for TLS code it never runs (the core does TLS in Rust).  :func:`defer` puts a placeholder in
+for TLS code it never runs (the core does TLS in Rust). Only plain modules can be deferred
+this way, not packages (see :func:`defer`).  :func:`defer` puts a placeholder in
 ``sys.modules`` that becomes the real module the first time anything reads one of its
 attributes — ``ssl.SSLContext``, ``from hmac import compare_digest``: user code and filters
 see the real module — while a bare ``import ssl`` (all Trio does at import time) does not
@@ -58,7 +59,9 @@ def defer(*names: str) -> None:
         if name in sys.modules:
             continue
         spec = importlib.util.find_spec(name)
-        if spec is None:
+        # Not packages: `import pkg.sub` would reach the placeholder first, and loading the
+        # real package from there runs its submodules twice (two copies of their classes).
+        if spec is None or spec.submodule_search_locations is not None:
             continue
         module = _Deferred(name)
         module.__spec__ = spec

@@ -315,10 +315,14 @@ class Sidecar:
             loaded = load()
             config = loaded if prepare is None else prepare(loaded)
             snapshot = compile_config(config, options)
-            from meshfast.config import dns
-            from meshfast.filters.dispatch import build_dispatcher
+            from meshfast.config import dns, http_filter
 
-            return loaded, snapshot, dns.plan(config), build_dispatcher(config)
+            filters = None
+            if http_filter.numbered(config.resources):
+                from meshfast.filters.dispatch import build_dispatcher
+
+                filters = build_dispatcher(config)
+            return loaded, snapshot, dns.plan(config), filters
 
         loaded, snapshot, plan, filters = await trio.to_thread.run_sync(build)
         from meshfast.config import dns
@@ -326,6 +330,11 @@ class Sidecar:
         await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
         version = await self._apply_locked(snapshot, sources, plan, filters=filters)
         self._config = loaded
+        if self._state == "ready":
+            # What loading and compiling freed (the start trims once it is ready). In a
+            # worker thread, so the Trio loop goes on; the data plane's workers wait on an
+            # arena's lock only while that arena is walked (a heap of a few MiB).
+            await trio.to_thread.run_sync(trim_heap)
         return version
 
     async def apply(
@@ -371,10 +380,6 @@ class Sidecar:
             self._filters = filters
         self._snapshot, self._sources, self._version = snapshot, sources, version
         self._base, self._dns = base, plan
-        if self._state == "ready":
-            # What compiling this config freed (the start trims once it is ready). In a
-            # worker thread: on a large heap the walk takes a while, the loop goes on.
-            await trio.to_thread.run_sync(trim_heap)
         return version
 
     def _bind(self, filters: FilterDispatcher | None) -> None:
@@ -480,6 +485,7 @@ class Sidecar:
                 raise error
         finally:
             self._state = "stopped"
+            self._nursery = None  # closed: a dispatcher bound later gets no loop
             if not self._core_stopped:
                 self._core_stopped = True
                 with trio.CancelScope(shield=True):
