@@ -23,3 +23,19 @@ def shared_dir() -> Path:
 
 SAMPLES = shared_dir() / "istio-samples"
 BOOKINFO_NETWORKING = SAMPLES / "samples" / "bookinfo" / "networking"
+
+
+# A VirtualService with one bad field (line 11: `weight: lots`), for config-error tests.
+BAD_WEIGHT_YAML = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination:
+        host: reviews
+      weight: lots
+"""

@@ -18,6 +18,8 @@ from meshfast.config import ir
 from meshfast.control.http import Limits, format_address, parse_address
 from meshfast.control.sidecar import EncodedSnapshot, Ready, Sidecar, SidecarSettings
 
+from ..samples import BAD_WEIGHT_YAML
+
 GOOD_YAML = """\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -33,20 +35,6 @@ spec:
     protocol: HTTP
   endpoints:
   - address: 127.0.0.1
-"""
-
-BAD_YAML = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination:
-        host: reviews
-      weight: lots
 """
 
 
@@ -446,7 +434,7 @@ async def test_post_config_sets_the_filter_dispatcher_before_the_snapshot(
 async def test_post_config_with_problems_is_400_and_keeps_the_old_config(
     running: Running,
 ) -> None:
-    response = await running.client.post("/config", content=BAD_YAML)
+    response = await running.client.post("/config", content=BAD_WEIGHT_YAML)
     assert response.status_code == 400
     lines = response.text.splitlines()
     assert lines

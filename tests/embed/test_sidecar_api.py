@@ -23,6 +23,7 @@ from meshfast.config import ConfigError
 from meshfast.filters import HttpFilter, Request, Response
 
 from ..e2e.conftest import service_entry
+from ..samples import BAD_WEIGHT_YAML
 from .conftest import Echo
 
 pytestmark = pytest.mark.e2e
@@ -421,31 +422,16 @@ async def test_a_bad_reload_raises_and_keeps_serving(echo: Echo, client: httpx.A
 # === config errors ===
 
 
-BROKEN = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination:
-        host: reviews
-      weight: lots
-"""
-
-
 def test_a_broken_config_raises_at_construction_with_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
-    path.write_text(BROKEN)
+    path.write_text(BAD_WEIGHT_YAML)
     with pytest.raises(ConfigError) as info:
         meshfast.Sidecar(path)
     assert any(
         str(p).startswith(f"{path}:11: VirtualService/reviews: ") for p in info.value.problems
     )
     with pytest.raises(ConfigError, match=r"<yaml>:11: VirtualService/reviews: "):
-        meshfast.Sidecar(yaml=BROKEN)
+        meshfast.Sidecar(yaml=BAD_WEIGHT_YAML)
     good, missing = tmp_path / "good.yaml", tmp_path / "missing.yaml"
     good.write_text(service_entry(A, 80, [("127.0.0.1:1", {})]))
     with pytest.raises(ConfigError, match=re.escape(f"{missing}:1: -/-: $: no such file")):

@@ -109,6 +109,22 @@ impl Scope<'_> {
         }
     }
 
+    /// The reply when a body a filter reads whole could not be read: `too_large`
+    /// past the filter's limit, a failure with `broken` when the stream broke.
+    fn unread(
+        &self,
+        error: ReadError,
+        too_large: (StatusCode, &'static [u8]),
+        broken: ResponseFlag,
+    ) -> Response<ProxyBody> {
+        match error {
+            ReadError::TooLarge => {
+                self.local(too_large.0, None, Some(Bytes::from_static(too_large.1)))
+            }
+            ReadError::Broken => self.fail(broken),
+        }
+    }
+
     fn local(
         &self,
         status: StatusCode,
@@ -424,15 +440,12 @@ async fn request_filters<'a>(
         DownBody::Streaming(body) if route.filter_request_body > 0 => {
             match filter_body::read_whole(&parts.headers, body, route.filter_request_body).await {
                 Ok((data, trailers)) => DownBody::Buffered { data, trailers },
-                Err(ReadError::TooLarge) => {
-                    return Err(scope.local(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        None,
-                        Some(Bytes::from_static(b"payload too large\n")),
+                Err(e) => {
+                    return Err(scope.unread(
+                        e,
+                        (StatusCode::PAYLOAD_TOO_LARGE, b"payload too large\n"),
+                        ResponseFlag::DownstreamProtocolError,
                     ))
-                }
-                Err(ReadError::Broken) => {
-                    return Err(scope.fail(ResponseFlag::DownstreamProtocolError))
                 }
             }
         }
@@ -663,15 +676,15 @@ impl Forward<'_> {
         reading.hold(load, lease);
         let (data, trailers) = match filter_body::read_whole(&parts.headers, reading, limit).await {
             Ok(read) => read,
-            Err(ReadError::TooLarge) => {
-                return Err(scope.local(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    None,
-                    Some(Bytes::from_static(b"response payload too large\n")),
+            Err(e) => {
+                return Err(scope.unread(
+                    e,
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        b"response payload too large\n",
+                    ),
+                    ResponseFlag::UpstreamConnectionTermination,
                 ))
-            }
-            Err(ReadError::Broken) => {
-                return Err(scope.fail(ResponseFlag::UpstreamConnectionTermination))
             }
         };
         let verdict = hook.on_response(
