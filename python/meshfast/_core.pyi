@@ -72,6 +72,11 @@ class Core:
         """Decodes and builds the msgpack IR, binds new listeners, closes removed ones and swaps
         the snapshot in atomically. Returns the snapshot version. On error nothing changes."""
 
+    def install(self, snapshot: bytes, dispatcher: FilterDispatcher | None) -> int:
+        """Like ``apply_snapshot``, with ``dispatcher`` (None: no filters) installed in the same
+        atomic swap as the snapshot whose filter ids it serves. If the snapshot is refused,
+        nothing changes: the current snapshot and dispatcher stay."""
+
     def listeners(self) -> list[tuple[str, str]]:
         """(name, bound address) of every listener currently serving."""
 

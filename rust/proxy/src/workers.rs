@@ -159,6 +159,18 @@ impl Proxy {
         *self.filters.lock() = hook.map(|h| Hook(Arc::new(h)));
     }
 
+    /// Like [`Proxy::apply`], installing `hook` (None: no filters) with the
+    /// snapshot in the same atomic store: the snapshot's filter ids and the
+    /// filters they name go live together, and if the snapshot is refused the
+    /// current hook stays (nothing to roll back on the caller's side).
+    pub fn install(
+        &self,
+        bytes: &[u8],
+        hook: Option<Box<dyn FilterHook>>,
+    ) -> Result<u64, ProxyError> {
+        self.apply_with(bytes, Some(hook.map(|h| Hook(Arc::new(h)))))
+    }
+
     pub fn workers(&self) -> usize {
         self.workers.len()
     }
@@ -175,6 +187,11 @@ impl Proxy {
     /// (one atomic store), then retires listeners that are gone. On error
     /// nothing changes.
     pub fn apply(&self, bytes: &[u8]) -> Result<u64, ProxyError> {
+        self.apply_with(bytes, None)
+    }
+
+    /// `hook`: Some(new hook) to install with the snapshot, None to keep the current one.
+    fn apply_with(&self, bytes: &[u8], hook: Option<Option<Hook>>) -> Result<u64, ProxyError> {
         let snap = ir::Snapshot::decode(bytes)?;
         let mut state = self.state.lock();
         if state.shut_down {
@@ -217,7 +234,13 @@ impl Proxy {
             }
         }
         let mut runtime = Runtime::build(&snap, &ids, &self.stats, &self.loads)?;
-        runtime.filters = self.filters.lock().clone();
+        let mut filters = self.filters.lock();
+        runtime.filters = match hook {
+            Some(new) => new,
+            None => filters.clone(),
+        };
+        *filters = runtime.filters.clone();
+        drop(filters);
         let version = runtime.version;
         self.store.store(Arc::new(runtime));
         state.next_id = next_id;

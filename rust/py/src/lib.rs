@@ -46,6 +46,20 @@ impl Core {
             .map_err(errors::from_proxy)
     }
 
+    /// Applies `snapshot` with `dispatcher` (None: no filters) installed in the
+    /// same atomic swap; if the snapshot is refused, the current dispatcher stays.
+    fn install(
+        &self,
+        py: Python<'_>,
+        snapshot: &Bound<'_, PyBytes>,
+        dispatcher: Option<Py<PyAny>>,
+    ) -> PyResult<u64> {
+        let bytes = snapshot.as_bytes().to_vec();
+        let hook = dispatcher.map(|d| Box::new(filters::PyFilterHook::new(d)) as Box<_>);
+        py.detach(|| self.proxy.install(&bytes, hook))
+            .map_err(errors::from_proxy)
+    }
+
     fn listeners(&self) -> Vec<(String, String)> {
         self.proxy.listeners()
     }
