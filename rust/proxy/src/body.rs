@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::pool::Lease;
 use crate::stats::Counters;
 
 #[derive(Debug, Clone, Copy)]
@@ -24,30 +23,34 @@ pub enum Direction {
 /// Ends an endpoint's in-flight request when dropped (at the end of the
 /// response body, or earlier on error).
 #[derive(Debug)]
-pub struct LoadGuard(pub Arc<Load>);
+pub struct LoadGuard(Option<Arc<Load>>);
 
 impl LoadGuard {
     pub fn start(load: &Arc<Load>) -> Self {
         load.start();
-        Self(load.clone())
+        Self(Some(load.clone()))
+    }
+
+    /// For a destination that is not an endpoint (nothing balances on it).
+    pub fn untracked() -> Self {
+        Self(None)
     }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.0.finish();
+        if let Some(load) = &self.0 {
+            load.finish();
+        }
     }
 }
 
-/// Any body plus byte counters. It also carries what must live exactly as
-/// long as the body: the endpoint's in-flight count and the pooled connection.
+/// Any body plus byte counters.
 #[derive(Debug)]
 pub struct Metered<B> {
     inner: B,
     sinks: [Option<Arc<Counters>>; 3],
     direction: Direction,
-    load: Option<LoadGuard>,
-    lease: Option<Lease>,
 }
 
 impl<B> Metered<B> {
@@ -56,14 +59,7 @@ impl<B> Metered<B> {
             inner,
             sinks,
             direction,
-            load: None,
-            lease: None,
         }
-    }
-
-    pub fn hold(&mut self, load: LoadGuard, lease: Option<Lease>) {
-        self.load = Some(load);
-        self.lease = lease;
     }
 
     fn count(&self, n: u64) {
@@ -73,12 +69,6 @@ impl<B> Metered<B> {
                 Direction::Out => &s.bytes_out,
             };
             counter.fetch_add(n, Relaxed);
-        }
-    }
-
-    fn ended(&mut self) {
-        if let Some(lease) = &mut self.lease {
-            lease.complete = true;
         }
     }
 }
@@ -95,17 +85,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.count(data.len() as u64);
-                }
-                if self.inner.is_end_stream() {
-                    self.ended();
-                }
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count(data.len() as u64);
             }
-            Poll::Ready(None) => self.ended(),
-            _ => {}
         }
         polled
     }
@@ -130,47 +113,6 @@ pub enum DownBody {
     },
 }
 
-/// What the proxy answers with: the upstream's body, the upstream's body read
-/// whole for a filter (perhaps changed by it), or a local reply.
-#[derive(Debug)]
-pub enum ProxyBody {
-    Upstream(Metered<Incoming>),
-    Buffered(Metered<RequestBody>),
-    Local(Option<Bytes>),
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
-            Self::Buffered(b) => Pin::new(b).poll_frame(cx),
-            Self::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Upstream(b) => b.is_end_stream(),
-            Self::Buffered(b) => b.is_end_stream(),
-            Self::Local(data) => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Upstream(b) => b.size_hint(),
-            Self::Buffered(b) => b.size_hint(),
-            Self::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-        }
-    }
-}
-
 /// A copy of a request body as it streams past, kept so a retry can send it
 /// again; given up (and retries with it) once it outgrows its limit.
 #[derive(Debug, Default)]
@@ -187,6 +129,10 @@ impl Recording {
         self.complete && !self.overflow
     }
 }
+
+/// The body of an upstream request, boxed: hyper's client queues requests in
+/// a channel whose slots are sized by the request type (see the size test).
+pub type UpstreamBody = Box<Metered<RequestBody>>;
 
 /// What goes upstream: the downstream body streamed once, the same while a
 /// copy is recorded, or a recorded copy sent again (retries, mirrors). A
@@ -276,7 +222,7 @@ mod size {
     /// is boxed) so an idle pooled connection costs ~16 KiB there, not ~30.
     #[test]
     fn an_upstream_request_fits_a_small_channel_slot() {
-        let size = std::mem::size_of::<http::Request<crate::pool::UpstreamBody>>();
+        let size = std::mem::size_of::<http::Request<super::UpstreamBody>>();
         assert!(size <= 256, "{size} bytes");
     }
 }

@@ -100,3 +100,74 @@ impl ResponseFlag {
         self as usize
     }
 }
+
+/// The flags one request collected. Facts about the request live here, in its
+/// context, and the `x-meshfast-flags` header is rendered from them once as
+/// the response leaves (Envoy's `StreamInfo`): nothing is parsed back out of
+/// a header, so nothing an upstream wrote can pass for meshfast's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u16);
+
+const _: () = assert!(ResponseFlag::ALL.len() <= 16, "Flags holds 16");
+
+impl Flags {
+    pub fn insert(&mut self, flag: ResponseFlag) {
+        self.0 |= 1 << flag.index();
+    }
+
+    pub fn contains(self, flag: ResponseFlag) -> bool {
+        self.0 & (1 << flag.index()) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// In a fixed order ([`ResponseFlag::ALL`]), whatever order they were set in.
+    pub fn iter(self) -> impl Iterator<Item = ResponseFlag> {
+        ResponseFlag::ALL
+            .into_iter()
+            .filter(move |f| self.contains(*f))
+    }
+
+    /// `FI,DI` — the header value and the filters' `info.flags`.
+    pub fn render(self) -> String {
+        let mut out = String::new();
+        for f in self.iter() {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(f.as_str());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_render_in_a_fixed_order_once_each() {
+        let mut f = Flags::default();
+        assert!(f.is_empty());
+        assert_eq!(f.render(), "");
+        f.insert(ResponseFlag::RetryLimitExceeded);
+        f.insert(ResponseFlag::DelayInjected);
+        f.insert(ResponseFlag::DelayInjected);
+        assert_eq!(f.render(), "DI,URX");
+        assert!(f.contains(ResponseFlag::DelayInjected));
+        assert!(!f.contains(ResponseFlag::NoRoute));
+        assert_eq!(f.iter().count(), 2);
+    }
+
+    #[test]
+    fn every_flag_has_its_own_bit() {
+        let mut all = Flags::default();
+        for f in ResponseFlag::ALL {
+            assert!(!all.contains(f), "{f:?} shares a bit");
+            all.insert(f);
+        }
+        assert_eq!(all.iter().collect::<Vec<_>>(), ResponseFlag::ALL.to_vec());
+    }
+}

@@ -1,6 +1,7 @@
-//! Istio `headers.{request,response}` operations, parsed once per snapshot.
+//! Istio `headers.{request,response}` operations, parsed once per snapshot,
+//! and the hop-by-hop headers no proxy forwards.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use meshfast_ir as ir;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,37 @@ fn value(n: &str, v: &str) -> Result<HeaderValue, HeaderError> {
     HeaderValue::from_str(v).map_err(|_| HeaderError::Value(n.to_owned()))
 }
 
+/// Connection-scoped headers describe one hop and must not be forwarded (RFC 9110 7.6.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION).cloned() {
+        if let Ok(conn) = conn.to_str() {
+            for name in conn.split(',') {
+                let name = name.trim();
+                if !name.is_empty() && !name.eq_ignore_ascii_case("te") {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    // TE may only say "trailers" past the first hop (gRPC relies on it).
+    if let Some(te) = headers.get(header::TE) {
+        if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            return;
+        }
+        headers.remove(header::TE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +139,26 @@ mod tests {
             ..Default::default()
         };
         assert!(HeaderOps::build(&ops).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+        assert!(h.get("x-kept").is_some());
     }
 }

@@ -9,23 +9,24 @@
 mod actions;
 mod body;
 mod cluster;
+mod conn;
 pub mod echo;
 mod filter_body;
 pub mod filters;
 mod flags;
 mod hashing;
 mod headers;
-mod http_proxy;
+mod http;
 mod listener;
-mod mirror;
 mod pool;
-mod respond;
+mod retry;
 pub mod runtime;
 pub mod spans;
 pub mod spiffe;
 pub mod stats;
 mod tcp_proxy;
 mod tls;
+mod upstream;
 mod upstream_tls;
 mod workers;
 

@@ -6,7 +6,8 @@
 //! connections are reused LIFO (the most recently used is the warmest);
 //! HTTP/2 keeps one multiplexed connection per endpoint.
 
-use crate::body::{Metered, RequestBody};
+use crate::body::LoadGuard;
+pub use crate::body::UpstreamBody;
 use crate::upstream_tls::UpstreamTlsRt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -22,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub type UpstreamBody = Box<Metered<RequestBody>>;
 pub type Sent = (http::Response<Incoming>, Option<Lease>);
 type H1Sender = http1::SendRequest<UpstreamBody>;
 type H2Sender = http2::SendRequest<UpstreamBody>;
@@ -108,6 +108,61 @@ impl Drop for Lease {
                 idle.push((Instant::now(), sender));
             }
         });
+    }
+}
+
+/// An upstream response body with what must live exactly as long as it:
+/// the endpoint's in-flight count, and the HTTP/1.1 connection, which goes
+/// back to the pool once the body was read to the end.
+#[derive(Debug)]
+pub struct Held<B> {
+    inner: B,
+    _load: LoadGuard,
+    lease: Option<Lease>,
+}
+
+impl<B> Held<B> {
+    pub fn new(inner: B, load: LoadGuard, lease: Option<Lease>) -> Self {
+        Self {
+            inner,
+            _load: load,
+            lease,
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(lease) = &mut self.lease {
+            lease.complete = true;
+        }
+    }
+}
+
+impl<B> http_body::Body for Held<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
+            Poll::Ready(None) => self.ended(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -3,10 +3,11 @@
 //! request path only reads.
 
 use crate::actions::{
-    ActionError, CorsRt, DirectRt, FaultRt, MatchedPrefix, RedirectRt, RetryRt, RewriteRt,
+    ActionError, CorsRt, DirectRt, FaultRt, MatchedPrefix, RedirectRt, RewriteRt,
 };
 use crate::cluster::{ClusterRt, EndpointStates};
 use crate::headers::{HeaderError, HeaderOps};
+use crate::retry::RetryRt;
 use crate::stats::{self, Counters, Scope};
 use crate::tls::{self, TlsError};
 use meshfast_balance::Wrr;

@@ -1,10 +1,11 @@
 //! Plain TCP proxying for ports declared TCP: one destination per connection.
 
-use crate::body::LoadGuard;
 use crate::cluster::Health;
+use crate::conn::Conn;
 use crate::flags::ResponseFlag;
 use crate::runtime::{ListenerKind, Runtime};
 use crate::tls;
+use crate::upstream::{self, Pick};
 use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::net::TcpStream;
 
 pub async fn serve(
     mut downstream: TcpStream,
-    conn: crate::http_proxy::Conn,
+    conn: Conn,
     store: Arc<ArcSwap<Runtime>>,
     listener_id: usize,
 ) {
@@ -51,7 +52,6 @@ pub async fn serve(
         listener.stats.flag(ResponseFlag::NoRoute);
         return;
     };
-    // Consistent hashing on a TCP port can only key on the source IP.
     if cluster.original_dst {
         // Passthrough: connect where the client was going (iptables capture).
         if let Some(dst) = conn.original_dst {
@@ -67,29 +67,28 @@ pub async fn serve(
         cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
         return;
     }
-    let index = match cluster
-        .hash
-        .as_ref()
-        .and_then(|h| h.source_ip_key(conn.peer))
-    {
-        Some(key) => cluster.pick_hashed(key),
-        None => cluster.pick_index(),
+    // Consistent hashing on a TCP port can only key on the source IP.
+    let pick = Pick {
+        hash: cluster
+            .hash
+            .as_ref()
+            .and_then(|h| h.source_ip_key(conn.peer)),
+        ..Pick::default()
     };
-    let Some((index, endpoint)) = index.and_then(|i| Some((i, cluster.endpoints.get(i)?))) else {
+    let Some(target) = upstream::select(cluster, pick) else {
         listener.stats.flag(ResponseFlag::NoHealthyUpstream);
         cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
         return;
     };
-    let _load = LoadGuard::start(&endpoint.load);
-    let connect = TcpStream::connect(endpoint.address.as_str());
+    let connect = TcpStream::connect(target.address);
     let mut upstream = match tokio::time::timeout(cluster.connect_timeout, connect).await {
         Ok(Ok(s)) => {
-            cluster.record(index, Health::Success);
+            target.record(Health::Success);
             s
         }
         _ => {
             // TCP outlier detection counts connect failures (Istio's consecutive errors).
-            cluster.record(index, Health::LocalFailure);
+            target.record(Health::LocalFailure);
             listener.stats.flag(ResponseFlag::UpstreamConnectFailure);
             cluster.stats.flag(ResponseFlag::UpstreamConnectFailure);
             return;

@@ -5,8 +5,9 @@
 //! every worker as its own `SO_REUSEPORT` socket.
 
 use crate::cluster::EndpointStates;
+use crate::conn::{Conn, ConnCtx};
 use crate::filters::FilterHook;
-use crate::http_proxy::{self, ConnCtx};
+use crate::http;
 use crate::listener;
 use crate::runtime::{Hook, ListenerKind, Runtime};
 use crate::stats::{ActiveGuard, Registry};
@@ -455,7 +456,7 @@ async fn accept(
         } else {
             None
         };
-        let conn = http_proxy::Conn {
+        let conn = Conn {
             peer,
             original_dst,
             identity: None,
@@ -509,7 +510,7 @@ async fn accept(
 /// the connection), then serves HTTP on it.
 async fn serve_https(
     stream: tokio::net::TcpStream,
-    mut conn: http_proxy::Conn,
+    mut conn: Conn,
     ctx: Arc<ConnCtx>,
     signal: watch::Receiver<bool>,
     builder: &auto::Builder<TokioExecutor>,
@@ -538,14 +539,14 @@ async fn opens_with_tls(stream: &tokio::net::TcpStream) -> bool {
 
 async fn serve_http<S>(
     stream: S,
-    conn: http_proxy::Conn,
+    conn: Conn,
     ctx: Arc<ConnCtx>,
     mut drain: watch::Receiver<bool>,
     builder: &auto::Builder<TokioExecutor>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| http_proxy::serve(req, ctx.clone(), conn.clone()));
+    let service = service_fn(move |req| http::serve(req, ctx.clone(), conn.clone()));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -79,56 +79,6 @@ fn redirect_locations() {
 }
 
 #[test]
-fn retry_conditions_follow_envoy() {
-    let policy = |on: &[&str], codes: &[u16]| {
-        RetryRt::build(&ir::RetryPolicy {
-            attempts: 2,
-            retry_on: on.iter().map(|s| s.to_string()).collect(),
-            retriable_status_codes: codes.to_vec(),
-            ..Default::default()
-        })
-    };
-    let istio_default = policy(
-        &[
-            "connect-failure",
-            "refused-stream",
-            "unavailable",
-            "cancelled",
-            "retriable-status-codes",
-        ],
-        &[],
-    );
-    assert!(istio_default.should_retry(Outcome::ConnectFailure));
-    assert!(!istio_default.should_retry(Outcome::Response(503, None)));
-    assert!(istio_default.should_retry(Outcome::Response(200, Some(14))));
-    assert!(!istio_default.should_retry(Outcome::Reset));
-
-    let five = policy(&["5xx"], &[]);
-    assert!(five.should_retry(Outcome::Response(500, None)));
-    assert!(five.should_retry(Outcome::Reset));
-    assert!(five.should_retry(Outcome::Timeout));
-    assert!(!five.should_retry(Outcome::Response(404, None)));
-
-    let gw = policy(&["gateway-error"], &[]);
-    assert!(gw.should_retry(Outcome::Response(503, None)));
-    assert!(!gw.should_retry(Outcome::Response(500, None)));
-
-    let codes = policy(&["retriable-status-codes"], &[418]);
-    assert!(codes.should_retry(Outcome::Response(418, None)));
-}
-
-#[test]
-fn backoff_is_bounded() {
-    let r = RetryRt::build(&ir::RetryPolicy {
-        backoff_base_ms: 25,
-        ..Default::default()
-    });
-    for n in 0..20 {
-        assert!(r.backoff(n) <= Duration::from_millis(250));
-    }
-}
-
-#[test]
 fn fault_percentages() {
     assert!(roll(1_000_000));
     assert!(!roll(0));

@@ -1,0 +1,138 @@
+//! The one record of a request, created when it is decoded and owned by it to
+//! the log phase: where it came from, the snapshot's route and cluster it
+//! was given, the response flags it collected, its timing marks and its
+//! filters' state. Phases read and add facts here; nothing is carried in
+//! headers and parsed back (Envoy's `StreamInfo`, Pingora's per-request CTX).
+
+use super::filters::Filtered;
+use super::respond::{self, ProxyBody};
+use crate::cluster::ClusterRt;
+use crate::conn::Conn;
+use crate::flags::{Flags, ResponseFlag};
+use crate::runtime::{Destination, ListenerRt, RouteRt, Runtime};
+use crate::stats::{ActiveGuard, Counters};
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use meshfast_route::Table;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// When the request reached each step. Recorded now; the access log and
+/// spans (the observability issue) are their readers.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)]
+pub struct Marks {
+    /// The request head was decoded.
+    pub start: Instant,
+    /// The first try was sent upstream.
+    pub upstream_start: Option<Instant>,
+    /// The upstream's response head arrived.
+    pub upstream_headers: Option<Instant>,
+}
+
+pub struct RequestCtx<'a> {
+    pub snap: &'a Runtime,
+    pub conn: Conn,
+    pub listener: &'a ListenerRt,
+    pub table: &'a Table<RouteRt>,
+    pub route: Option<&'a RouteRt>,
+    /// The route's weighted destination, picked once per match.
+    pub dest: Option<&'a Destination>,
+    pub cluster: Option<&'a Arc<ClusterRt>>,
+    /// `:authority` or Host; a filter that changes Host moves it.
+    pub authority: String,
+    pub request_id: Option<HeaderValue>,
+    pub flags: Flags,
+    pub marks: Marks,
+    /// The filters whose request phase let the request through, until their
+    /// response or log phase runs.
+    pub filtered: Option<Filtered<'a>>,
+    /// The request's `Origin`, when the route's CORS policy allows it.
+    pub cors_origin: Option<HeaderValue>,
+    /// `rq_active` of the listener, route and cluster while the request lives.
+    active: [Option<ActiveGuard>; 3],
+}
+
+impl<'a> RequestCtx<'a> {
+    pub fn new(
+        snap: &'a Runtime,
+        listener: &'a ListenerRt,
+        table: &'a Table<RouteRt>,
+        conn: Conn,
+    ) -> Self {
+        Self {
+            snap,
+            conn,
+            listener,
+            table,
+            route: None,
+            dest: None,
+            cluster: None,
+            authority: String::new(),
+            request_id: None,
+            flags: Flags::default(),
+            marks: Marks {
+                start: Instant::now(),
+                upstream_start: None,
+                upstream_headers: None,
+            },
+            filtered: None,
+            cors_origin: None,
+            active: [Some(ActiveGuard::request(&listener.stats)), None, None],
+        }
+    }
+
+    /// The request now follows `route` (again, when a filter moved it).
+    pub fn set_route(&mut self, route: &'a RouteRt) {
+        if self.route.is_some_and(|r| std::ptr::eq(r, route)) {
+            return;
+        }
+        self.route = Some(route);
+        self.dest = route.destinations.pick();
+        self.active[1] = Some(ActiveGuard::request(&route.stats));
+    }
+
+    pub fn set_cluster(&mut self, cluster: &'a Arc<ClusterRt>) {
+        self.cluster = Some(cluster);
+        self.active[2] = Some(ActiveGuard::request(&cluster.stats));
+    }
+
+    /// The counters of the listener, route and cluster the request reached.
+    pub fn counters(&self) -> impl Iterator<Item = &'a Arc<Counters>> {
+        [
+            Some(&self.listener.stats),
+            self.route.map(|r| &r.stats),
+            self.cluster.map(|c| &c.stats),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The listener's, route's and cluster's counters for a streaming body.
+    pub fn sinks(&self) -> [Option<Arc<Counters>>; 3] {
+        [
+            Some(self.listener.stats.clone()),
+            self.route.map(|r| r.stats.clone()),
+            self.cluster.map(|c| c.stats.clone()),
+        ]
+    }
+
+    /// The local reply for a failure: the flag's status and Envoy's words.
+    pub fn fail(&mut self, flag: ResponseFlag) -> Response<ProxyBody> {
+        self.flags.insert(flag);
+        respond::failure(flag)
+    }
+
+    /// A locally generated answer.
+    pub fn local(
+        &mut self,
+        status: StatusCode,
+        flag: Option<ResponseFlag>,
+        body: Option<Bytes>,
+    ) -> Response<ProxyBody> {
+        if let Some(f) = flag {
+            self.flags.insert(f);
+        }
+        respond::local(status, body)
+    }
+}

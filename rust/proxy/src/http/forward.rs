@@ -1,0 +1,316 @@
+//! Forward: the route's cluster, the upstream request, its mirrors, then the
+//! first try and its retries — each on an endpoint the upstream selection
+//! picks, each outcome told to the retry state machine — under the route's
+//! timeout. The answer comes back through the filters' response phase.
+
+use super::ctx::RequestCtx;
+use super::filters;
+use super::mirror;
+use super::respond::{Answer, ProxyBody};
+use super::tunnel;
+use super::upstream_request::{self, Shape, UpstreamRequest};
+use crate::actions;
+use crate::body::{Direction, DownBody, LoadGuard, Metered};
+use crate::cluster::{ClusterRt, Health};
+use crate::flags::ResponseFlag;
+use crate::hashing::Key;
+use crate::headers::strip_hop_by_hop;
+use crate::pool::{Failed, Held, Lease, UpstreamBody};
+use crate::retry::{Outcome, Retries, RetryRt, Step};
+use crate::runtime::{Destination, RouteRt};
+use crate::upstream::{self, Pick, Target};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use tokio::time::Instant;
+
+/// Envoy's header for choosing an original-destination endpoint explicitly.
+const ORIGINAL_DST_HOST: HeaderName = HeaderName::from_static("x-envoy-original-dst-host");
+
+pub async fn forward<'a>(
+    ctx: &mut RequestCtx<'a>,
+    route: &'a RouteRt,
+    mut req: Request<DownBody>,
+) -> Response<ProxyBody> {
+    let Some((dest, cluster)) = ctx.dest.and_then(|d| Some((d, d.cluster.as_ref()?))) else {
+        return ctx.fail(ResponseFlag::NoCluster);
+    };
+    ctx.set_cluster(cluster);
+    let key = match &cluster.hash {
+        Some(h) => h.key(req.headers(), req.uri().query(), ctx.conn.peer),
+        None => Key::default(),
+    };
+    let original_dst = match original_destination(cluster, &mut req, ctx.conn.original_dst) {
+        Ok(dst) => dst,
+        Err(flag) => return ctx.fail(flag),
+    };
+    let tries = Tries {
+        cluster,
+        retry: route.retry.as_ref(),
+        hash: key.hash,
+        original_dst: original_dst.as_deref(),
+    };
+    let mut resp = match upstream(ctx, route, dest, tries, req).await {
+        Ok(resp) => resp,
+        Err(resp) => *resp,
+    };
+    // Whether it came from the upstream or not, the answer is the route's.
+    if let (Some(o), Some(cors)) = (&ctx.cors_origin, &route.cors) {
+        cors.actual(o, resp.headers_mut());
+    }
+    if let Some(cookie) = key.set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+/// The upstream's answer, or `Err` with the local reply for a failure.
+async fn upstream<'a>(
+    ctx: &mut RequestCtx<'a>,
+    route: &'a RouteRt,
+    dest: &'a Destination,
+    tries: Tries<'_>,
+    mut req: Request<DownBody>,
+) -> Result<Response<ProxyBody>, Answer> {
+    // An HTTP/1.1 upgrade (WebSocket) becomes a tunnel only if the upstream
+    // answers 101; any other answer keeps the connection in HTTP mode.
+    let upgrade = upgrade_protocol(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let shape = Shape {
+        route,
+        dest,
+        cluster: tries.cluster,
+        authority: &ctx.authority,
+        sinks: ctx.sinks(),
+    };
+    let mut request = match upstream_request::prepare(shape, req).await {
+        Ok(r) => r,
+        Err(flag) => return Err(Box::new(ctx.fail(flag))),
+    };
+    if let Some((proto, _)) = &upgrade {
+        request.headers.insert(header::UPGRADE, proto.clone());
+        let upgrade = HeaderValue::from_static("upgrade");
+        request.headers.insert(header::CONNECTION, upgrade);
+    }
+    for m in &route.mirrors {
+        if actions::roll(m.millionths) {
+            mirror::spawn(m, &request);
+        }
+    }
+    ctx.marks.upstream_start = Some(Instant::now());
+    // The future is built inside each arm: a local moved into `timeout` would
+    // keep its own slot in this future's state beside the copy (twice the size).
+    let tried = match route.timeout {
+        Some(t) => match tokio::time::timeout(t, tries.run(&mut request)).await {
+            Ok(tried) => tried,
+            Err(_) => Err(ResponseFlag::UpstreamRequestTimeout),
+        },
+        None => tries.run(&mut request).await,
+    };
+    let tried = tried.map_err(|flag| Box::new(ctx.fail(flag)))?;
+    ctx.marks.upstream_headers = Some(Instant::now());
+    if tried.exhausted {
+        ctx.flags.insert(ResponseFlag::RetryLimitExceeded);
+    }
+    if tried.resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some((_, downstream)) = upgrade {
+            return Ok(tunnel::splice(ctx, tried.resp, downstream, tried.load));
+        }
+    }
+    let (mut parts, body) = tried.resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Held::new(body, tried.load, tried.lease);
+    let body = match ctx.filtered.take() {
+        Some(f) => Box::pin(filters::on_response(ctx, f, &mut parts, body)).await?,
+        None => ProxyBody::Upstream(Metered::new(body, Direction::Out, ctx.sinks())),
+    };
+    route.response_headers.apply(&mut parts.headers);
+    dest.response_headers.apply(&mut parts.headers);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// An original-destination cluster sends to where the request was going.
+fn original_destination(
+    cluster: &ClusterRt,
+    req: &mut Request<DownBody>,
+    from_conn: Option<SocketAddr>,
+) -> Result<Option<String>, ResponseFlag> {
+    if !cluster.original_dst {
+        return Ok(None);
+    }
+    let from_header = req
+        .headers_mut()
+        .remove(ORIGINAL_DST_HOST)
+        .and_then(|v| v.to_str().ok()?.parse::<SocketAddr>().ok());
+    match from_header.or(from_conn) {
+        Some(addr) => Ok(Some(addr.to_string())),
+        None => Err(ResponseFlag::NoHealthyUpstream),
+    }
+}
+
+/// Sending to one cluster, with retries.
+struct Tries<'a> {
+    cluster: &'a ClusterRt,
+    retry: Option<&'a RetryRt>,
+    /// The consistent-hash key, when the cluster hashes and the request has one.
+    hash: Option<u64>,
+    /// The one destination of an original-destination cluster.
+    original_dst: Option<&'a str>,
+}
+
+/// The answer to pass on, with what must live as long as its body.
+struct Tried {
+    resp: Response<Incoming>,
+    lease: Option<Lease>,
+    load: LoadGuard,
+    /// Retried, and would have been again (`URX`).
+    exhausted: bool,
+}
+
+/// How one try went.
+enum Attempt {
+    Answered(Response<Incoming>, Option<Lease>),
+    /// `unsent`: the request, when none of it was written (it may go elsewhere).
+    Failed {
+        outcome: Outcome,
+        flag: ResponseFlag,
+        unsent: Option<Request<UpstreamBody>>,
+    },
+}
+
+impl Tries<'_> {
+    async fn run(&self, request: &mut UpstreamRequest) -> Result<Tried, ResponseFlag> {
+        let mut retries = Retries::new(self.retry);
+        let mut previous = None;
+        let mut pending: Option<Request<UpstreamBody>> = None;
+        loop {
+            let target = self
+                .target(&retries, previous)
+                .ok_or(ResponseFlag::NoHealthyUpstream)?;
+            previous = target.index;
+            let Some(req) = pending.take().or_else(|| request.build()) else {
+                // A streamed body was already sent once: nothing left to retry with.
+                return Err(ResponseFlag::UpstreamConnectionTermination);
+            };
+            let backoff = match self.attempt(&target, request, req).await {
+                Attempt::Answered(resp, lease) => {
+                    let outcome = outcome_of(&resp);
+                    target.record(health(outcome));
+                    match retries.after(outcome, request.replayable()) {
+                        Step::Stop { exhausted } => {
+                            let load = target.load;
+                            return Ok(Tried {
+                                resp,
+                                lease,
+                                load,
+                                exhausted,
+                            });
+                        }
+                        Step::Retry(backoff) => backoff,
+                    }
+                }
+                Attempt::Failed {
+                    outcome,
+                    flag,
+                    unsent,
+                } => {
+                    target.record(Health::LocalFailure);
+                    pending = unsent;
+                    let replayable = pending.is_some() || request.replayable();
+                    match retries.after(outcome, replayable) {
+                        Step::Stop { .. } => return Err(flag),
+                        Step::Retry(backoff) => backoff,
+                    }
+                }
+            };
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    fn target(&self, retries: &Retries<'_>, previous: Option<usize>) -> Option<Target<'_>> {
+        if let Some(address) = self.original_dst {
+            return Some(upstream::original(self.cluster, address));
+        }
+        let pick = Pick {
+            hash: self.hash,
+            previous,
+            avoid_previous: retries.avoid_previous(self.hash.is_some()),
+            next_priority: retries.next_priority(),
+        };
+        upstream::select(self.cluster, pick)
+    }
+
+    /// One try, under the per-try timeout.
+    async fn attempt(
+        &self,
+        target: &Target<'_>,
+        request: &UpstreamRequest,
+        req: Request<UpstreamBody>,
+    ) -> Attempt {
+        let (host, http2) = (request.host(), request.http2());
+        // None: the per-try timeout fired. (The future is built in each arm, as above.)
+        let result = match self.retry.and_then(|r| r.per_try_timeout) {
+            Some(t) => tokio::time::timeout(t, target.send(host, http2, req))
+                .await
+                .ok(),
+            None => Some(target.send(host, http2, req).await),
+        };
+        match result {
+            Some(Ok((resp, lease))) => Attempt::Answered(resp, lease),
+            Some(Err(Failed { error, request })) => {
+                let (outcome, flag) = if error.is_connect() {
+                    (
+                        Outcome::ConnectFailure,
+                        ResponseFlag::UpstreamConnectFailure,
+                    )
+                } else {
+                    (Outcome::Reset, ResponseFlag::UpstreamConnectionTermination)
+                };
+                Attempt::Failed {
+                    outcome,
+                    flag,
+                    unsent: request,
+                }
+            }
+            None => Attempt::Failed {
+                outcome: Outcome::Timeout,
+                flag: ResponseFlag::UpstreamRequestTimeout,
+                unsent: None,
+            },
+        }
+    }
+}
+
+fn outcome_of(resp: &Response<Incoming>) -> Outcome {
+    let grpc = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Outcome::Response(resp.status().as_u16(), grpc)
+}
+
+/// What outlier detection hears of an answer.
+fn health(outcome: Outcome) -> Health {
+    match outcome {
+        Outcome::Response(status, _) if status >= 500 => Health::ServerError(status),
+        Outcome::Response(..) => Health::Success,
+        Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => Health::LocalFailure,
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade`
+/// plus `Upgrade: X`), e.g. `websocket`.
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection = req.headers().get(header::CONNECTION)?.to_str().ok()?;
+    if !connection
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
+        return None;
+    }
+    req.headers().get(header::UPGRADE).cloned()
+}

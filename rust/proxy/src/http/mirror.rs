@@ -1,0 +1,58 @@
+//! Mirroring: a copy of the request to another cluster, fire and forget. It
+//! never delays or fails the primary request; its response is read and dropped.
+
+use super::upstream_request::UpstreamRequest;
+use crate::flags::ResponseFlag;
+use crate::pool::Held;
+use crate::runtime::MirrorRt;
+use crate::upstream::{self, Pick};
+use http_body_util::BodyExt;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// Mirror requests in flight across all workers; past this, mirrors are skipped.
+const MAX_IN_FLIGHT: usize = 1024;
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Starts a mirror of `request` to `mirror`'s cluster. Skipped (and counted
+/// as the cluster's `UH` flag) when it cannot be sent.
+pub fn spawn(mirror: &MirrorRt, request: &UpstreamRequest) {
+    let Some(cluster) = mirror.cluster.clone() else {
+        return;
+    };
+    if IN_FLIGHT.fetch_add(1, Relaxed) >= MAX_IN_FLIGHT {
+        IN_FLIGHT.fetch_sub(1, Relaxed);
+        return;
+    }
+    let guard = InFlight;
+    let sinks = [None, None, Some(cluster.stats.clone())];
+    let Some(req) = request.mirror_copy(sinks) else {
+        return;
+    };
+    let http2 = request.http2();
+    let host = request.host().map(str::to_owned);
+    cluster.stats.rq_total.fetch_add(1, Relaxed);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let Some(target) = upstream::select(&cluster, Pick::default()) else {
+            cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
+            return;
+        };
+        match target.send(host.as_deref(), http2, req).await {
+            Ok((resp, lease)) => {
+                cluster.stats.response(resp.status().as_u16());
+                // Read to the end so the connection can go back to the pool.
+                let mut body = Held::new(resp.into_body(), target.load, lease);
+                while let Some(Ok(_)) = body.frame().await {}
+            }
+            Err(_) => cluster.stats.flag(ResponseFlag::UpstreamConnectFailure),
+        }
+    });
+}
