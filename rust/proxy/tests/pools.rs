@@ -167,3 +167,27 @@ fn h2c_downstream_is_proxied_to_an_http1_upstream() {
     });
     assert_eq!(h.cluster_stat("c", "cx_total"), 1);
 }
+
+#[test]
+fn connections_the_upstream_closes_are_not_reused() {
+    let h = Harness::new(1);
+    let up = h.closing_upstream("closing");
+    h.apply(&single_route(
+        plain("c"),
+        vec![cluster("c", &[&up.address()])],
+    ));
+    let addr = h.addr(HTTP);
+    h.block_on(async {
+        let mut c = Client::connect(addr).await;
+        for i in 0..5 {
+            let r = c.send(get("svc", &format!("/{i}"))).await;
+            assert_eq!(r.status, 200, "request {i}: {}", r.text());
+            assert_eq!(r.upstream(), "closing");
+            // Connection: close is hop-by-hop: the downstream connection stays open.
+            assert_eq!(r.header("connection"), None);
+        }
+    });
+    assert_eq!(up.hits(), 5);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert_eq!(h.cluster_stat("c", "cx_total"), 5);
+}

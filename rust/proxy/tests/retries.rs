@@ -183,3 +183,97 @@ fn retriable_status_codes_retry_only_the_listed_codes() {
     assert_eq!(conflict.hits(), 2, "one retry of the 409");
     assert_eq!(r.header("x-meshfast-flags"), Some("URX"));
 }
+
+#[test]
+fn an_upstream_hanging_up_before_answering_is_503_uc() {
+    let h = Harness::new(1);
+    let hang = h.hang_up();
+    h.apply(&single_route(
+        retrying("c", None),
+        vec![cluster("c", &[&hang.address()])],
+    ));
+    let r = h.get("svc", "/");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-meshfast-flags"), Some("UC"));
+    assert!(r.text().contains("connection termination"), "{}", r.text());
+    assert_eq!(h.cluster_flag("c", "UC"), 1);
+}
+
+#[test]
+fn retry_on_reset_moves_past_an_upstream_that_hangs_up() {
+    let h = Harness::new(2);
+    let hang = h.hang_up();
+    let ok = echo("ok", 200);
+    h.apply(&single_route(
+        retrying("c", retry(2, &["reset"])),
+        vec![cluster("c", &[&hang.address(), &ok.address().to_string()])],
+    ));
+    for i in 0..6 {
+        let r = h.get("svc", "/");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.upstream(), "ok");
+    }
+    let hung_up = hang.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(hung_up >= 1, "the hanging-up endpoint was never tried");
+}
+
+/// An echo that never answers within any test's lifetime.
+fn hanging_echo() -> meshfast_proxy::echo::Echo {
+    meshfast_proxy::echo::Echo::start(
+        "127.0.0.1:0",
+        meshfast_proxy::echo::EchoConfig {
+            name: "hanging".into(),
+            status: 200,
+            delay_ms: 600_000,
+        },
+        1,
+    )
+    .expect("echo starts")
+}
+
+#[test]
+fn route_timeout_answers_504_ut_when_the_upstream_never_answers() {
+    let h = Harness::new(1);
+    let slow = hanging_echo();
+    h.apply(&single_route(
+        ir::RouteAction {
+            clusters: to("c"),
+            timeout_ms: 200,
+            ..Default::default()
+        },
+        vec![cluster("c", &[&slow.address().to_string()])],
+    ));
+    let r = h.get("svc", "/");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.header("x-meshfast-flags"), Some("UT"));
+    assert_eq!(r.text(), "upstream request timeout\n");
+}
+
+#[test]
+fn per_try_timeout_retries_onto_an_answering_endpoint() {
+    let h = Harness::new(1);
+    let slow = hanging_echo();
+    let ok = echo("ok", 200);
+    h.apply(&single_route(
+        retrying(
+            "c",
+            Some(ir::RetryPolicy {
+                attempts: 2,
+                per_try_timeout_ms: 200,
+                retry_on: vec!["5xx".into()],
+                previous_hosts: true,
+                ..Default::default()
+            }),
+        ),
+        vec![cluster(
+            "c",
+            &[&slow.address().to_string(), &ok.address().to_string()],
+        )],
+    ));
+    // Round robin: one of the two requests starts on the hanging endpoint.
+    for _ in 0..2 {
+        let r = h.get("svc", "/");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.upstream(), "ok");
+    }
+}

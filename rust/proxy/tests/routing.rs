@@ -177,3 +177,26 @@ fn request_and_response_counters_follow_the_route() {
         "{prom}"
     );
 }
+
+#[test]
+fn a_request_without_any_authority_is_400_dpe() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::new(1);
+    let _u = routing_setup(&h);
+    let addr = h.addr(HTTP);
+    let answer = h.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // HTTP/1.0 needs no Host header; the proxy needs one to route.
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("write");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read");
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-meshfast-flags: dpe"),
+        "{answer}"
+    );
+}

@@ -159,7 +159,19 @@ impl Harness {
     /// Starts an upstream that records what it receives (see [`Upstream`]).
     pub fn upstream(&self, name: &str, status: u16) -> Upstream {
         let _guard = self.rt.enter();
-        Upstream::start(name, status)
+        Upstream::start(name, status, false)
+    }
+
+    /// Like [`Harness::upstream`], answering `Connection: close` each time.
+    pub fn closing_upstream(&self, name: &str) -> Upstream {
+        let _guard = self.rt.enter();
+        Upstream::start(name, 200, true)
+    }
+
+    /// Starts an upstream that reads a request head and hangs up without answering.
+    pub fn hang_up(&self) -> HangUp {
+        let _guard = self.rt.enter();
+        HangUp::start()
     }
 
     /// Starts a TCP server that echoes every byte back (see [`TcpEcho`]).
@@ -203,6 +215,7 @@ pub fn closed_port() -> String {
 /// What an [`Upstream`] received.
 #[derive(Debug)]
 pub struct Seen {
+    pub version: http::Version,
     pub method: String,
     pub path: String,
     pub headers: HeaderMap,
@@ -222,7 +235,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn start(name: &str, status: u16) -> Self {
+    fn start(name: &str, status: u16, close: bool) -> Self {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("upstream addr");
@@ -251,6 +264,7 @@ impl Upstream {
                                 .unwrap_or_default();
                             hits.fetch_add(1, Ordering::SeqCst);
                             let _ = tx.send(Seen {
+                                version: parts.version,
                                 method: parts.method.to_string(),
                                 path: parts
                                     .uri
@@ -259,9 +273,13 @@ impl Upstream {
                                 headers: parts.headers,
                                 body,
                             });
-                            let resp = http::Response::builder()
+                            let mut resp = http::Response::builder()
                                 .status(status)
-                                .header("x-upstream", &*name)
+                                .header("x-upstream", &*name);
+                            if close {
+                                resp = resp.header(http::header::CONNECTION, "close");
+                            }
+                            let resp = resp
                                 .body(Full::new(Bytes::from(name.to_string())))
                                 .expect("response");
                             Ok::<_, Infallible>(resp)
@@ -298,6 +316,59 @@ impl Upstream {
 }
 
 impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP server that reads a request head, then closes without answering:
+/// the proxy sees the connection end before a response (a reset, `UC`).
+pub struct HangUp {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HangUp {
+    fn start() -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind hang-up");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("hang-up addr");
+        let listener = TcpListener::from_std(std_listener).expect("tokio listener");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let c = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    // Dropped: closed with nothing written.
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for HangUp {
     fn drop(&mut self) {
         self.task.abort();
     }
