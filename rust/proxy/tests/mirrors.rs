@@ -122,3 +122,29 @@ fn mirror_at_zero_percent_sends_nothing() {
     // counted by now.
     assert_eq!(h.cluster_stat("shadow", "rq_total"), 0);
 }
+
+/// The copy must use the mirror cluster's protocol, not the primary's.
+#[test]
+#[ignore = "reason: bug: mirror.rs sends with template.http2() (the primary cluster's protocol) and Template::mirror_copy builds the URI/version from it; an http2 mirror cluster behind an HTTP/1.1 primary gets HTTP/1.1"]
+fn mirror_speaks_the_mirror_clusters_protocol() {
+    let h = Harness::new(1);
+    let primary = echo("primary", 200);
+    let mut shadow = h.upstream("shadow", 200);
+    let mut shadow_cluster = cluster("shadow", &[&shadow.address()]);
+    shadow_cluster.protocol = ir::UpstreamProtocol::Http2;
+    h.apply(&single_route(
+        mirrored("main", "shadow", 1_000_000),
+        vec![
+            cluster("main", &[&primary.address().to_string()]),
+            shadow_cluster,
+        ],
+    ));
+    let r = h.get("svc", "/");
+    assert_eq!(r.echo_json()["protocol"], "HTTP/1.1");
+    let copy = shadow.next_request(&h);
+    assert_eq!(
+        copy.version,
+        http::Version::HTTP_2,
+        "the mirror cluster is declared http2"
+    );
+}
