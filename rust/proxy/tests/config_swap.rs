@@ -169,3 +169,39 @@ fn duplicate_listener_names_are_refused() {
         result.ok()
     );
 }
+
+#[test]
+fn a_request_in_flight_finishes_under_the_snapshot_it_started_with() {
+    let h = Harness::new(1);
+    let (mut up, gate) = h.gated_upstream("gated");
+    let up_addr = up.address();
+    let tagged = |version: u64| {
+        let mut s = all_to(version, "c", &up_addr);
+        s.route_tables[0].virtual_hosts[0].routes[0]
+            .action
+            .response_headers
+            .set
+            .push(ir::HeaderValue {
+                name: "x-config".into(),
+                value: format!("v{version}"),
+            });
+        s
+    };
+    h.apply(&tagged(1));
+    let addr = h.addr(HTTP);
+    let in_flight = h.spawn(async move {
+        let mut c = Client::connect(addr).await;
+        c.send(get("svc", "/slow")).await
+    });
+    // The upstream holds the request: it is in flight under v1.
+    assert_eq!(up.next_request(&h).path, "/slow");
+    h.apply(&tagged(2));
+    gate.add_permits(1);
+    let r = h.block_on(in_flight).expect("client task");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-config"), Some("v1"));
+
+    gate.add_permits(1);
+    let r = h.get("svc", "/fast");
+    assert_eq!(r.header("x-config"), Some("v2"));
+}

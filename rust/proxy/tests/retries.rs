@@ -277,3 +277,35 @@ fn per_try_timeout_retries_onto_an_answering_endpoint() {
         assert_eq!(r.upstream(), "ok");
     }
 }
+
+#[test]
+fn retried_chunked_request_bodies_are_replayed_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::new(1);
+    let failing = h.upstream("failing", 503);
+    let mut ok = h.upstream("ok", 200);
+    h.apply(&single_route(
+        retrying("c", retry(2, &["5xx"])),
+        vec![cluster("c", &[&failing.address(), &ok.address()])],
+    ));
+    let addr = h.addr(HTTP);
+    // Two requests: round robin starts one of them on the failing endpoint.
+    for i in 0..2 {
+        let answer = h.block_on(async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(
+                b"POST /chunked HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            )
+            .await
+            .expect("write");
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.expect("read");
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
+        let seen = ok.next_request(&h);
+        assert_eq!(seen.body, &b"hello world"[..], "request {i}");
+    }
+    assert!(failing.hits() >= 1, "the failing endpoint was never tried");
+}

@@ -159,13 +159,30 @@ impl Harness {
     /// Starts an upstream that records what it receives (see [`Upstream`]).
     pub fn upstream(&self, name: &str, status: u16) -> Upstream {
         let _guard = self.rt.enter();
-        Upstream::start(name, status, false)
+        Upstream::start(name, status, false, None)
+    }
+
+    /// Like [`Harness::upstream`], holding each answer until the test adds a
+    /// permit to the returned semaphore (the request is reported first).
+    pub fn gated_upstream(&self, name: &str) -> (Upstream, Arc<tokio::sync::Semaphore>) {
+        let _guard = self.rt.enter();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        (Upstream::start(name, 200, false, Some(gate.clone())), gate)
+    }
+
+    /// Runs `f` in the background on the harness runtime.
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.spawn(f)
     }
 
     /// Like [`Harness::upstream`], answering `Connection: close` each time.
     pub fn closing_upstream(&self, name: &str) -> Upstream {
         let _guard = self.rt.enter();
-        Upstream::start(name, 200, true)
+        Upstream::start(name, 200, true, None)
     }
 
     /// Starts an upstream that reads a request head and hangs up without answering.
@@ -235,7 +252,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn start(name: &str, status: u16, close: bool) -> Self {
+    fn start(
+        name: &str,
+        status: u16,
+        close: bool,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> Self {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("upstream addr");
@@ -251,10 +273,11 @@ impl Upstream {
                     return;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (tx, name, hits) = (tx.clone(), name.clone(), h.clone());
+                let (tx, name, hits, gate) = (tx.clone(), name.clone(), h.clone(), gate.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (tx, name, hits) = (tx.clone(), name.clone(), hits.clone());
+                        let (tx, name, hits, gate) =
+                            (tx.clone(), name.clone(), hits.clone(), gate.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body
@@ -273,6 +296,11 @@ impl Upstream {
                                 headers: parts.headers,
                                 body,
                             });
+                            if let Some(gate) = gate {
+                                if let Ok(permit) = gate.acquire().await {
+                                    permit.forget();
+                                }
+                            }
                             let mut resp = http::Response::builder()
                                 .status(status)
                                 .header("x-upstream", &*name);
