@@ -199,6 +199,16 @@ impl Proxy {
             return Err(ProxyError::WorkerGone(0));
         }
 
+        // Names identify listeners across snapshots: a duplicate would bind a
+        // socket no name tracks (never listed, never closed).
+        let mut names = std::collections::HashSet::new();
+        if let Some(l) = snap.listeners.iter().find(|l| !names.insert(&l.name)) {
+            return Err(crate::runtime::BuildError::Duplicate {
+                what: "listener",
+                name: l.name.clone(),
+            }
+            .into());
+        }
         // Bind what is new before touching anything, so a bind failure changes nothing.
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut fresh = Vec::new();

@@ -155,7 +155,6 @@ fn listeners_added_and_removed_by_a_swap() {
 /// sockets are orphaned: not in `listeners()`, answering 404 NR, and never
 /// closed, not even when a later snapshot removes the name.
 #[test]
-#[ignore = "reason: bug: Proxy::apply binds both listeners of a duplicated name; the first one's sockets are orphaned (unlisted, 404 NR, never closed)"]
 fn duplicate_listener_names_are_refused() {
     let h = Harness::new(1);
     let one = echo("one", 200);

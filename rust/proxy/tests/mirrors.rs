@@ -125,7 +125,6 @@ fn mirror_at_zero_percent_sends_nothing() {
 
 /// The copy must use the mirror cluster's protocol, not the primary's.
 #[test]
-#[ignore = "reason: bug: mirror.rs sends with template.http2() (the primary cluster's protocol) and Template::mirror_copy builds the URI/version from it; an http2 mirror cluster behind an HTTP/1.1 primary gets HTTP/1.1"]
 fn mirror_speaks_the_mirror_clusters_protocol() {
     let h = Harness::new(1);
     let primary = echo("primary", 200);

@@ -33,10 +33,11 @@ pub fn spawn(mirror: &MirrorRt, request: &UpstreamRequest) {
     }
     let guard = InFlight;
     let sinks = [None, None, Some(cluster.stats.clone())];
-    let Some(req) = request.mirror_copy(sinks) else {
+    // The mirror's cluster may speak another protocol than the primary's.
+    let http2 = cluster.protocol == meshfast_ir::UpstreamProtocol::Http2;
+    let Some(req) = request.mirror_copy(sinks, http2) else {
         return;
     };
-    let http2 = request.http2();
     let host = request.host().map(str::to_owned);
     cluster.stats.rq_total.fetch_add(1, Relaxed);
     tokio::spawn(async move {

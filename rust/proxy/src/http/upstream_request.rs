@@ -237,11 +237,16 @@ impl UpstreamRequest {
             self.spent = true;
             std::mem::take(&mut self.headers)
         };
-        self.request_with(headers, body, self.sinks.clone())
+        self.request_with(headers, body, self.sinks.clone(), self.http2)
     }
 
-    /// A copy for a mirror, with its own counters; None for streamed bodies.
-    pub fn mirror_copy(&self, sinks: [Option<Arc<Counters>>; 3]) -> Option<Request<UpstreamBody>> {
+    /// A copy for a mirror, with its own counters, in its cluster's protocol;
+    /// None for streamed bodies.
+    pub fn mirror_copy(
+        &self,
+        sinks: [Option<Arc<Counters>>; 3],
+        http2: bool,
+    ) -> Option<Request<UpstreamBody>> {
         let BodySource::Replay { frames, trailers } = &self.body else {
             return None;
         };
@@ -249,7 +254,7 @@ impl UpstreamRequest {
             frames: frames.iter().cloned().collect(),
             trailers: trailers.clone(),
         };
-        self.request_with(self.headers.clone(), body, sinks)
+        self.request_with(self.headers.clone(), body, sinks, http2)
     }
 
     fn request_with(
@@ -257,8 +262,9 @@ impl UpstreamRequest {
         mut headers: HeaderMap,
         body: RequestBody,
         sinks: [Option<Arc<Counters>>; 3],
+        http2: bool,
     ) -> Option<Request<UpstreamBody>> {
-        let uri = if self.http2 {
+        let uri = if http2 {
             // HTTP/2 carries the authority in :authority, not Host.
             let authority = headers
                 .remove(header::HOST)
@@ -276,7 +282,7 @@ impl UpstreamRequest {
         let mut req = Request::new(Box::new(Metered::new(body, Direction::In, sinks)));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
-        *req.version_mut() = if self.http2 {
+        *req.version_mut() = if http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
