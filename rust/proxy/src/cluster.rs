@@ -4,7 +4,11 @@
 //!
 //! Per-endpoint state lives in [`EndpointStates`], keyed by (cluster,
 //! address), so in-flight counts, failure streaks and ejections survive
-//! config swaps, as Pingora keeps its health table by backend.
+//! config swaps, as Pingora keeps its health table by backend; an endpoint
+//! the config no longer names is forgotten at the next swap, so state stays
+//! the size of the live endpoint set however endpoints churn.
+//!
+//! Time is tokio's: outlier and warmup tests run on paused time.
 
 use crate::hashing::HashRt;
 use crate::stats::{self, Counters, Scope};
@@ -12,10 +16,11 @@ use crate::upstream_tls::UpstreamTlsRt;
 use meshfast_balance::{Load, Policy, Selector};
 use meshfast_ir as ir;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Envoy's `max_ejection_time` default.
 const MAX_EJECTION: Duration = Duration::from_secs(300);
@@ -48,10 +53,11 @@ fn warm_factor(age_ms: u64, w: &ir::Warmup) -> f64 {
 }
 
 /// Milliseconds since the first call: a cheap monotonic clock for atomics.
+/// tokio's clock, so that paused time in tests moves it.
 fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let epoch = Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now));
+    u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What the data path knows about one endpoint across snapshots.
@@ -88,6 +94,18 @@ impl EndpointState {
 pub struct EndpointStates(Mutex<HashMap<(String, String), Arc<EndpointState>>>);
 
 impl EndpointStates {
+    /// Keeps only the endpoints `live` names (those of the snapshot just
+    /// built). Requests still on an older snapshot keep their own `Arc`s.
+    pub fn retain(&self, live: &HashSet<(&str, &str)>) {
+        self.0
+            .lock()
+            .retain(|(c, a), _| live.contains(&(c.as_str(), a.as_str())));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
     fn get(&self, cluster: &str, address: &str) -> Arc<EndpointState> {
         self.0
             .lock()

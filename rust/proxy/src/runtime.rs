@@ -372,6 +372,17 @@ impl Runtime {
                 kind,
             });
         }
+        // Built: endpoints this snapshot no longer names are forgotten.
+        let live = snap
+            .clusters
+            .iter()
+            .flat_map(|c| {
+                c.endpoints
+                    .iter()
+                    .map(|e| (c.name.as_str(), e.address.as_str()))
+            })
+            .collect();
+        loads.retain(&live);
         Ok(Self {
             filters: None,
             needs_original_dst: clusters.iter().any(|c| c.original_dst),
@@ -408,3 +419,6 @@ impl Runtime {
         serde_json::json!({"version": self.version, "clusters": clusters}).to_string()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -144,3 +144,30 @@ fn picks_from_a_minimum_priority_for_remote_locality_retries() {
     // Past the last priority: back to the preferred one.
     assert!((0..20).all(|_| c.pick_index_from(5) == Some(0)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ejection_lasts_its_time_and_grows_with_each_one_on_paused_time() {
+    let c = cluster(
+        &[("10.0.0.1:80", 0), ("10.0.0.2:80", 0)],
+        outlier(3, 100),
+        ir::LbPolicy::RoundRobin,
+    );
+    let eject = || {
+        for _ in 0..3 {
+            c.record(0, Health::ServerError(503));
+        }
+    };
+    let step = |ms| tokio::time::advance(Duration::from_millis(ms));
+    eject();
+    assert_eq!(c.health_json(0), "EJECTED");
+    step(59_999).await;
+    assert_eq!(c.health_json(0), "EJECTED");
+    step(2).await;
+    assert_eq!(c.health_json(0), "HEALTHY");
+    // The second ejection lasts base × 2 (Envoy's growing ejection time).
+    eject();
+    step(119_999).await;
+    assert_eq!(c.health_json(0), "EJECTED");
+    step(2).await;
+    assert_eq!(c.health_json(0), "HEALTHY");
+}

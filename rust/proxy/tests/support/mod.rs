@@ -240,7 +240,7 @@ pub struct Seen {
 }
 
 /// An HTTP upstream (HTTP/1.1 and h2c) that answers `status` with
-/// `x-upstream: <name>` and reports each request it got on a channel, so a
+/// `x-upstream: <name>` (and `NAME: V` for each request header `x-reply-NAME: V`) and reports each request it got on a channel, so a
 /// test can wait for a request the proxy sends in the background.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -280,6 +280,15 @@ impl Upstream {
                             (tx.clone(), name.clone(), hits.clone(), gate.clone());
                         async move {
                             let (parts, body) = req.into_parts();
+                            // `x-reply-NAME: V` asks for `NAME: V` on the response.
+                            let replies: Vec<(String, http::HeaderValue)> = parts
+                                .headers
+                                .iter()
+                                .filter_map(|(k, v)| {
+                                    let name = k.as_str().strip_prefix("x-reply-")?;
+                                    Some((name.to_owned(), v.clone()))
+                                })
+                                .collect();
                             let body = body
                                 .collect()
                                 .await
@@ -306,6 +315,9 @@ impl Upstream {
                                 .header("x-upstream", &*name);
                             if close {
                                 resp = resp.header(http::header::CONNECTION, "close");
+                            }
+                            for (name, value) in replies {
+                                resp = resp.header(name, value);
                             }
                             let resp = resp
                                 .body(Full::new(Bytes::from(name.to_string())))
