@@ -88,6 +88,51 @@ impl std::fmt::Debug for ListenerKind {
     }
 }
 
+impl ListenerKind {
+    fn build(
+        l: &ir::Listener,
+        tables: &HashMap<&str, Arc<Table<RouteRt>>>,
+        by_name: &HashMap<&str, Arc<ClusterRt>>,
+    ) -> Result<Self, BuildError> {
+        Ok(match l.protocol {
+            ir::ListenerProtocol::Http => {
+                let name = l.route_table.clone().unwrap_or_default();
+                let table = tables.get(name.as_str()).cloned().ok_or_else(|| {
+                    BuildError::UnknownRouteTable {
+                        listener: l.name.clone(),
+                        table: name,
+                    }
+                })?;
+                let tls = l.tls.as_ref().map(tls::listener_tls).transpose()?;
+                ListenerKind::Http(table, tls)
+            }
+            ir::ListenerProtocol::Tls => ListenerKind::Tls(
+                l.sni_routes
+                    .iter()
+                    .map(|r| {
+                        Ok(SniRouteRt {
+                            name: r.name.clone(),
+                            sni_hosts: r.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                            destinations: Destinations::build(&r.clusters, by_name)?,
+                        })
+                    })
+                    .collect::<Result<_, BuildError>>()?,
+            ),
+            ir::ListenerProtocol::Tcp => ListenerKind::Tcp(
+                l.tcp_routes
+                    .iter()
+                    .map(|r| {
+                        Ok(TcpRouteRt {
+                            name: r.name.clone(),
+                            destinations: Destinations::build(&r.clusters, by_name)?,
+                        })
+                    })
+                    .collect::<Result<_, BuildError>>()?,
+            ),
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct SniRouteRt {
     pub name: String,
@@ -326,46 +371,7 @@ impl Runtime {
             let Some(&id) = listener_ids.get(&l.name) else {
                 continue;
             };
-            let kind = match l.protocol {
-                ir::ListenerProtocol::Http => {
-                    let name = l.route_table.clone().unwrap_or_default();
-                    let table = tables.get(name.as_str()).cloned().ok_or_else(|| {
-                        BuildError::UnknownRouteTable {
-                            listener: l.name.clone(),
-                            table: name,
-                        }
-                    })?;
-                    let tls = l.tls.as_ref().map(tls::listener_tls).transpose()?;
-                    ListenerKind::Http(table, tls)
-                }
-                ir::ListenerProtocol::Tls => ListenerKind::Tls(
-                    l.sni_routes
-                        .iter()
-                        .map(|r| {
-                            Ok(SniRouteRt {
-                                name: r.name.clone(),
-                                sni_hosts: r
-                                    .sni_hosts
-                                    .iter()
-                                    .map(|h| h.to_ascii_lowercase())
-                                    .collect(),
-                                destinations: Destinations::build(&r.clusters, &by_name)?,
-                            })
-                        })
-                        .collect::<Result<_, BuildError>>()?,
-                ),
-                ir::ListenerProtocol::Tcp => ListenerKind::Tcp(
-                    l.tcp_routes
-                        .iter()
-                        .map(|r| {
-                            Ok(TcpRouteRt {
-                                name: r.name.clone(),
-                                destinations: Destinations::build(&r.clusters, &by_name)?,
-                            })
-                        })
-                        .collect::<Result<_, BuildError>>()?,
-                ),
-            };
+            let kind = ListenerKind::build(l, &tables, &by_name)?;
             listeners[id] = Some(ListenerRt {
                 name: l.name.clone(),
                 stats: registry.get(Scope::Listener, &l.name),

@@ -1,12 +1,16 @@
-//! Plain TCP proxying for ports declared TCP: one destination per connection.
+//! Plain TCP proxying for ports declared TCP (and TLS passed through by SNI):
+//! one destination per connection, chosen by the route, the endpoint by the
+//! upstream selection, then the bytes spliced both ways.
 
-use crate::cluster::Health;
+use crate::cluster::{ClusterRt, Health};
 use crate::conn::Conn;
 use crate::flags::ResponseFlag;
-use crate::runtime::{ListenerKind, Runtime};
+use crate::runtime::{Destinations, ListenerKind, ListenerRt, Runtime};
+use crate::stats::Counters;
 use crate::tls;
 use crate::upstream::{self, Pick};
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -22,28 +26,8 @@ pub async fn serve(
     let Some(listener) = snap.listener(listener_id) else {
         return;
     };
-    // What was read before choosing a destination (a ClientHello) goes first.
-    let mut prefix = Vec::new();
-    let destinations = match &listener.kind {
-        // Compile already filtered routes by port; the first one applies.
-        ListenerKind::Tcp(routes) => routes.first().map(|r| &r.destinations),
-        ListenerKind::Tls(routes) => {
-            let Some((hello, seen)) = tls::peek_sni(&mut downstream).await else {
-                listener.stats.flag(ResponseFlag::DownstreamProtocolError);
-                return;
-            };
-            prefix = seen;
-            // No SNI (or not TLS at all) only matches a `*` route.
-            let sni = match hello {
-                tls::Hello::Tls(sni) => sni.unwrap_or_default(),
-                tls::Hello::NotTls => String::new(),
-            };
-            routes
-                .iter()
-                .find(|r| r.sni_hosts.iter().any(|p| tls::sni_matches(p, &sni)))
-                .map(|r| &r.destinations)
-        }
-        ListenerKind::Http(..) => return,
+    let Some((destinations, prefix)) = route(listener, &mut downstream).await else {
+        return;
     };
     let Some(cluster) = destinations
         .and_then(|d| d.pick())
@@ -53,18 +37,7 @@ pub async fn serve(
         return;
     };
     if cluster.original_dst {
-        // Passthrough: connect where the client was going (iptables capture).
-        if let Some(dst) = conn.original_dst {
-            if let Ok(Ok(mut upstream)) =
-                tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(dst)).await
-            {
-                if prefix.is_empty() || upstream.write_all(&prefix).await.is_ok() {
-                    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-                }
-                return;
-            }
-        }
-        cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
+        passthrough(downstream, &prefix, cluster, conn.original_dst).await;
         return;
     }
     // Consistent hashing on a TCP port can only key on the source IP.
@@ -81,7 +54,7 @@ pub async fn serve(
         return;
     };
     let connect = TcpStream::connect(target.address);
-    let mut upstream = match tokio::time::timeout(cluster.connect_timeout, connect).await {
+    let upstream = match tokio::time::timeout(cluster.connect_timeout, connect).await {
         Ok(Ok(s)) => {
             target.record(Health::Success);
             s
@@ -95,16 +68,79 @@ pub async fn serve(
         }
     };
     let _ = upstream.set_nodelay(true);
-    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
+    cluster.stats.cx_total.fetch_add(1, Relaxed);
+    splice(
+        downstream,
+        upstream,
+        &prefix,
+        [&listener.stats, &cluster.stats],
+    )
+    .await;
+}
+
+/// The route's destinations, and what was read to choose them (a TLS
+/// ClientHello) that must go upstream first. None: not a TCP listener, or
+/// the ClientHello never came.
+async fn route<'a>(
+    listener: &'a ListenerRt,
+    downstream: &mut TcpStream,
+) -> Option<(Option<&'a Destinations>, Vec<u8>)> {
+    match &listener.kind {
+        // Compile already filtered routes by port; the first one applies.
+        ListenerKind::Tcp(routes) => Some((routes.first().map(|r| &r.destinations), Vec::new())),
+        ListenerKind::Tls(routes) => {
+            let Some((hello, seen)) = tls::peek_sni(downstream).await else {
+                listener.stats.flag(ResponseFlag::DownstreamProtocolError);
+                return None;
+            };
+            // No SNI (or not TLS at all) only matches a `*` route.
+            let sni = match hello {
+                tls::Hello::Tls(sni) => sni.unwrap_or_default(),
+                tls::Hello::NotTls => String::new(),
+            };
+            let found = routes
+                .iter()
+                .find(|r| r.sni_hosts.iter().any(|p| tls::sni_matches(p, &sni)));
+            Some((found.map(|r| &r.destinations), seen))
+        }
+        ListenerKind::Http(..) => None,
+    }
+}
+
+/// Passthrough: connect where the client was going (iptables capture).
+async fn passthrough(
+    downstream: TcpStream,
+    prefix: &[u8],
+    cluster: &ClusterRt,
+    original_dst: Option<SocketAddr>,
+) {
+    if let Some(dst) = original_dst {
+        let connect = tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(dst));
+        if let Ok(Ok(upstream)) = connect.await {
+            splice(downstream, upstream, prefix, []).await;
+            return;
+        }
+    }
+    cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
+}
+
+/// `prefix` first, then both directions until each side is done, counted
+/// into `counters` at the end.
+async fn splice<const N: usize>(
+    mut downstream: TcpStream,
+    mut upstream: TcpStream,
+    prefix: &[u8],
+    counters: [&Counters; N],
+) {
+    if !prefix.is_empty() && upstream.write_all(prefix).await.is_err() {
         return;
     }
-    cluster.stats.cx_total.fetch_add(1, Relaxed);
     // copy_bidirectional uses a bounded buffer per direction and half-closes
     // each side when the other finishes.
     if let Ok((to_up, to_down)) =
         tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
     {
-        for c in [&listener.stats, &cluster.stats] {
+        for c in counters {
             c.bytes_in.fetch_add(to_up, Relaxed);
             c.bytes_out.fetch_add(to_down, Relaxed);
         }

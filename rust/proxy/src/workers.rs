@@ -77,6 +77,24 @@ struct Bound {
     address: SocketAddr,
 }
 
+/// A snapshot's listeners, bound but not yet serving.
+struct Binding {
+    /// Listener name to id, for every listener of the snapshot.
+    ids: HashMap<String, usize>,
+    fresh: Vec<Fresh>,
+    next_id: usize,
+}
+
+/// A listener bound for the snapshot being applied.
+struct Fresh {
+    name: String,
+    requested: String,
+    protocol: ir::ListenerProtocol,
+    id: usize,
+    address: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     listeners: BTreeMap<String, Bound>,
@@ -199,51 +217,12 @@ impl Proxy {
             return Err(ProxyError::WorkerGone(0));
         }
 
-        // Names identify listeners across snapshots: a duplicate would bind a
-        // socket no name tracks (never listed, never closed).
-        let mut names = std::collections::HashSet::new();
-        if let Some(l) = snap.listeners.iter().find(|l| !names.insert(&l.name)) {
-            return Err(crate::runtime::BuildError::Duplicate {
-                what: "listener",
-                name: l.name.clone(),
-            }
-            .into());
-        }
         // Bind what is new before touching anything, so a bind failure changes nothing.
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        let mut fresh = Vec::new();
-        let mut next_id = state.next_id;
-        for l in &snap.listeners {
-            match state.listeners.get(&l.name) {
-                Some(b) if b.requested == l.address && b.protocol == l.protocol => {
-                    ids.insert(l.name.clone(), b.id);
-                }
-                _ => {
-                    let bind_err = |source| ProxyError::Bind {
-                        name: l.name.clone(),
-                        address: l.address.clone(),
-                        source,
-                    };
-                    let address = listener::resolve(&l.address).map_err(bind_err)?;
-                    // Rebinding a listener's own address (protocol changed) must release it first.
-                    let sockets = match listener::bind(address, self.workers.len()) {
-                        Ok(s) => s,
-                        Err(e) => return Err(bind_err(e)),
-                    };
-                    let bound = sockets[0].local_addr().map_err(bind_err)?;
-                    ids.insert(l.name.clone(), next_id);
-                    fresh.push((
-                        l.name.clone(),
-                        l.address.clone(),
-                        l.protocol,
-                        next_id,
-                        bound,
-                        sockets,
-                    ));
-                    next_id += 1;
-                }
-            }
-        }
+        let Binding {
+            ids,
+            fresh,
+            next_id,
+        } = self.bind_new(&state, &snap)?;
         let mut runtime = Runtime::build(&snap, &ids, &self.stats, &self.loads)?;
         let mut filters = self.filters.lock();
         runtime.filters = match hook {
@@ -268,7 +247,15 @@ impl Proxy {
                 self.broadcast(|| Command::Close { id: b.id })?;
             }
         }
-        for (name, requested, protocol, id, address, sockets) in fresh {
+        for Fresh {
+            name,
+            requested,
+            protocol,
+            id,
+            address,
+            sockets,
+        } in fresh
+        {
             for (worker, socket) in self.workers.iter().zip(sockets) {
                 worker
                     .blocking_send(Command::Listen {
@@ -289,6 +276,55 @@ impl Proxy {
             );
         }
         Ok(version)
+    }
+
+    /// Ids for the snapshot's listeners: a kept listener keeps its own; a new
+    /// (or changed) one is bound here, with the next free id.
+    fn bind_new(&self, state: &State, snap: &ir::Snapshot) -> Result<Binding, ProxyError> {
+        // Names identify listeners across snapshots: a duplicate would bind a
+        // socket no name tracks (never listed, never closed).
+        let mut names = std::collections::HashSet::new();
+        if let Some(l) = snap.listeners.iter().find(|l| !names.insert(&l.name)) {
+            let name = l.name.clone();
+            return Err(crate::runtime::BuildError::Duplicate {
+                what: "listener",
+                name,
+            }
+            .into());
+        }
+        let mut binding = Binding {
+            ids: HashMap::new(),
+            fresh: Vec::new(),
+            next_id: state.next_id,
+        };
+        for l in &snap.listeners {
+            if let Some(b) = state.listeners.get(&l.name) {
+                if b.requested == l.address && b.protocol == l.protocol {
+                    binding.ids.insert(l.name.clone(), b.id);
+                    continue;
+                }
+            }
+            let bind_err = |source| ProxyError::Bind {
+                name: l.name.clone(),
+                address: l.address.clone(),
+                source,
+            };
+            let address = listener::resolve(&l.address).map_err(bind_err)?;
+            let sockets = listener::bind(address, self.workers.len()).map_err(bind_err)?;
+            let bound = sockets[0].local_addr().map_err(bind_err)?;
+            let id = binding.next_id;
+            binding.next_id += 1;
+            binding.ids.insert(l.name.clone(), id);
+            binding.fresh.push(Fresh {
+                name: l.name.clone(),
+                requested: l.address.clone(),
+                protocol: l.protocol,
+                id,
+                address: bound,
+                sockets,
+            });
+        }
+        Ok(binding)
     }
 
     /// (name, bound address) of every listener.

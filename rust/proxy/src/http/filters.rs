@@ -9,7 +9,9 @@ use super::respond::{Answer, ProxyBody};
 use super::route;
 use crate::body::{Direction, DownBody, Metered, RequestBody};
 use crate::filter_body::{self, ReadError};
-use crate::filters::{Ending, FilterAction, FilterError, FilterHook, FilterState, RequestInfo};
+use crate::filters::{
+    Ending, FilterAction, FilterError, FilterHook, FilterState, RequestInfo, ResponseEdit, Verdict,
+};
 use crate::flags::ResponseFlag;
 use crate::pool::Held;
 use crate::runtime::{Hook, RouteRt};
@@ -172,6 +174,7 @@ pub async fn on_response(
     } = filtered;
     let limit = route.filter_response_body;
     if limit == 0 {
+        // Headers only: the body streams on as it comes.
         let verdict = hook.on_response(
             &route.filters,
             &info,
@@ -180,16 +183,9 @@ pub async fn on_response(
             None,
             state,
         );
-        let edit = verdict.wait(route.filter_budget).await;
-        let edit = edit.map_err(|e| Box::new(failed(ctx, &e, route)))?;
-        if let Some(h) = edit.headers {
-            parts.headers = h;
-        }
-        return Ok(ProxyBody::Upstream(Metered::new(
-            body,
-            Direction::Out,
-            ctx.sinks(),
-        )));
+        edit_headers(ctx, route, parts, verdict).await?;
+        let body = Metered::new(body, Direction::Out, ctx.sinks());
+        return Ok(ProxyBody::Upstream(body));
     }
     let (data, trailers) = match filter_body::read_whole(&parts.headers, body, limit).await {
         Ok(read) => read,
@@ -215,12 +211,8 @@ pub async fn on_response(
         Some(&data),
         state,
     );
-    let edit = verdict.wait(route.filter_budget).await;
-    let edit = edit.map_err(|e| Box::new(failed(ctx, &e, route)))?;
-    if let Some(h) = edit.headers {
-        parts.headers = h;
-    }
-    let data = match edit.body {
+    let new_body = edit_headers(ctx, route, parts, verdict).await?;
+    let data = match new_body {
         Some(new) => {
             filter_body::set_length(&mut parts.headers, new.len());
             new
@@ -238,6 +230,22 @@ pub async fn on_response(
         Direction::Out,
         ctx.sinks(),
     )))
+}
+
+/// The filters' response verdict: their header changes applied; their new
+/// body, if they gave one.
+async fn edit_headers(
+    ctx: &mut RequestCtx<'_>,
+    route: &RouteRt,
+    parts: &mut http::response::Parts,
+    verdict: Verdict<ResponseEdit>,
+) -> Result<Option<Bytes>, Answer> {
+    let edit = verdict.wait(route.filter_budget).await;
+    let edit = edit.map_err(|e| Box::new(failed(ctx, &e, route)))?;
+    if let Some(h) = edit.headers {
+        parts.headers = h;
+    }
+    Ok(edit.body)
 }
 
 /// The reply when a body the filters read whole could not be read:
