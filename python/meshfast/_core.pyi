@@ -89,11 +89,6 @@ class Core:
     def clusters_json(self) -> str:
         """Clusters with their endpoints, weights and live request counts, as JSON."""
 
-    def set_filter_dispatcher(self, dispatcher: FilterDispatcher | None) -> None:
-        """The object the workers call (holding the GIL, on their own thread) for routes
-        whose IR lists filters. It takes effect with the next ``apply_snapshot``, installed
-        together with that snapshot's filter ids. None: such routes skip their filters."""
-
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Stops accepting, lets in-flight requests finish for up to `drain_timeout` seconds,
         then stops the workers. Releases the GIL while waiting."""

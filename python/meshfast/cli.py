@@ -19,11 +19,11 @@ from meshfast import __version__
 
 if TYPE_CHECKING:
     from meshfast import _core
-    from meshfast._core import FilterDispatcher
-    from meshfast.config import Config, Problem, dns, ir
+    from meshfast.config import CompileOptions, Config, Problem, ir
     from meshfast.config.identity import MeshIdentity
     from meshfast.control.settings import SidecarSettings
     from meshfast.control.sidecar import EncodedSnapshot
+    from meshfast.deploy import Deployment, Sources
 
 __all__ = ["build_parser", "main"]
 
@@ -319,26 +319,47 @@ def _print_problems(problems: Sequence[Problem], file: TextIO) -> None:
         print(problem, file=file)
 
 
-def _load(paths: Sequence[str], namespace: str) -> Config:
-    """``load_config``, with unreadable paths turned into a ``ConfigError``-like exit."""
-    from meshfast.config import load_config
+def _sources(args: argparse.Namespace) -> Sources:
+    from meshfast.deploy import Sources
 
+    return Sources(tuple(args.paths), namespace=args.namespace)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The config of ``-c``, its filters built, with unreadable paths turned into an exit."""
+    sources = _sources(args)
     try:
-        return load_config(list(paths), namespace=namespace)
+        return sources.load()
     except OSError as exc:
-        _die(f"cannot read {exc.filename or paths}: {exc.strerror or exc}", 1)
+        _die(f"cannot read {exc.filename or sources.paths}: {exc.strerror or exc}", 1)
+
+
+def _deploy(args: argparse.Namespace, options: CompileOptions | None = None) -> Deployment:
+    """:func:`meshfast.deploy.deploy` of ``-c``'s files (default options: the namespace's),
+    with unreadable paths turned into an exit.  Raises ``ConfigError``."""
+    from meshfast.config import CompileOptions
+    from meshfast.deploy import deploy
+
+    if options is None:
+        options = CompileOptions(namespace=args.namespace)
+    sources = _sources(args)
+    try:
+        return deploy(sources, options)
+    except OSError as exc:
+        _die(f"cannot read {exc.filename or sources.paths}: {exc.strerror or exc}", 1)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meshfast.config import CompileOptions, ConfigError, compile_config
+    """What ``run`` would serve, without a core: the same load (filters imported and built),
+    compile and dispatcher."""
+    from meshfast.config import ConfigError
 
     try:
-        config = _load(args.paths, args.namespace)
-        compile_config(config, CompileOptions(namespace=args.namespace))
+        deployment = _deploy(args)
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stdout)
         return 1
-    print(f"ok: {len(config.resources)} resources")
+    print(f"ok: {len(deployment.config.resources)} resources")
     return 0
 
 
@@ -375,7 +396,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
 def _start_from_cache(
     core_class: type[_core.Core], args: argparse.Namespace, entry: str
-) -> tuple[_core.Core, ir.Snapshot | EncodedSnapshot, dns.DnsPlan, None] | None:
+) -> tuple[_core.Core, ir.Snapshot | EncodedSnapshot] | None:
     """The core serving the cached snapshot of this exact config, before the config pipeline
     is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
     from meshfast.control import snapshot_cache
@@ -406,7 +427,7 @@ def _start_from_cache(
             return None
     where = snapshot_cache.directory()
     print(f"meshfast: serving the cached snapshot {entry[:12]} ({where})", file=sys.stderr)
-    return core, snapshot, {}, None
+    return core, snapshot
 
 
 def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
@@ -418,53 +439,42 @@ def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
         _die(f"the core did not start: {exc}", 1)
 
 
-def _compile_and_start(
+def _deploy_and_start(
     core_class: type[_core.Core],
     args: argparse.Namespace,
     settings: SidecarSettings,
     entry: str | None,
-) -> int | tuple[_core.Core, ir.Snapshot, dns.DnsPlan, FilterDispatcher | None, bool]:
-    """Loads, validates and compiles the config and starts the core on it (or, with DNS
-    endpoints, only starts the core: the names are resolved first).  Stores the snapshot in
-    the cache under ``entry`` when it needs nothing else to serve.  An int: the exit status."""
-    from meshfast.config import ConfigError, compile_config, dns, http_filter, ir
+) -> int | tuple[_core.Core, Deployment, bool]:
+    """Deploys the config (:func:`meshfast.deploy.deploy`) and starts the core on it (or,
+    with DNS endpoints, only starts the core: the names are resolved first).  Stores the
+    snapshot in the cache under ``entry`` when it needs nothing else to serve.  An int: the
+    exit status; else the core, the deployment and whether the core serves it already."""
+    from meshfast.config import ConfigError
     from meshfast.control.settings import options_for
+    from meshfast.deploy import install
     from meshfast.errors import core_errors
 
     try:
-        config = _load(args.paths, args.namespace)
-        # The options POST /config reloads use too (Sidecar.compile_options).
-        snapshot = compile_config(config, options_for(settings, version=1))
+        # The options POST /config reloads use too (Reloader.options).
+        deployment = _deploy(args, options_for(settings, version=1))
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stderr)
         return 1
     core = _new_core(core_class, args.workers)
-    filters = None
-    if http_filter.numbered(config.resources):  # (the filter machinery only when needed)
-        from meshfast.filters.dispatch import build_dispatcher
-
-        filters = build_dispatcher(config)
-    plan = dns.plan(config)
-    if plan:
-        return core, snapshot, plan, filters, False
+    if deployment.plan:
+        return core, deployment, False
     # Nothing to resolve first: start the data plane now, before Trio and the admin API are
     # imported and bound (they take longer than the core does).
-    encoded = ir.encode(snapshot)
     try:
-        if filters is None:
-            core.apply_snapshot(encoded)
-        else:
-            from meshfast.filters.dispatch import apply_with_filters
-
-            apply_with_filters(core, encoded, filters)
+        install(core, deployment.data, deployment.dispatcher)
     except core_errors() as exc:
         core.shutdown(0.0)
         _die(f"the core refused the config ({type(exc).__name__}): {exc}", 1)
-    if filters is None and entry is not None:
+    if deployment.cacheable and entry is not None:
         from meshfast.control import snapshot_cache
 
-        snapshot_cache.store(entry, encoded)
-    return core, snapshot, plan, filters, True
+        snapshot_cache.store(entry, deployment.data)
+    return core, deployment, True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -498,19 +508,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = _start_from_cache(core_class, args, entry) if entry is not None else None
     snapshot: ir.Snapshot | EncodedSnapshot
     if started is not None:
-        core, snapshot, plan, filters = started
-        applied = True
+        core, snapshot = started
+        plan, dispatcher, applied = None, None, True
     else:
-        loaded = _compile_and_start(core_class, args, settings, entry)
+        loaded = _deploy_and_start(core_class, args, settings, entry)
         if isinstance(loaded, int):
             return loaded
-        core, snapshot, plan, filters, applied = loaded
+        core, deployment, applied = loaded
+        snapshot, plan, dispatcher = deployment.snapshot, deployment.plan, deployment.dispatcher
+        del deployment  # (not its config: an idle sidecar from the command line keeps none)
 
+    # Only now: the core serves already (unless DNS names must be resolved first).
     import trio
 
     from meshfast.control.sidecar import Sidecar
 
-    sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied, filters=filters)
+    sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied, filters=dispatcher)
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
@@ -587,7 +600,7 @@ def cmd_export_envoy(args: argparse.Namespace) -> int:
     from meshfast.config import CompileOptions, ConfigError, compile_config
 
     try:
-        config = _load(args.paths, args.namespace)
+        config = _load(args)
         options = CompileOptions(namespace=args.namespace, outbound=args.outbound, version=1)
         snapshot = compile_config(config, options)
     except ConfigError as exc:

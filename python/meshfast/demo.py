@@ -239,8 +239,9 @@ def run_demo(*, requests: int = 2000, serve: bool = False) -> int:
         return 1
     import trio
 
-    from meshfast.config import CompileOptions, ConfigError, compile_config, load_config_text
+    from meshfast.config import ConfigError
     from meshfast.control.sidecar import Sidecar, SidecarSettings
+    from meshfast.deploy import Sources, deploy
 
     ports = {v: free_port() for v in VERSIONS}
     echoes: list[_core.EchoServer] = []
@@ -253,18 +254,22 @@ def run_demo(*, requests: int = 2000, serve: bool = False) -> int:
             admin=admin, namespace=NAMESPACE, outbound=outbound, sources=(str(DEMO_DIR),)
         )
         try:
-            text = demo_config_text(ports)
-            config = load_config_text(text, source=str(DEMO_DIR), namespace=NAMESPACE)
-            snapshot = compile_config(
-                config, CompileOptions(namespace=NAMESPACE, outbound=outbound, version=1)
-            )
+            sources = Sources.text(demo_config_text(ports), str(DEMO_DIR), namespace=NAMESPACE)
+            # The options of `meshfast run` with these settings (and of POST /config).
+            deployment = deploy(sources, Sidecar.options_for(settings, 1))
         except ConfigError as exc:
             print(f"meshfast: the demo config is broken:\n{exc}", file=sys.stderr)
             return 1
         except FileNotFoundError as exc:
             print(f"meshfast: {exc}", file=sys.stderr)
             return 1
-        sidecar = Sidecar(_core.Core(workers=0), snapshot, settings)
+        sidecar = Sidecar(
+            _core.Core(workers=0),
+            deployment.snapshot,
+            settings,
+            dns_plan=deployment.plan,
+            filters=deployment.dispatcher,
+        )
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:

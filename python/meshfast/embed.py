@@ -45,11 +45,10 @@ from meshfast.filters.api import HttpFilter
 from meshfast.filters.dispatch import failure_counts
 
 if TYPE_CHECKING:
-    from meshfast.config import Config, ir
-    from meshfast.config.dns import DnsPlan
+    from meshfast.config import Config
     from meshfast.control.sidecar import Ready
     from meshfast.control.sidecar import Sidecar as Control
-    from meshfast.filters.dispatch import Dispatcher
+    from meshfast.deploy import Deployment
 
 __all__ = ["YAML_SOURCE", "Paths", "Sidecar"]
 
@@ -141,17 +140,22 @@ class Sidecar:
         return (*self._paths, *((YAML_SOURCE,) if self._yaml is not None else ()))
 
     def _load(self, paths: tuple[str, ...], text: str | None) -> Config:
-        from meshfast.config import load_config
+        from meshfast.deploy import Sources
 
         texts = () if text is None else ((text, YAML_SOURCE),)
-        return load_config(paths, namespace=self._settings.namespace, texts=texts)
+        return Sources(paths, texts, self._settings.namespace).load()
+
+    def _deploy(self, config: Config) -> Deployment:
+        """What the core serves for ``config`` with this sidecar's filters (the deploy path
+        of every sidecar; ``ConfigError`` when it does not compile)."""
+        from meshfast.control.settings import options_for
+        from meshfast.deploy import deploy
+
+        return deploy(config, options_for(self._settings, 1), prepare=self._prepare)
 
     def _check(self, config: Config) -> Config:
-        """``config``, once it compiled with this sidecar's filters (else ``ConfigError``)."""
-        from meshfast.config import compile_config
-        from meshfast.control.settings import options_for
-
-        compile_config(self._prepare(config), options_for(self._settings, 1))
+        """``config``, once it deployed with this sidecar's filters (else ``ConfigError``)."""
+        self._deploy(config)
         return config
 
     def _prepare(self, config: Config) -> Config:
@@ -388,17 +392,16 @@ class Sidecar:
             raise RuntimeError(f"a Sidecar serves only once (it is {self._state})")
         self._state = "starting"
         try:
-            config = self._config
-            snapshot, plan, dispatcher = await trio.to_thread.run_sync(self._prepared, config)
+            deployment = await trio.to_thread.run_sync(self._deploy, self._config)
             core = await trio.to_thread.run_sync(lambda: _core.Core(workers=self._workers))
             try:
                 control = Control(
                     core,
-                    snapshot,
+                    deployment.snapshot,
                     self._settings,
-                    dns_plan=plan,
-                    filters=dispatcher,
-                    config=config,
+                    dns_plan=deployment.plan,
+                    filters=deployment.dispatcher,
+                    config=deployment.config,
                     prepare=self._prepare,
                 )
             except BaseException:
@@ -412,15 +415,6 @@ class Sidecar:
             self._state = "stopped"
             self._settled.set()
             self._done.set()
-
-    def _prepared(self, config: Config) -> tuple[ir.Snapshot, DnsPlan, Dispatcher | None]:
-        from meshfast.config import compile_config, dns
-        from meshfast.control.settings import options_for
-        from meshfast.filters.dispatch import build_dispatcher
-
-        prepared = self._prepare(config)
-        snapshot = compile_config(prepared, options_for(self._settings, 1))
-        return snapshot, dns.plan(prepared), build_dispatcher(prepared)
 
     def _started(self, ready: Ready) -> None:
         self._ready = ready

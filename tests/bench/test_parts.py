@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from meshfast import deploy
 from meshfast.bench import peers, procs, report
 from meshfast.bench.haproxy_export import Unsupported, haproxy_config
 from meshfast.bench.harness import entries
@@ -21,7 +22,7 @@ from meshfast.bench.scenarios import (
     config_yaml,
     route_paths,
 )
-from meshfast.config import CompileOptions, compile_config, ir, load_config
+from meshfast.config import CompileOptions, compile_config, ir
 from meshfast.filters import HttpFilter
 
 WRK_OUTPUT = """\
@@ -147,7 +148,7 @@ def test_python_filter_scenario(tmp_path: Path) -> None:
     for entry in todo[:3]:
         path = tmp_path / f"{entry.name}.yaml"
         path.write_text(entry.yaml_text)
-        config = load_config([path])
+        config = deploy.load([path])  # (the filters built, as `meshfast run` loads them)
         snapshot = compile_config(config, CompileOptions(outbound="127.0.0.1:1", version=1))
         (route,) = snapshot.route_tables[0].virtual_hosts[0].routes
         assert len(route.action.filters) == (0 if entry.name == "meshfast" else 1), entry.name

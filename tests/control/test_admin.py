@@ -56,7 +56,8 @@ class FakeCore:
         gate_shutdown: threading.Event | None = None,
     ) -> None:
         self.applied: list[ir.Snapshot] = []
-        self.dispatchers: list[object] = []  # every set_filter_dispatcher argument
+        self.dispatchers: list[object] = []  # every dispatcher an install put in place
+        self.dispatcher: object = None  # the one the workers call now
         self.shutdowns: list[float] = []
         self.reject: str | None = None
         self.fail_stats = False
@@ -72,8 +73,12 @@ class FakeCore:
         self.applied.append(decoded)
         return decoded.version
 
-    def set_filter_dispatcher(self, dispatcher: object, /) -> None:
+    def install(self, snapshot: bytes, dispatcher: object, /) -> int:
+        """As the core: the snapshot and its dispatcher in one swap; refused, nothing changes."""
+        version = self.apply_snapshot(snapshot)
+        self.dispatcher = dispatcher
         self.dispatchers.append(dispatcher)
+        return version
 
     def listeners(self) -> list[tuple[str, str]]:
         if not self.applied:
@@ -304,7 +309,7 @@ async def test_an_encoded_snapshot_is_decoded_when_first_asked_for(
     ready: Ready = await nursery.start(sidecar.serve)
     assert (ready.outbound, ready.version) == ("127.0.0.1:4242", 1)
     assert len(core.applied) == 1  # not applied again
-    assert sidecar._snapshot is encoded  # serving did not decode it
+    assert sidecar.reloader._served is encoded  # serving did not decode it
     async with httpx.AsyncClient(base_url=f"http://{ready.admin}", timeout=10) as client:
         dump = (await client.get("/config_dump")).json()
     assert dump == {"version": 1, "snapshot": as_json(SNAPSHOT), "sources": ["m.yaml"]}
@@ -397,7 +402,7 @@ spec:
 """
 
 
-async def test_post_config_sets_the_filter_dispatcher_before_the_snapshot(
+async def test_post_config_installs_the_filter_dispatcher_with_the_snapshot(
     running: Running,
 ) -> None:
     from meshfast.filters.dispatch import Dispatcher
@@ -421,7 +426,8 @@ async def test_post_config_sets_the_filter_dispatcher_before_the_snapshot(
     running.core.reject = "no"
     response = await running.client.post("/config", content=GOOD_YAML)
     assert response.status_code == 400
-    assert running.core.dispatchers[-2:] == [None, dispatcher]  # put back
+    assert running.core.dispatchers[-1] is dispatcher  # the refused install changed nothing
+    assert running.core.dispatcher is dispatcher
     assert running.sidecar.filters is dispatcher
 
     running.core.reject = None

@@ -155,6 +155,22 @@ def test_validate_broken_prints_one_line_per_problem(
     assert pattern.fullmatch(weight).group(1) == "11"  # type: ignore[union-attr]
 
 
+def test_validate_loads_filter_classes_and_reports_them_at_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The deploy path loads the classes (the config pipeline alone only checks the syntax).
+    path = tmp_path / "filters.yaml"
+    path.write_text(
+        "apiVersion: meshfast.io/v1alpha1\nkind: HttpFilter\nmetadata: {name: f}\n"
+        "spec:\n  python: meshfast.examples.filters.add_header:Nope\n"
+    )
+    assert main(["validate", "-c", str(path)]) == 1
+    assert capsys.readouterr().out == (
+        f"{path}:5: HttpFilter/f: $.spec.python: module"
+        ' "meshfast.examples.filters.add_header" has no class "Nope"\n'
+    )
+
+
 def test_validate_missing_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "-c", str(tmp_path / "nope.yaml")]) == 1
     captured = capsys.readouterr()

@@ -3,8 +3,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from meshfast.config import load_config_text
 from meshfast.examples.filters.logging_filter import AccessLog
 from meshfast.examples.filters.ratelimit import RateLimit
@@ -12,8 +10,8 @@ from meshfast.filters import HttpFilter, LogInfo, Request, Response
 from meshfast.filters.dispatch import (
     Dispatcher,
     FilterSettings,
-    apply_with_filters,
     build_dispatcher,
+    carry_failures,
 )
 
 INFO = ("GET", "/p", "a=1", "svc:80", "http", "10.0.0.7:5555", "r1", "c1")
@@ -256,30 +254,18 @@ def test_logging_example() -> None:
     assert line.endswith("ua=curl")
 
 
-class FakeCore:
-    def __init__(self, reject: bool = False) -> None:
-        self.calls: list[object] = []
-        self.reject = reject
-
-    def set_filter_dispatcher(self, dispatcher: object, /) -> None:
-        self.calls.append(dispatcher)
-
-    def apply_snapshot(self, snapshot: bytes, /) -> int:
-        self.calls.append(snapshot)
-        if self.reject:
-            raise ValueError("rejected")
-        return 7
-
-
-def test_apply_with_filters_sets_then_applies_and_restores_on_error() -> None:
+def test_carry_failures_adds_the_previous_counts_by_name() -> None:
+    # (The rollback apply_with_filters did is gone: Core.install changes nothing on a refusal;
+    # tests/test_deploy.py checks that with the real core.)
     new, old = Dispatcher({}), Dispatcher({})
-    core = FakeCore()
-    assert apply_with_filters(core, b"s", new, old) == 7  # type: ignore[arg-type]
-    assert core.calls == [new, b"s"]
-    core = FakeCore(reject=True)
-    with pytest.raises(ValueError, match="rejected"):
-        apply_with_filters(core, b"s", new, old)  # type: ignore[arg-type]
-    assert core.calls == [new, b"s", old]
+    old.errors.update({"default/a": 2, "default/b": 1})
+    old.timeouts["default/a"] = 3
+    new.errors["default/a"] = 1
+    carry_failures(new, old)
+    assert (new.errors, new.timeouts) == ({"default/a": 3, "default/b": 1}, {"default/a": 3})
+    carry_failures(new, new)  # the same dispatcher: nothing to add
+    carry_failures(new, None)
+    assert new.errors == {"default/a": 3, "default/b": 1}
 
 
 def test_build_dispatcher_ids_match_compile() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from meshfast.config import ConfigError, compile_config, load_config, load_config_text
+from meshfast.config import ConfigError, compile_config, load_config_text
 from meshfast.config.compile import CompileOptions
+from meshfast.deploy import load
 from meshfast.filters import registry
 
 GOOD = """
@@ -54,13 +55,13 @@ def write(tmp_path: Path, target: str, config: str = "{}") -> Path:
 
 def problems(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as e:
-        load_config([path])
+        load([path])
     return [str(p) for p in e.value.problems]
 
 
 def test_loads_from_the_config_folder_with_a_config_struct(tmp_path: Path) -> None:
     mod = module(tmp_path)
-    config = load_config([write(tmp_path, f"{mod}:Tag", "name: x")])
+    config = load([write(tmp_path, f"{mod}:Tag", "name: x")])
     f = config.filters[("default", "f")]
     assert type(f).__name__ == "Tag"
     assert f.config.name == "x"
@@ -70,7 +71,7 @@ def test_loads_from_the_config_folder_with_a_config_struct(tmp_path: Path) -> No
 
 def test_raw_config_without_a_struct(tmp_path: Path) -> None:
     mod = module(tmp_path)
-    config = load_config([write(tmp_path, f"{mod}:Raw", "a: [1, 2]")])
+    config = load([write(tmp_path, f"{mod}:Raw", "a: [1, 2]")])
     assert config.filters[("default", "f")].config == {"a": [1, 2]}
 
 
@@ -109,11 +110,11 @@ def test_edited_module_is_reloaded(tmp_path: Path) -> None:
         tmp_path, "from meshfast.filters import HttpFilter\nclass F(HttpFilter):\n  V = 1\n"
     )
     path = write(tmp_path, f"{mod}:F")
-    assert type(load_config([path]).filters[("default", "f")]).V == 1
+    assert type(load([path]).filters[("default", "f")]).V == 1
     (tmp_path / f"{mod}.py").write_text(
         "from meshfast.filters import HttpFilter\nclass F(HttpFilter):\n  V = 22\n"
     )
-    assert type(load_config([path]).filters[("default", "f")]).V == 22
+    assert type(load([path]).filters[("default", "f")]).V == 22
 
 
 def test_spec_validation() -> None:

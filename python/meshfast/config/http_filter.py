@@ -5,12 +5,19 @@ Ids are stable for a given config: the filters sorted by (namespace, name), numb
 filters, in id order, whose ``hosts`` match its virtual host (expanded like VirtualService
 hosts; none or ``*``: every virtual host, including inbound ones) and whose ``route``, when
 given, is the route's name.
+
+Building the filter a resource names (importing ``module:Class``) is not done here: the
+config pipeline never imports the filter machinery.  Whoever loads a config and wants the
+filters built passes a :class:`FilterLoader` to ``load_config`` (the deploy path passes
+``meshfast.filters.registry.load_resource``), and the validator places what it reports at
+its file and line like any other problem.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -20,6 +27,29 @@ from meshfast.config.registry import RegistryService, by_kind, resolve, wildcard
 
 DEFAULT_FILTER_TIMEOUT_MS = 1000
 MAX_FILTER_TIMEOUT_MS = 600_000
+
+# (JSON path, message): a problem as the validator's checks report it.
+Issue = tuple[str, str]
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_TARGET = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
+
+
+class FilterLoader(Protocol):
+    """Builds the filter instance an ``HttpFilter`` resource read from ``source`` names.
+
+    Returns the instance, or None and the problems as ``(JSON path, message)`` pairs
+    (``$.spec.python``, ``$.spec.config.rate``...), which the validator reports at their
+    line in ``source``."""
+
+    def __call__(self, resource: r.HttpFilter, source: str, /) -> tuple[Any, list[Issue]]: ...
+
+
+def parse_target(text: str) -> tuple[str, str] | None:
+    """``"pkg.module:Class"`` → ``("pkg.module", "Class")``; None when malformed.  Here, not
+    in the filter registry, so that validation checks the syntax without importing it."""
+    m = _TARGET.match(text.strip())
+    return (m.group(1), m.group(2)) if m else None
 
 
 def numbered(resources: Iterable[r.Resource]) -> list[tuple[int, r.HttpFilter]]:

@@ -42,8 +42,10 @@ class Config:
     (``<body>``-style names for texts that were not files); relative paths in a resource (a
     Gateway's certificates) are relative to that file's folder.
 
-    ``filters`` holds the ``meshfast.filters.HttpFilter`` instances ``load_config`` built for
-    the HttpFilter resources, by ``(namespace, name)``.
+    ``filters`` holds the ``meshfast.filters.HttpFilter`` instances of the HttpFilter
+    resources, by ``(namespace, name)``: built by the ``load_filter`` given to ``load_config``
+    (``meshfast.deploy.load`` gives the filter registry's), or added by the caller (the
+    embedding API).  Empty when the config was loaded without a filter loader.
     """
 
     resources: list[Resource] = field(default_factory=list)

@@ -27,7 +27,7 @@ from meshfast.config import resources as r
 from meshfast.config import validate_gateway as vg
 from meshfast.config import validate_http as vh
 from meshfast.config import validate_policy as vp
-from meshfast.config.http_filter import MAX_FILTER_TIMEOUT_MS
+from meshfast.config.http_filter import MAX_FILTER_TIMEOUT_MS, FilterLoader, parse_target
 from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
 from meshfast.config.model import Config, ConfigError, Problem
 
@@ -331,8 +331,6 @@ def _endpoint_slice(sl: r.EndpointSlice) -> Iterator[Issue]:
 
 
 def _http_filter(f: r.HttpFilter) -> Iterator[Issue]:
-    from meshfast.filters.registry import parse_target
-
     if parse_target(f.spec.python) is None:
         yield "$.spec.python", f'"{f.spec.python}" must be "module:Class"'
     for i, h in enumerate(f.spec.hosts):
@@ -348,22 +346,20 @@ def _http_filter(f: r.HttpFilter) -> Iterator[Issue]:
 
 
 def _load_filters(
-    origins: dict[tuple[str, str, str], tuple[Document, r.Resource]], problems: list[Problem]
+    origins: dict[tuple[str, str, str], tuple[Document, r.Resource]],
+    problems: list[Problem],
+    load_filter: FilterLoader | None,
 ) -> dict[tuple[str, str], Any]:
-    """Imports and constructs every HttpFilter's class (:mod:`meshfast.filters.registry`)."""
-    from meshfast.filters import registry as filters
-
+    """Every HttpFilter's instance, built by ``load_filter`` (none without one); what it
+    reports is placed at its line like the validator's own problems."""
     loaded: dict[tuple[str, str], Any] = {}
+    if load_filter is None:
+        return loaded
     for doc, res in origins.values():
         if not isinstance(res, r.HttpFilter):
             continue
         ns, name = res.metadata.namespace, res.metadata.name
-        instance, issues = filters.load(
-            res.spec.python,
-            res.spec.config,
-            folder=filters.folder_of(doc.file),
-            name=f"{ns}/{name}",
-        )
+        instance, issues = load_filter(res, doc.file)
         problems.extend(
             Problem(doc.file, doc.line_of(p), "HttpFilter", name, p, m) for p, m in issues
         )
@@ -438,7 +434,11 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
 
 
 def _validate(
-    docs: list[Document], errors: list[LoadError], files: list[str], namespace: str
+    docs: list[Document],
+    errors: list[LoadError],
+    files: list[str],
+    namespace: str,
+    load_filter: FilterLoader | None = None,
 ) -> Config:
     problems = [Problem(e.file, e.line, "-", "-", "$", e.message) for e in errors]
     resources: list[r.Resource] = []
@@ -504,7 +504,7 @@ def _validate(
     problems.extend(
         vg.port_conflicts((doc, res) for doc, res in origins.values() if isinstance(res, r.Gateway))
     )
-    filters = _load_filters(origins, problems)
+    filters = _load_filters(origins, problems, load_filter)
 
     if problems:
         order = {f: i for i, f in enumerate(dict.fromkeys([*files, *(p.file for p in problems)]))}
@@ -522,11 +522,15 @@ def load_config(
     *,
     namespace: str = "default",
     texts: Sequence[tuple[str, str]] = (),
+    load_filter: FilterLoader | None = None,
 ) -> Config:
     """Read and validate files and folders; raises ConfigError with every problem found.
 
     ``texts`` are (YAML text, source name) pairs read after the files, into the same config
-    (``meshfast.Sidecar(config=..., yaml=...)``).
+    (``meshfast.Sidecar(config=..., yaml=...)``).  ``load_filter`` builds the instances of
+    the HttpFilter resources (``Config.filters``; its problems are reported with the others);
+    without it only their ``module:Class`` syntax is checked (``meshfast.deploy.load`` passes
+    the filter registry's loader).
     """
     docs, errors, files = read_paths(paths)
     for text, source in texts:
@@ -534,10 +538,17 @@ def load_config(
         docs.extend(more)
         errors.extend(failed)
         files.append(source)
-    return _validate(docs, errors, files, namespace)
+    return _validate(docs, errors, files, namespace, load_filter)
 
 
-def load_config_text(text: str, *, source: str = "<body>", namespace: str = "default") -> Config:
-    """Read and validate one multi-document YAML text (a ``POST /config`` body)."""
+def load_config_text(
+    text: str,
+    *,
+    source: str = "<body>",
+    namespace: str = "default",
+    load_filter: FilterLoader | None = None,
+) -> Config:
+    """Read and validate one multi-document YAML text (a ``POST /config`` body);
+    ``load_filter`` as in :func:`load_config`."""
     docs, errors = parse_text(text, source)
-    return _validate(docs, errors, [source], namespace)
+    return _validate(docs, errors, [source], namespace, load_filter)

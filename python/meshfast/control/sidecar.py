@@ -1,6 +1,6 @@
-"""The sidecar: the Rust core, the snapshot it serves, and the admin API around them.
+"""The sidecar's life cycle: the Rust core, the admin API around it, signals and the drain.
 
-``meshfast run`` and ``meshfast demo`` both build a :class:`Sidecar` and run
+``meshfast run``, ``meshfast demo`` and the embedding API build a :class:`Sidecar` and run
 :meth:`Sidecar.serve` under Trio. Life cycle::
 
     starting ──(admin bound, first snapshot applied)──► ready
@@ -10,58 +10,36 @@
 The core is anything with :class:`CoreLike`'s methods: ``meshfast._core.Core`` in
 production, a fake in the admin API's tests.
 
-DNS endpoints (ServiceEntry ``resolution: DNS``/``DNS_ROUND_ROBIN``): the Sidecar keeps the
-snapshot as compiled (hostname endpoints, :attr:`Sidecar.base_snapshot`) and serves it with
-the names resolved by its :class:`~meshfast.control.resolver.Resolver`
-(:attr:`Sidecar.snapshot`, what ``/config_dump`` shows).  Names are resolved before the first
-apply, before each ``POST /config`` is applied (new names only), and every
-``settings.dns_refresh`` seconds; a refresh that changes an address set re-applies the same
-config with the version + 1.  Applies are serialized by one lock, so a refresh never races a
-``POST /config``: it substitutes into whatever config is current when it applies.
-
-Python filters (``HttpFilter`` resources): each config's filters become one
-:class:`~meshfast.filters.dispatch.Dispatcher`, given to the core with
-``set_filter_dispatcher`` right before the snapshot whose filter ids it matches (None for a
-config without filters); if the core rejects the snapshot, the previous dispatcher is put
-back.  A DNS re-apply keeps the current dispatcher.  Dispatchers run their ``async def``
-phases on this Sidecar's Trio loop (:class:`~meshfast.filters.loop.TrioLoop`, bound once
-:meth:`Sidecar.serve` runs); in-flight filter tasks finish during the drain.
-
-Embedding (:class:`meshfast.Sidecar`): ``prepare`` is a function every config this Sidecar
-loads passes through before it is compiled (the embedding API adds the filters it was given
-as objects), and :meth:`Sidecar.reapply` compiles the current config again when what
-``prepare`` adds has changed.  So ``POST /config`` keeps those filters too.
-
-A start from the snapshot cache gives the Sidecar an :class:`EncodedSnapshot` (the bytes
-the core already serves): it is decoded the first time something asks for it
-(``/config_dump``, a reload), so an idle sidecar never imports msgspec or the IR types.
+What the core serves and every change to it (``POST /config``, the embedding API's reloads,
+DNS refreshes, the filter dispatcher) belong to the sidecar's
+:class:`~meshfast.control.reload.Reloader` (:attr:`Sidecar.reloader`); the Sidecar's
+``apply_*`` methods and state properties hand over to it.  A config becomes what the core
+serves through :mod:`meshfast.deploy`.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import trio
 
+from meshfast.control.heap import trim_heap as trim_heap
 from meshfast.control.http import HttpServer, Limits, format_address, open_listeners
+from meshfast.control.reload import KEEP, EncodedSnapshot, Reloader, _Keep
 from meshfast.control.resolver import ResolveFn, Resolver
 from meshfast.control.settings import SidecarSettings as SidecarSettings
 from meshfast.control.settings import options_for
+from meshfast.deploy import Prepare
 
 if TYPE_CHECKING:
     from meshfast._core import FilterDispatcher
     from meshfast.config import CompileOptions, Config, dns, ir
-    from meshfast.filters.loop import TrioLoop
 
 # The filter machinery (meshfast.filters.*) is imported only by configs that have
 # filters: a sidecar without any never loads it (~0.8 MiB of its idle RSS).
-
-# A config as loaded → the config to compile (see ``Sidecar(prepare=...)``).
-Prepare = Callable[["Config"], "Config"]
 
 __all__ = [
     "KEEP",
@@ -75,17 +53,6 @@ __all__ = [
 ]
 
 
-def trim_heap() -> bool:
-    """Gives the C heap's free pages back (``_core.trim_memory``): a start or a config
-    compile frees far more than it keeps, and glibc keeps freed pages mapped. False
-    without the compiled core (tests of the control layer alone)."""
-    try:
-        from meshfast._core import trim_memory
-    except ImportError:
-        return False
-    return trim_memory()
-
-
 State = Literal["starting", "ready", "draining", "stopped"]
 
 
@@ -93,11 +60,11 @@ class CoreLike(Protocol):
     """The part of ``meshfast._core.Core`` the control layer uses."""
 
     def apply_snapshot(self, snapshot: bytes, /) -> int: ...
+    def install(self, snapshot: bytes, dispatcher: FilterDispatcher | None, /) -> int: ...
     def listeners(self) -> list[tuple[str, str]]: ...
     def stats_json(self) -> str: ...
     def stats_prometheus(self) -> str: ...
     def clusters_json(self) -> str: ...
-    def set_filter_dispatcher(self, dispatcher: FilterDispatcher | None, /) -> None: ...
     def shutdown(self, drain_timeout: float = ..., /) -> None: ...
 
 
@@ -118,31 +85,13 @@ class Ready:
         )
 
 
-class EncodedSnapshot(NamedTuple):
-    """A snapshot as IR bytes (the core serves it already), with the version the core gave it."""
-
-    data: bytes
-    version: int
-
-    def decode(self) -> ir.Snapshot:
-        from meshfast.config import ir
-
-        return ir.decode(self.data)
-
-
-class _Keep:
-    """The type of :data:`KEEP`: apply a snapshot without changing the filter dispatcher."""
-
-
-KEEP = _Keep()
-
-
 class Sidecar:
-    """Owns the core, the current snapshot and its sources; serves the admin API.
+    """Owns the core's life cycle and serves the admin API; its :attr:`reloader` owns what
+    the core serves.
 
-    ``core_errors`` are the exceptions ``core.apply_snapshot`` raises for a snapshot it
-    rejects (``POST /config`` answers them with 400); by default the core's
-    ``SnapshotError`` and ``CoreError``. ``limits`` bound the admin API's HTTP server.
+    ``core_errors`` are the exceptions the core raises for a snapshot it refuses
+    (``POST /config`` answers them with 400); by default the core's ``SnapshotError`` and
+    ``CoreError``. ``limits`` bound the admin API's HTTP server.
 
     ``dns_plan`` says which services of ``snapshot`` are DNS ServiceEntry hosts
     (:func:`meshfast.config.dns.plan` of its config; None: none are, hostnames go to the core
@@ -166,7 +115,7 @@ class Sidecar:
     ) -> None:
         """``applied``: the caller already gave ``snapshot`` to the core (a config without
         DNS names can start serving before Trio is even imported), and ``filters``, the
-        dispatcher of its config (:func:`~meshfast.filters.dispatch.build_dispatcher`), too.
+        dispatcher of its config (:attr:`meshfast.deploy.Deployment.dispatcher`), too.
         An :class:`EncodedSnapshot` must be applied already.
 
         ``config``: the config ``snapshot`` was compiled from, as loaded (before ``prepare``),
@@ -182,27 +131,23 @@ class Sidecar:
         self.core = core
         self.settings = settings or SidecarSettings()
         self.core_errors = core_errors
-        if isinstance(snapshot, EncodedSnapshot) and not applied:
-            raise ValueError("an EncodedSnapshot must be applied to the core already")
-        # The served snapshot, and the one as compiled (the same object without DNS names).
-        self._snapshot: ir.Snapshot | EncodedSnapshot = snapshot
-        self._base: ir.Snapshot | EncodedSnapshot = snapshot
-        self._dns: dns.DnsPlan = dict(dns_plan or {})
-        self.resolver = Resolver(resolve) if resolve is not None else Resolver()
-        self._sources: tuple[str, ...] = self.settings.sources
-        self._version = snapshot.version
+        self.reloader = Reloader(
+            core,
+            snapshot,
+            self.settings,
+            core_errors=core_errors,
+            resolver=Resolver(resolve) if resolve is not None else Resolver(),
+            dns_plan=dns_plan,
+            applied=applied,
+            dispatcher=filters,
+            config=config,
+            prepare=prepare,
+        )
         self._state: State = "starting"
         self._served = False
         self._core_stopped = False
-        self._applied = applied
-        self._filters = filters
-        self._config = config
-        self._prepare = prepare
         self._quit = trio.Event()
-        self._apply_lock = trio.Lock()
         self._http = HttpServer(AdminApi(self), limits)
-        self._nursery: trio.Nursery | None = None  # set while serving
-        self._loop: TrioLoop | None = None  # async filter phases run here once serving
         self.admin_address: str | None = None
 
     # === state ===
@@ -212,50 +157,38 @@ class Sidecar:
         return self._state
 
     @property
+    def resolver(self) -> Resolver:
+        return self.reloader.resolver
+
+    @property
     def snapshot(self) -> ir.Snapshot:
         """The snapshot the core serves (or will serve, while starting)."""
-        if isinstance(self._snapshot, EncodedSnapshot):
-            self._decode()
-        assert not isinstance(self._snapshot, EncodedSnapshot)
-        return self._snapshot
+        return self.reloader.snapshot
 
     @property
     def base_snapshot(self) -> ir.Snapshot:
         """The snapshot as compiled: DNS endpoints still ``hostname:port``."""
-        if isinstance(self._base, EncodedSnapshot):
-            self._decode()
-        assert not isinstance(self._base, EncodedSnapshot)
-        return self._base
-
-    def _decode(self) -> None:
-        """Decodes a snapshot that came encoded (it has no DNS names: base and served are one)."""
-        if isinstance(self._base, EncodedSnapshot):
-            decoded = self._base.decode()
-            if self._snapshot is self._base:
-                self._snapshot = decoded
-            self._base = decoded
-        if isinstance(self._snapshot, EncodedSnapshot):
-            self._snapshot = self._snapshot.decode()
+        return self.reloader.base_snapshot
 
     @property
     def version(self) -> int:
-        return self._version
+        return self.reloader.version
 
     @property
     def filters(self) -> FilterDispatcher | None:
         """The filter dispatcher of the current config (None: it has no HttpFilters)."""
-        return self._filters
+        return self.reloader.dispatcher
 
     @property
     def config(self) -> Config | None:
         """The config now serving, as loaded (before ``prepare``); None when it is not known
         (a compiled snapshot given to :meth:`apply`)."""
-        return self._config
+        return self.reloader.config
 
     @property
     def sources(self) -> tuple[str, ...]:
         """Where the current config came from: file paths, or ``<POST /config>``."""
-        return self._sources
+        return self.reloader.sources
 
     def request_shutdown(self) -> None:
         """Start draining: readiness fails, then the core drains and :meth:`serve` returns.
@@ -264,78 +197,27 @@ class Sidecar:
         """
         self._quit.set()
 
-    # === config ===
+    # === config (the reloader's) ===
 
     def compile_options(self, version: int) -> CompileOptions:
         """The options every config of this sidecar is compiled with (start and reloads)."""
-        return self.options_for(self.settings, version)
+        return self.reloader.options(version)
 
     @staticmethod
     def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         return options_for(s, version)
 
     async def apply_yaml(self, text: str, *, source: str = "<POST /config>") -> int:
-        """Loads, compiles and applies a whole new config; returns its version.
-
-        Raises ``ConfigError`` (nothing applied) or one of ``core_errors`` (the core
-        rejected the snapshot; the old one keeps serving).
-        """
-        from meshfast.config import load_config_text
-
-        namespace = self.settings.namespace
-
-        def load() -> Config:
-            return load_config_text(text, source=source, namespace=namespace)
-
-        return await self.apply_config(load, (source,))
+        """:meth:`Reloader.apply_yaml <meshfast.control.reload.Reloader.apply_yaml>`."""
+        return await self.reloader.apply_yaml(text, source=source)
 
     async def apply_config(self, load: Callable[[], Config], sources: Sequence[str]) -> int:
-        """Like :meth:`apply_yaml`, for a config ``load`` returns (called in a worker thread:
-        it may read files and import filter modules); ``sources`` say where it came from."""
-        async with self._apply_lock:
-            return await self._load_and_apply(load, tuple(sources))
+        """:meth:`Reloader.apply_config <meshfast.control.reload.Reloader.apply_config>`."""
+        return await self.reloader.apply_config(load, sources)
 
     async def reapply(self) -> int:
-        """Compiles the current :attr:`config` again, through ``prepare``, and applies it as a
-        new version: what ``prepare`` adds has changed.  Raises like :meth:`apply_yaml`, and
-        ``RuntimeError`` when the current config is not known."""
-        async with self._apply_lock:
-            config = self._config
-            if config is None:
-                raise RuntimeError("the config now serving is not known: it cannot be reapplied")
-            return await self._load_and_apply(lambda: config, self._sources)
-
-    async def _load_and_apply(self, load: Callable[[], Config], sources: tuple[str, ...]) -> int:
-        from meshfast.config import compile_config
-
-        options = self.compile_options(self._version + 1)
-        prepare = self._prepare
-
-        def build() -> tuple[Config, ir.Snapshot, dns.DnsPlan, FilterDispatcher | None]:
-            loaded = load()
-            config = loaded if prepare is None else prepare(loaded)
-            snapshot = compile_config(config, options)
-            from meshfast.config import dns, http_filter
-
-            filters = None
-            if http_filter.numbered(config.resources):
-                from meshfast.filters.dispatch import build_dispatcher
-
-                filters = build_dispatcher(config)
-            return loaded, snapshot, dns.plan(config), filters
-
-        loaded, snapshot, plan, filters = await trio.to_thread.run_sync(build)
-        from meshfast.config import dns
-
-        await self.resolver.refresh(dns.hostnames(snapshot, plan), only_new=True)
-        version = await self._apply_locked(snapshot, sources, plan, filters=filters)
-        self._config = loaded
-        if self._state == "ready":
-            # What loading and compiling freed (the start trims once it is ready). In a
-            # worker thread, so the Trio loop goes on; the data plane's workers wait on an
-            # arena's lock only while that arena is walked (a heap of a few MiB).
-            await trio.to_thread.run_sync(trim_heap)
-        return version
+        """:meth:`Reloader.reapply <meshfast.control.reload.Reloader.reapply>`."""
+        return await self.reloader.reapply()
 
     async def apply(
         self,
@@ -345,87 +227,8 @@ class Sidecar:
         *,
         filters: FilterDispatcher | _Keep | None = KEEP,
     ) -> int:
-        """Applies an already compiled snapshot (DNS names resolved as known so far, with
-        ``plan``: the DNS services of its config, default the current ones); returns its
-        version.  ``filters``: the dispatcher of its config (default: keep the current one).
-        The current :attr:`config` becomes unknown."""
-        async with self._apply_lock:
-            version = await self._apply_locked(snapshot, tuple(sources), plan, filters=filters)
-            self._config = None
-            return version
-
-    async def _apply_locked(
-        self,
-        base: ir.Snapshot,
-        sources: tuple[str, ...],
-        plan: dns.DnsPlan | None = None,
-        *,
-        filters: FilterDispatcher | _Keep | None = KEEP,
-    ) -> int:
-        from meshfast.config import dns, ir
-
-        plan = self._dns if plan is None else plan
-        snapshot = dns.substitute(base, plan, self.resolver.addresses)
-        encoded = ir.encode(snapshot)
-        if isinstance(filters, _Keep) or (filters is None and self._filters is None):
-            version = await trio.to_thread.run_sync(self.core.apply_snapshot, encoded)
-        else:
-            from meshfast.filters.dispatch import apply_with_filters
-
-            self._bind(filters)
-            version = await trio.to_thread.run_sync(
-                apply_with_filters, self.core, encoded, filters, self._filters
-            )
-        if not isinstance(filters, _Keep):
-            self._filters = filters
-        self._snapshot, self._sources, self._version = snapshot, sources, version
-        self._base, self._dns = base, plan
-        return version
-
-    def _bind(self, filters: FilterDispatcher | None) -> None:
-        """Gives a dispatcher this sidecar's Trio loop (made on first need) for its async
-        phases; before serving there is none and they fail, as without a loop."""
-        if filters is None:
-            return
-        from meshfast.filters.dispatch import Dispatcher
-
-        if not isinstance(filters, Dispatcher):
-            return
-        if self._loop is None and self._nursery is not None:
-            from meshfast.filters.loop import TrioLoop
-
-            self._loop = TrioLoop(self._nursery)
-        filters.bind(self._loop)
-
-    async def _dns_changed(self) -> None:
-        """Re-applies the current config with fresh addresses, if they change the snapshot."""
-        async with self._apply_lock:
-            if self._state != "ready":
-                return
-            import msgspec
-
-            from meshfast.config import dns
-
-            resolved = dns.substitute(self.base_snapshot, self._dns, self.resolver.addresses)
-            if resolved == msgspec.structs.replace(self.snapshot, version=resolved.version):
-                return
-            base = msgspec.structs.replace(self.base_snapshot, version=self._version + 1)
-            try:
-                await self._apply_locked(base, self._sources)
-            except self.core_errors as exc:
-                name = type(exc).__name__
-                print(
-                    f"meshfast: the core rejected the re-resolved snapshot ({name}): {exc}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-    def _dns_names(self) -> set[str]:
-        if not self._dns:
-            return set()  # (an encoded snapshot stays encoded: it never has DNS names)
-        from meshfast.config import dns
-
-        return dns.hostnames(self.base_snapshot, self._dns)
+        """:meth:`Reloader.apply <meshfast.control.reload.Reloader.apply>`."""
+        return await self.reloader.apply(snapshot, sources, plan, filters=filters)
 
     # === serving ===
 
@@ -454,8 +257,7 @@ class Sidecar:
             self.admin_address = format_address(listeners[0].socket.getsockname())
             error: Exception | None = None
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self._bind(self._filters)
+                self.reloader.bind(nursery)
                 if handle_signals:
                     await nursery.start(self._watch_signals)
                 await nursery.start(self._http.serve, listeners)
@@ -466,18 +268,20 @@ class Sidecar:
                     nursery.cancel_scope.cancel()
                 else:
                     self._state = "ready"
+                    self.reloader.live = True
                     if self.settings.dns_refresh > 0:
                         nursery.start_soon(
                             self.resolver.watch,
                             self.settings.dns_refresh,
-                            self._dns_names,
-                            self._dns_changed,
+                            self.reloader.dns_names,
+                            self.reloader.dns_changed,
                         )
                     task_status.started(ready)
                     # What the start freed (imports, a compile) goes back to the system.
                     await trio.to_thread.run_sync(trim_heap)
                     await self._quit.wait()
                     self._state = "draining"
+                    self.reloader.live = False
                     await trio.to_thread.run_sync(self.core.shutdown, self.settings.drain_timeout)
                     self._core_stopped = True
                     nursery.cancel_scope.cancel()
@@ -485,34 +289,28 @@ class Sidecar:
                 raise error
         finally:
             self._state = "stopped"
-            self._nursery = None  # closed: a dispatcher bound later gets no loop
+            self.reloader.live = False
+            self.reloader.bind(None)  # closed: a dispatcher installed later gets no loop
             if not self._core_stopped:
                 self._core_stopped = True
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self.core.shutdown, 0.0)
 
     async def _start_core(self) -> Ready:
-        if self._applied and not self._dns:
-            version = self._version
-        else:
-            await self.resolver.refresh(self._dns_names())
-            async with self._apply_lock:
-                version = await self._apply_locked(
-                    self.base_snapshot, self._sources, filters=self._filters
-                )
+        version = await self.reloader.start()
         bound = tuple(await trio.to_thread.run_sync(self.core.listeners))
         if self.settings.gateway:
             # A gateway has no outbound listener: report its first one (or "-").
             outbound_names = {x.name for x in self.snapshot.listeners[:1]}
             default = "-"
-        elif isinstance(self._snapshot, EncodedSnapshot):
+        elif self.reloader.encoded:
             # The compiler's name for the listener at --outbound (not decoded for this).
             outbound_names = {"outbound"}
             default = self.settings.outbound
         else:
             outbound_names = {
                 listener.name
-                for listener in self._snapshot.listeners
+                for listener in self.reloader.snapshot.listeners
                 if listener.address == self.settings.outbound
             }
             default = self.settings.outbound

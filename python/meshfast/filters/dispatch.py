@@ -43,16 +43,14 @@ from meshfast.filters._impl import steps
 from meshfast.filters.api import Headers, HttpFilter, LogInfo, Request, Response
 
 if TYPE_CHECKING:
-    from meshfast._core import FilterDispatcher
     from meshfast.config.model import Config
-    from meshfast.control.sidecar import CoreLike
     from meshfast.filters.loop import TrioLoop
 
 __all__ = [
     "Dispatcher",
     "FilterSettings",
-    "apply_with_filters",
     "build_dispatcher",
+    "carry_failures",
     "failure_counts",
 ]
 
@@ -463,65 +461,32 @@ class Dispatcher:
 
 def build_dispatcher(config: Config) -> Dispatcher | None:
     """The dispatcher for ``config``'s HttpFilters, by the ids :func:`compile_config` gives
-    them; None when it has none.  Filters ``load_config`` did not construct (a Config built
-    by hand) are loaded here; a problem raises ``ConfigError``."""
+    them; None when it has none.  Filters the config has no instance of (loaded without a
+    filter loader, or built by hand) are loaded here; a problem raises ``ConfigError``."""
     from meshfast.config import http_filter
-    from meshfast.config.model import ConfigError, Problem
     from meshfast.filters import registry
 
     refs = http_filter.numbered(config.resources)
     if not refs:
         return None
+    config = registry.load_missing(config)
     instances: dict[int, HttpFilter] = {}
     settings: dict[int, FilterSettings] = {}
-    problems: list[Problem] = []
     for i, res in refs:
-        key = (res.metadata.namespace, res.metadata.name)
-        f = config.filters.get(key)
-        if f is None:
-            source = config.sources.get(("HttpFilter", *key), "<config>")
-            f, issues = registry.load(
-                res.spec.python,
-                res.spec.config,
-                folder=registry.folder_of(source),
-                name=http_filter.ref_name(res),
-            )
-            problems.extend(Problem(source, 1, "HttpFilter", key[1], p, m) for p, m in issues)
-        if f is not None:
-            instances[i] = f
-            settings[i] = FilterSettings(
-                http_filter.timeout_ms(res) / 1000.0, res.spec.failure_status
-            )
-    if problems:
-        raise ConfigError(problems)
+        instances[i] = config.filters[(res.metadata.namespace, res.metadata.name)]
+        settings[i] = FilterSettings(http_filter.timeout_ms(res) / 1000.0, res.spec.failure_status)
     return Dispatcher(instances, settings)
 
 
-def apply_with_filters(
-    core: CoreLike,
-    snapshot: bytes,
-    filters: FilterDispatcher | None,
-    previous: FilterDispatcher | None = None,
-) -> int:
-    """``core.set_filter_dispatcher(filters)``, then ``core.apply_snapshot(snapshot)`` (the
-    snapshot whose filter ids ``filters`` matches); if the core rejects the snapshot,
-    ``previous`` is set back and the error propagates.
-
-    Failure counts carry over from ``previous`` (by filter name), so ``/stats`` counters
-    only grow across reloads."""
-    if isinstance(filters, Dispatcher) and isinstance(previous, Dispatcher):
-        for mine, theirs in (
-            (filters.errors, previous.errors),
-            (filters.timeouts, previous.timeouts),
-        ):
-            for name, count in theirs.items():
-                mine[name] = mine.get(name, 0) + count
-    core.set_filter_dispatcher(filters)
-    try:
-        return core.apply_snapshot(snapshot)
-    except BaseException:
-        core.set_filter_dispatcher(previous)
-        raise
+def carry_failures(new: object, previous: object) -> None:
+    """Adds ``previous``'s failure counts to ``new``'s, by filter name (both
+    :class:`Dispatcher`, else nothing), so ``/stats`` counters only grow across reloads.
+    Called before ``new`` is installed: if the core refuses it, it is simply dropped."""
+    if not isinstance(new, Dispatcher) or not isinstance(previous, Dispatcher) or new is previous:
+        return
+    for mine, theirs in ((new.errors, previous.errors), (new.timeouts, previous.timeouts)):
+        for name, count in theirs.items():
+            mine[name] = mine.get(name, 0) + count
 
 
 def failure_counts(dispatcher: object) -> dict[str, dict[str, int]]:

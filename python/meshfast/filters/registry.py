@@ -6,7 +6,9 @@ again (``importlib.reload``) when its file changed since, so a config reload pic
 filter code; modules it depends on are not reloaded.
 
 Problems are returned as ``(JSON path, message)`` pairs (``$.spec.python``,
-``$.spec.config.rate``...) for the config validator to place at their file and line.
+``$.spec.config.rate``...) for the config validator to place at their file and line:
+:func:`load_resource` is the ``FilterLoader`` the deploy path gives ``load_config``, so the
+config pipeline validates filters without importing this package.
 """
 
 from __future__ import annotations
@@ -17,31 +19,27 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from meshfast.config.http_filter import Issue, parse_target, ref_name
 from meshfast.filters.api import MAX_BODY_LIMIT as MAX_BODY
 from meshfast.filters.api import HttpFilter
 
-__all__ = ["Issue", "folder_of", "load", "parse_target"]
+if TYPE_CHECKING:
+    from meshfast.config import resources as r
+    from meshfast.config.model import Config
 
-Issue = tuple[str, str]
+__all__ = ["Issue", "folder_of", "load", "load_missing", "load_resource", "parse_target"]
 
-_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-_TARGET = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
 _AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 
 _lock = threading.Lock()
 _stamps: dict[str, tuple[int, int]] = {}  # module -> (mtime_ns, size) of its file when imported
-
-
-def parse_target(text: str) -> tuple[str, str] | None:
-    """``"pkg.module:Class"`` → ``("pkg.module", "Class")``; None when malformed."""
-    m = _TARGET.match(text.strip())
-    return (m.group(1), m.group(2)) if m else None
 
 
 def folder_of(source: str) -> str | None:
@@ -151,3 +149,37 @@ def load(
         return None, [("$.spec.python", f"{attr}(config) raised {type(exc).__name__}: {exc}")]
     instance.name = name
     return instance, []
+
+
+def load_resource(resource: r.HttpFilter, source: str, /) -> tuple[HttpFilter | None, list[Issue]]:
+    """:func:`load` for an ``HttpFilter`` resource read from ``source`` (a config file, folder
+    or ``<text>`` name): the config pipeline's ``FilterLoader``."""
+    return load(
+        resource.spec.python,
+        resource.spec.config,
+        folder=folder_of(source),
+        name=ref_name(resource),
+    )
+
+
+def load_missing(config: Config) -> Config:
+    """``config`` with an instance for every HttpFilter resource: those it lacks (a config
+    loaded without a filter loader, or built by hand) are loaded here.  Their problems raise
+    ``ConfigError`` at line 1 of their source (the documents' lines are not known here)."""
+    from meshfast.config.http_filter import numbered
+    from meshfast.config.model import ConfigError, Problem
+
+    built: dict[tuple[str, str], HttpFilter] = {}
+    problems: list[Problem] = []
+    for _, res in numbered(config.resources):
+        key = (res.metadata.namespace, res.metadata.name)
+        if key in config.filters:
+            continue
+        source = config.sources.get(("HttpFilter", *key), "<config>")
+        instance, issues = load_resource(res, source)
+        problems.extend(Problem(source, 1, "HttpFilter", key[1], p, m) for p, m in issues)
+        if instance is not None:
+            built[key] = instance
+    if problems:
+        raise ConfigError(problems)
+    return replace(config, filters={**config.filters, **built}) if built else config
