@@ -111,7 +111,7 @@ pub struct Proxy {
     /// still need the GIL on its way out, which must not meet interpreter exit).
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     store: Arc<ArcSwap<Runtime>>,
-    /// The filter hook the next applied snapshot is installed with.
+    /// The filter hook the current snapshot was installed with (kept by [`Proxy::apply`]).
     filters: Mutex<Option<Hook>>,
     workers: Vec<mpsc::Sender<Command>>,
     state: Mutex<State>,
@@ -170,12 +170,6 @@ impl Proxy {
             stats: Arc::new(Registry::default()),
             loads: EndpointStates::default(),
         })
-    }
-
-    /// Sets (or clears) the hook that runs Python filters. It takes effect with
-    /// the next [`Proxy::apply`], together with that snapshot's filter ids.
-    pub fn set_filter_hook(&self, hook: Option<Box<dyn FilterHook>>) {
-        *self.filters.lock() = hook.map(|h| Hook(Arc::new(h)));
     }
 
     /// Like [`Proxy::apply`], installing `hook` (None: no filters) with the

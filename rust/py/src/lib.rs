@@ -76,12 +76,6 @@ impl Core {
         py.detach(|| self.proxy.runtime().clusters_json())
     }
 
-    /// Sets (or, with None, clears) the object the workers call for routes with filters.
-    fn set_filter_dispatcher(&self, dispatcher: Option<Py<PyAny>>) {
-        self.proxy
-            .set_filter_hook(dispatcher.map(|d| Box::new(filters::PyFilterHook::new(d)) as Box<_>));
-    }
-
     #[pyo3(signature = (drain_timeout = 5.0))]
     fn shutdown(&self, py: Python<'_>, drain_timeout: f64) {
         let deadline = Duration::from_secs_f64(drain_timeout.clamp(0.0, 3600.0));
