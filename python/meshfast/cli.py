@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
 from meshfast import __version__
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from meshfast import _core
     from meshfast.config import CompileOptions, Config, Problem, ir
     from meshfast.config.identity import MeshIdentity
+    from meshfast.config.ir import PathNormalization
     from meshfast.control.settings import SidecarSettings
     from meshfast.control.sidecar import EncodedSnapshot
     from meshfast.deploy import Deployment, Sources
@@ -251,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of gateway listeners whose server has no bind (default 0.0.0.0)",
     )
     run.add_argument(
+        "--path-normalization",
+        default="BASE",
+        type=str.upper,
+        choices=("NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"),
+        help="Istio's meshConfig pathNormalization: how paths are normalized before they are"
+        " matched and forwarded (default BASE: RFC 3986 dot segments, unreserved escapes)",
+    )
+    run.add_argument(
         "--locality",
         default="",
         type=_locality,
@@ -388,7 +397,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
     from meshfast.control import snapshot_cache
 
     s = settings
-    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality)
+    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality, s.path_normalization)
     options = repr((*compiled_with, sorted(s.labels.items()), s.gateway, s.gateway_bind, s.certs))
     identity = (s.certs.cert_chain, s.certs.root_cert) if s.certs else ()
     return snapshot_cache.key(args.paths, options, identity)
@@ -502,6 +511,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         labels=args.labels,
         dns_refresh=args.dns_refresh,
         certs=_mesh_identity(args.certs),
+        path_normalization=cast("PathNormalization", args.path_normalization.lower()),
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None

@@ -62,6 +62,8 @@ class CompileOptions:
     gateway: bool = False  # serve the Gateways' servers instead of sidecar listeners
     gateway_bind: str = "0.0.0.0"  # the IP of gateway listeners whose server has no bind
     mesh: MeshIdentity | None = None  # ISTIO_MUTUAL and mTLS on inbound listeners
+    # meshConfig pathNormalization: paths are matched and forwarded normalized.
+    path_normalization: ir.PathNormalization = "base"
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -455,6 +457,7 @@ class _Compiler:
             clusters=tuple(
                 sorted({c.name: c for c in reversed(clusters)}.values(), key=lambda c: c.name)
             ),
+            path_normalization=opts.path_normalization,
         )
 
 

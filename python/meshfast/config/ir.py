@@ -15,6 +15,8 @@ MatchKind = Literal["exact", "prefix", "regex"]
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]
 UpstreamProtocol = Literal["http1", "http2", "tcp"]
 ListenerProtocol = Literal["http", "tcp", "tls"]  # tls: SNI-routed passthrough
+# Istio's meshConfig pathNormalization: how request paths are normalized before routing.
+PathNormalization = Literal["none", "base", "merge_slashes", "decode_and_merge_slashes"]
 
 
 class StringMatch(msgspec.Struct, frozen=True):
@@ -281,6 +283,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     listeners: tuple[Listener, ...] = ()
     route_tables: tuple[RouteTable, ...] = ()
     clusters: tuple[Cluster, ...] = ()
+    path_normalization: PathNormalization = "base"
 
 
 def encode(snapshot: Snapshot) -> bytes:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from meshfast.config import CompileOptions
     from meshfast.config.identity import MeshIdentity
+    from meshfast.config.ir import PathNormalization
 
 # Seconds between DNS refreshes (the resolver's default; Envoy uses the record TTL).
 DEFAULT_REFRESH_S = 30.0
@@ -37,6 +38,7 @@ class SidecarSettings(NamedTuple):
     labels: Mapping[str, str] = MappingProxyType({})  # this workload's labels
     dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
     certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
+    path_normalization: PathNormalization = "base"  # --path-normalization
 
 
 def options_for(s: SidecarSettings, version: int) -> CompileOptions:
@@ -54,4 +56,5 @@ def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         gateway=s.gateway,
         gateway_bind=s.gateway_bind,
         mesh=s.certs,
+        path_normalization=s.path_normalization,
     )

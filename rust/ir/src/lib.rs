@@ -16,6 +16,20 @@ pub struct Snapshot {
     pub listeners: Vec<Listener>,
     pub route_tables: Vec<RouteTable>,
     pub clusters: Vec<Cluster>,
+    /// How HTTP request paths are normalized before routing and forwarding.
+    pub path_normalization: PathNormalization,
+}
+
+/// Istio's meshConfig `pathNormalization.normalization`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathNormalization {
+    None,
+    /// RFC 3986: dot segments removed, unreserved escapes decoded (Istio's default).
+    #[default]
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

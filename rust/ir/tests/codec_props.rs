@@ -472,13 +472,22 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         vec(listener(), 0..3),
         vec(route_table(), 0..2),
         vec(cluster(), 0..3),
+        prop_oneof![
+            Just(PathNormalization::None),
+            Just(PathNormalization::Base),
+            Just(PathNormalization::MergeSlashes),
+            Just(PathNormalization::DecodeAndMergeSlashes),
+        ],
     )
-        .prop_map(|(version, listeners, route_tables, clusters)| Snapshot {
-            version,
-            listeners,
-            route_tables,
-            clusters,
-        })
+        .prop_map(
+            |(version, listeners, route_tables, clusters, path_normalization)| Snapshot {
+                version,
+                listeners,
+                route_tables,
+                clusters,
+                path_normalization,
+            },
+        )
 }
 
 fn has_nan(s: &Snapshot) -> bool {

@@ -49,6 +49,8 @@ pub struct Runtime {
     /// Indexed by the listener id the [`crate::Proxy`] assigned.
     pub listeners: Vec<Option<ListenerRt>>,
     pub clusters: Vec<Arc<ClusterRt>>,
+    /// How request paths are normalized before routing and forwarding.
+    pub path_normalization: meshfast_route::Normalization,
     /// The Python filter dispatcher that goes with this snapshot's filter ids:
     /// installed together, so a request never mixes one snapshot's ids with
     /// another's filters.
@@ -328,6 +330,7 @@ impl Runtime {
     pub fn empty() -> Self {
         Self {
             filters: None,
+            path_normalization: meshfast_route::Normalization::default(),
             needs_original_dst: false,
             version: 0,
             listeners: Vec::new(),
@@ -391,6 +394,7 @@ impl Runtime {
         loads.retain(&live);
         Ok(Self {
             filters: None,
+            path_normalization: snap.path_normalization.into(),
             needs_original_dst: clusters.iter().any(|c| c.original_dst),
             version: snap.version,
             listeners,

@@ -6,8 +6,10 @@
 //! lookups allocate nothing except when a route matches on query parameters.
 
 mod matcher;
+mod path;
 
 pub use matcher::{RequestHead, RouteMatcher, StringMatcher};
+pub use path::{normalize as normalize_path, Normalization};
 
 use std::collections::HashMap;
 

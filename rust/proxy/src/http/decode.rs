@@ -1,6 +1,7 @@
 //! Decode: what the request says about itself, taken once — its id, the
-//! client's identity, the authority it is for. Headers a client may not set
-//! for itself are dropped here.
+//! client's identity, the authority it is for, its path normalized (routes
+//! match, and the upstream gets, the normalized path: Istio's
+//! `pathNormalization`). Headers a client may not set for itself are dropped.
 
 use super::ctx::RequestCtx;
 use super::respond::{Answer, FLAGS_HEADER, REQUEST_ID};
@@ -8,8 +9,11 @@ use crate::body::DownBody;
 use crate::flags::ResponseFlag;
 use crate::tls::ListenerTls;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Request;
+use http::uri::PathAndQuery;
+use http::{Request, Uri};
 use hyper::body::Incoming;
+use meshfast_route::normalize_path;
+use std::borrow::Cow;
 
 /// Envoy's header for the client certificate's identity (Istio: `By=...;URI=...`).
 const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -37,8 +41,25 @@ pub fn decode(
     let Some(authority) = authority(&req) else {
         return Err(Box::new(ctx.fail(ResponseFlag::DownstreamProtocolError)));
     };
+    if let Cow::Owned(path) = normalize_path(req.uri().path(), ctx.snap.path_normalization) {
+        if set_path(&mut req, &path).is_none() {
+            return Err(Box::new(ctx.fail(ResponseFlag::DownstreamProtocolError)));
+        }
+    }
     ctx.authority = authority;
     Ok(req.map(DownBody::Streaming))
+}
+
+/// Replaces the request's path, keeping its query (and scheme and authority).
+fn set_path<B>(req: &mut Request<B>, path: &str) -> Option<()> {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
+    *req.uri_mut() = Uri::from_parts(parts).ok()?;
+    Some(())
 }
 
 /// Mesh inbound: only our own record of the client's identity goes on

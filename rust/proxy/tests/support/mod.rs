@@ -640,6 +640,7 @@ pub fn http_snapshot(
             virtual_hosts: vhosts,
         }],
         clusters,
+        ..Default::default()
     }
 }
 
