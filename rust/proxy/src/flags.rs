@@ -16,6 +16,10 @@ pub enum ResponseFlag {
     UpstreamRequestTimeout,
     /// The request itself was unusable (400).
     DownstreamProtocolError,
+    /// The client went away before its request was sent on (499, nginx's
+    /// "client closed request": nobody reads it; it keeps such requests apart
+    /// in the counters).
+    DownstreamConnectionTermination,
     /// Fault injection aborted the request.
     FaultInjected,
     /// Fault injection delayed the request.
@@ -29,7 +33,7 @@ pub enum ResponseFlag {
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 11] = [
+    pub const ALL: [ResponseFlag; 12] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -37,6 +41,7 @@ impl ResponseFlag {
         Self::UpstreamConnectionTermination,
         Self::UpstreamRequestTimeout,
         Self::DownstreamProtocolError,
+        Self::DownstreamConnectionTermination,
         Self::FaultInjected,
         Self::DelayInjected,
         Self::RetryLimitExceeded,
@@ -52,6 +57,7 @@ impl ResponseFlag {
             Self::UpstreamConnectionTermination => "UC",
             Self::UpstreamRequestTimeout => "UT",
             Self::DownstreamProtocolError => "DPE",
+            Self::DownstreamConnectionTermination => "DC",
             Self::FaultInjected => "FI",
             Self::DelayInjected => "DI",
             Self::RetryLimitExceeded => "URX",
@@ -65,6 +71,7 @@ impl ResponseFlag {
             Self::NoRoute => S::NOT_FOUND,
             Self::UpstreamRequestTimeout => S::GATEWAY_TIMEOUT,
             Self::DownstreamProtocolError => S::BAD_REQUEST,
+            Self::DownstreamConnectionTermination => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
             // Fault aborts carry their configured status; these are only defaults.
             Self::FaultInjected | Self::DelayInjected => S::INTERNAL_SERVER_ERROR,
             Self::RetryLimitExceeded => S::SERVICE_UNAVAILABLE,
@@ -90,6 +97,7 @@ impl ResponseFlag {
             }
             Self::UpstreamRequestTimeout => "upstream request timeout\n",
             Self::DownstreamProtocolError => "bad request\n",
+            Self::DownstreamConnectionTermination => "",
             Self::FaultInjected => "fault filter abort\n",
             Self::DelayInjected | Self::RetryLimitExceeded => "",
             Self::FilterFailure => "filter failure\n",

@@ -55,7 +55,36 @@ pub enum SendError {
     },
 }
 
+/// How the downstream broke a request it was still sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownstreamFault {
+    /// Its body was malformed (bad chunk framing, a length it did not keep).
+    Malformed,
+    /// It went away (closed or reset) mid-body.
+    Gone,
+}
+
 impl SendError {
+    /// The downstream's fault, when the send failed because reading the
+    /// request body from the client failed: such a failure is never the
+    /// upstream endpoint's (no outlier streak, no retry).
+    pub fn downstream_fault(&self) -> Option<DownstreamFault> {
+        let Self::Http { source, .. } = self else {
+            return None;
+        };
+        // hyper marks errors of the body it was sending as the user's; their
+        // source is the error our body stream gave: the downstream's.
+        if !source.is_user() {
+            return None;
+        }
+        let cause = std::error::Error::source(source)?;
+        Some(if malformed(cause) {
+            DownstreamFault::Malformed
+        } else {
+            DownstreamFault::Gone
+        })
+    }
+
     /// Whether the upstream was never reached (Envoy's UF rather than UC).
     pub fn is_connect(&self) -> bool {
         matches!(
@@ -451,6 +480,27 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// Whether the downstream body's error says its framing was bad: hyper
+/// reports a parse error, or bad chunk framing as invalid data.
+fn malformed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn http_error(address: &str, source: hyper::Error) -> SendError {

@@ -15,7 +15,7 @@ use crate::cluster::{ClusterRt, Health};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
 use crate::headers::strip_hop_by_hop;
-use crate::pool::{Failed, Held, Lease, UpstreamBody};
+use crate::pool::{DownstreamFault, Failed, Held, Lease, UpstreamBody};
 use crate::retry::{Outcome, Retries, RetryRt, Step};
 use crate::runtime::{Destination, RouteRt};
 use crate::upstream::{self, Pick, Target};
@@ -170,6 +170,9 @@ struct Tried {
 /// How one try went.
 enum Attempt {
     Answered(Response<Incoming>, Option<Lease>),
+    /// The client broke its own request (a malformed or cut-short body):
+    /// nothing the endpoint did, nothing to retry.
+    Downstream(ResponseFlag),
     /// `unsent`: the request, when none of it was written (it may go elsewhere).
     Failed {
         outcome: Outcome,
@@ -209,6 +212,7 @@ impl Tries<'_> {
                         Step::Retry(backoff) => backoff,
                     }
                 }
+                Attempt::Downstream(flag) => return Err(flag),
                 Attempt::Failed {
                     outcome,
                     flag,
@@ -257,6 +261,12 @@ impl Tries<'_> {
         };
         match result {
             Some(Ok((resp, lease))) => Attempt::Answered(resp, lease),
+            Some(Err(Failed { error, .. })) if error.downstream_fault().is_some() => {
+                Attempt::Downstream(match error.downstream_fault() {
+                    Some(DownstreamFault::Malformed) => ResponseFlag::DownstreamProtocolError,
+                    _ => ResponseFlag::DownstreamConnectionTermination,
+                })
+            }
             Some(Err(Failed { error, request })) => {
                 let (outcome, flag) = if error.is_connect() {
                     (
