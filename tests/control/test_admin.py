@@ -693,6 +693,9 @@ async def test_quitquitquit_a_browser_could_send_is_refused_and_the_sidecar_serv
 async def test_a_refused_origin_comes_before_a_wrong_method(running: Running) -> None:
     response = await running.client.post("/ready", headers={"origin": "http://evil.example"})
     assert response.status_code == 403
+    # A wrong method is told before a wrong body type.
+    response = await running.client.post("/ready", headers={"content-type": "text/plain"})
+    assert response.status_code == 405
     # Reads are not state-changing: Origin is not looked at (the Host check protects them).
     response = await running.client.get("/ready", headers={"origin": "http://evil.example"})
     assert response.status_code == 200
@@ -720,12 +723,12 @@ def _request(host: str | None, *, local: str = "", method: str = "GET") -> Reque
     ],
 )
 def test_refusal_of_hosts(host: str | None, status: int | None) -> None:
-    refused = refusal(_request(host, local="10.1.2.3"), LOOPBACK_HOSTS, {})
+    refused = refusal(_request(host, local="10.1.2.3"), LOOPBACK_HOSTS)
     assert (refused and refused.status) == status
 
 
 def test_refusal_knows_the_ipv4_of_an_ipv4_mapped_connection() -> None:
-    assert refusal(_request("10.1.2.3", local="::ffff:10.1.2.3"), LOOPBACK_HOSTS, {}) is None
+    assert refusal(_request("10.1.2.3", local="::ffff:10.1.2.3"), LOOPBACK_HOSTS) is None
 
 
 @pytest.mark.parametrize(

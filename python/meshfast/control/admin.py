@@ -17,7 +17,8 @@ Every ``GET`` route also answers ``HEAD``. Unknown paths get 404, known paths wi
 method 405 with an ``Allow`` header. Calls into the core that may take time run in a
 worker thread (``trio.to_thread``), so a slow stats dump never stalls the admin loop.
 
-No browser is trusted (:func:`refusal`, checked before any route runs):
+No browser is trusted (:func:`refusal`, checked before any route runs, and
+:func:`unsupported_body`, once the route is known):
 
 - DNS rebinding: the ``Host`` header must name this admin API: ``localhost``, ``127.0.0.1``,
   ``[::1]``, the IP address it is bound to (told with ``--admin``), or the IP address the
@@ -47,7 +48,14 @@ from meshfast.control.http import Request, Response, parse_address
 if TYPE_CHECKING:
     from meshfast.control.sidecar import Sidecar
 
-__all__ = ["CONFIG_TYPES", "LOOPBACK_HOSTS", "SIMPLE_TYPES", "AdminApi", "refusal"]
+__all__ = [
+    "CONFIG_TYPES",
+    "LOOPBACK_HOSTS",
+    "SIMPLE_TYPES",
+    "AdminApi",
+    "refusal",
+    "unsupported_body",
+]
 
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 CONFIG_SOURCE = "<POST /config>"
@@ -107,7 +115,7 @@ class AdminApi:
         return result
 
     async def __call__(self, request: Request) -> Response:
-        refused = refusal(request, self.hosts, self.body_types)
+        refused = refusal(request, self.hosts)
         if refused is not None:
             return refused
         methods = self.routes.get(request.path)
@@ -122,6 +130,9 @@ class AdminApi:
                 f"{request.method} is not allowed on {request.path}\n".encode(),
                 headers=(("allow", ", ".join(allow)),),
             )
+        refused = unsupported_body(request, self.body_types.get(request.path))
+        if refused is not None:
+            return refused
         return await route(request)
 
     # === routes ===
@@ -213,14 +224,12 @@ class AdminApi:
 # === the rules for browsers ===
 
 
-def refusal(
-    request: Request, hosts: frozenset[str], body_types: dict[str, frozenset[str]]
-) -> Response | None:
-    """The answer refusing ``request`` (see the module docstring), or None to serve it.
+def refusal(request: Request, hosts: frozenset[str]) -> Response | None:
+    """The answer refusing ``request`` for its ``Host`` or ``Origin`` (see the module
+    docstring), or None.
 
     ``hosts``: the accepted ``Host`` names (normalized as :func:`split_authority` does);
     the IP address the connection arrived on (``request.local``) is accepted too.
-    ``body_types``: the media types a path's state-changing requests must carry.
     """
     host_header = request.header("host")
     if host_header is None:
@@ -245,8 +254,15 @@ def refusal(
             f"Origin {origin!r} is not this admin API's own origin (http://{host_header}):"
             f" a {request.method} from another origin is refused (CSRF)\n",
         )
+    return None
+
+
+def unsupported_body(request: Request, wanted: frozenset[str] | None) -> Response | None:
+    """415 for a state-changing ``request`` whose ``Content-Type`` is not one of ``wanted``
+    (None: the route takes no body, so no type a browser may send cross-site), or None."""
+    if request.method in SAFE_METHODS:
+        return None
     media = media_type(request.header("content-type"))
-    wanted = body_types.get(request.path)
     if wanted is not None and media not in wanted:
         return Response.text(
             415,
