@@ -267,7 +267,7 @@ def unsupported_body(request: Request, wanted: frozenset[str] | None) -> Respons
         return Response.text(
             415,
             f"{request.method} {request.path} takes Content-Type "
-            f"{' or '.join(sorted(wanted))}, not {media or 'none'}\n",
+            f"{', '.join(sorted(wanted))}; not {media or 'none'}\n",
         )
     if wanted is None and media in SIMPLE_TYPES:
         return Response.text(
