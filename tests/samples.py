@@ -26,6 +26,9 @@ BOOKINFO_NETWORKING = SAMPLES / "samples" / "bookinfo" / "networking"
 
 
 # A VirtualService with one bad field (line 11: `weight: lots`), for config-error tests.
+# The Content-Type of a POST /config body: the admin API refuses a body without one.
+YAML_TYPE = {"content-type": "application/yaml"}
+
 BAD_WEIGHT_YAML = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService

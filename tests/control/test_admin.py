@@ -15,10 +15,12 @@ import pytest
 import trio
 
 from meshfast.config import ir
-from meshfast.control.http import Limits, format_address, parse_address
+from meshfast.control.admin import LOOPBACK_HOSTS, AdminApi, refusal
+from meshfast.control.http import Limits, Request, format_address, parse_address
 from meshfast.control.sidecar import EncodedSnapshot, Ready, Sidecar, SidecarSettings
 
 from ..samples import BAD_WEIGHT_YAML
+from ..samples import YAML_TYPE as YAML
 
 GOOD_YAML = """\
 apiVersion: networking.istio.io/v1
@@ -374,7 +376,7 @@ async def test_head_answers_without_a_body(running: Running) -> None:
 
 
 async def test_post_config_applies_and_bumps_the_version(running: Running) -> None:
-    response = await running.client.post("/config", content=GOOD_YAML)
+    response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
     assert response.status_code == 200, response.text
     assert response.json() == {"version": 2}
     applied = running.core.applied[-1]
@@ -387,7 +389,7 @@ async def test_post_config_applies_and_bumps_the_version(running: Running) -> No
     assert dump["sources"] == ["<POST /config>"]
     assert dump["snapshot"] == as_json(applied)
 
-    response = await running.client.post("/config", content=GOOD_YAML)
+    response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
     assert response.json() == {"version": 3}
 
 
@@ -408,7 +410,9 @@ async def test_post_config_installs_the_filter_dispatcher_with_the_snapshot(
     from meshfast.filters.dispatch import Dispatcher
 
     assert running.core.dispatchers == []  # the start: no filters, none set (the core has none)
-    response = await running.client.post("/config", content=GOOD_YAML + "---\n" + FILTER_YAML)
+    response = await running.client.post(
+        "/config", content=GOOD_YAML + "---\n" + FILTER_YAML, headers=YAML
+    )
     assert response.status_code == 200, response.text
     dispatcher = running.core.dispatchers[-1]
     assert isinstance(dispatcher, Dispatcher)
@@ -424,14 +428,14 @@ async def test_post_config_installs_the_filter_dispatcher_with_the_snapshot(
     assert refs == {0}
 
     running.core.reject = "no"
-    response = await running.client.post("/config", content=GOOD_YAML)
+    response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
     assert response.status_code == 400
     assert running.core.dispatchers[-1] is dispatcher  # the refused install changed nothing
     assert running.core.dispatcher is dispatcher
     assert running.sidecar.filters is dispatcher
 
     running.core.reject = None
-    response = await running.client.post("/config", content=GOOD_YAML)
+    response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
     assert response.status_code == 200
     assert running.core.dispatchers[-1] is None
     assert running.sidecar.filters is None
@@ -440,7 +444,7 @@ async def test_post_config_installs_the_filter_dispatcher_with_the_snapshot(
 async def test_post_config_with_problems_is_400_and_keeps_the_old_config(
     running: Running,
 ) -> None:
-    response = await running.client.post("/config", content=BAD_WEIGHT_YAML)
+    response = await running.client.post("/config", content=BAD_WEIGHT_YAML, headers=YAML)
     assert response.status_code == 400
     lines = response.text.splitlines()
     assert lines
@@ -451,14 +455,14 @@ async def test_post_config_with_problems_is_400_and_keeps_the_old_config(
 
 
 async def test_post_config_unparsable_yaml_is_400(running: Running) -> None:
-    response = await running.client.post("/config", content="kind: [unclosed\n")
+    response = await running.client.post("/config", content="kind: [unclosed\n", headers=YAML)
     assert response.status_code == 400
     assert response.text.startswith("<POST /config>:")
     assert len(running.core.applied) == 1
 
 
 async def test_post_config_not_utf8_is_400(running: Running) -> None:
-    response = await running.client.post("/config", content=b"\xff\xfe kind")
+    response = await running.client.post("/config", content=b"\xff\xfe kind", headers=YAML)
     assert response.status_code == 400
     assert "not UTF-8" in response.text
 
@@ -467,7 +471,7 @@ async def test_post_config_rejected_by_the_core_is_400_and_keeps_the_old_config(
     running: Running,
 ) -> None:
     running.core.reject = "regex (unclosed"
-    response = await running.client.post("/config", content=GOOD_YAML)
+    response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
     assert response.status_code == 400
     assert "FakeSnapshotError" in response.text
     assert "regex (unclosed" in response.text
@@ -476,12 +480,14 @@ async def test_post_config_rejected_by_the_core_is_400_and_keeps_the_old_config(
     assert dump["sources"] == ["mesh.yaml"]
     # The next good config gets the next version: the rejected one did not take it.
     running.core.reject = None
-    assert (await running.client.post("/config", content=GOOD_YAML)).json() == {"version": 2}
+    assert (await running.client.post("/config", content=GOOD_YAML, headers=YAML)).json() == {
+        "version": 2
+    }
 
 
 async def test_post_config_too_large_is_413(running: Running) -> None:
     body = b"#" * (4 * 1024 * 1024 + 1)
-    response = await running.client.post("/config", content=body)
+    response = await running.client.post("/config", content=body, headers=YAML)
     assert response.status_code == 413
     assert len(running.core.applied) == 1
     assert (await running.client.get("/ready")).status_code == 200
@@ -492,7 +498,7 @@ async def test_post_config_too_large_chunked_is_413(running: Running) -> None:
         for _ in range(80):
             yield b"#" * 65536  # 5 MiB, no Content-Length
 
-    response = await running.client.post("/config", content=chunks())
+    response = await running.client.post("/config", content=chunks(), headers=YAML)
     assert response.status_code == 413
     assert len(running.core.applied) == 1
 
@@ -500,8 +506,245 @@ async def test_post_config_too_large_chunked_is_413(running: Running) -> None:
 async def test_post_config_at_the_limit_is_read(running: Running) -> None:
     body = GOOD_YAML.encode() + b"#" * (4 * 1024 * 1024 - len(GOOD_YAML) - 1) + b"\n"
     assert len(body) == 4 * 1024 * 1024
-    response = await running.client.post("/config", content=body)
+    response = await running.client.post("/config", content=body, headers=YAML)
     assert response.status_code == 200, response.text
+
+
+# === no browser is trusted: Host (DNS rebinding), Origin and Content-Type (CSRF) ===
+
+
+def _port(running: Running) -> int:
+    return parse_address(running.ready.admin)[1]
+
+
+async def _unchanged(running: Running) -> None:
+    """The config is the one the sidecar started with."""
+    assert len(running.core.applied) == 1
+    dump = (await running.client.get("/config_dump")).json()
+    assert (dump["version"], dump["sources"]) == (1, ["mesh.yaml"])
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", "evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io:{port}"],
+)
+async def test_a_foreign_host_is_refused(running: Running, host: str) -> None:
+    headers = {"host": host.format(port=_port(running))}
+    response = await running.client.get("/config_dump", headers=headers)
+    assert response.status_code == 403
+    assert "DNS rebinding" in response.text
+    assert "snapshot" not in response.text
+    response = await running.client.post("/config", content=GOOD_YAML, headers={**YAML, **headers})
+    assert response.status_code == 403
+    await _unchanged(running)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LocalHost:{port}", "127.0.0.1", "127.0.0.1:{port}", "[::1]", "[::1]:{port}"],
+)
+async def test_loopback_hosts_are_accepted_where_another_name_is_not(
+    running: Running, host: str
+) -> None:
+    foreign = {"host": f"evil.example:{_port(running)}"}
+    assert (await running.client.get("/config_dump", headers=foreign)).status_code == 403
+    headers = {"host": host.format(port=_port(running))}
+    response = await running.client.get("/config_dump", headers=headers)
+    assert response.status_code == 200
+    assert response.json()["version"] == 1
+    response = await running.client.post("/config", content=GOOD_YAML, headers={**YAML, **headers})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"version": 2}
+
+
+async def test_the_admin_address_is_accepted_with_or_without_its_port(
+    nursery: trio.Nursery, core: FakeCore
+) -> None:
+    # 127.0.0.2 stands in for a pod IP: the address the admin was told to bind.
+    settings = SidecarSettings(admin="127.0.0.2:0", outbound="127.0.0.1:0")
+    sidecar = Sidecar(core, SNAPSHOT, settings, core_errors=(FakeSnapshotError,))
+    ready: Ready = await nursery.start(sidecar.serve)
+    assert ready.admin.startswith("127.0.0.2:")
+    async with httpx.AsyncClient(base_url=f"http://{ready.admin}", timeout=10) as client:
+        for host in (ready.admin, "127.0.0.2", "localhost"):
+            response = await client.get("/config_dump", headers={"host": host})
+            assert response.status_code == 200, host
+        response = await client.get("/config_dump", headers={"host": "pod.example"})
+        assert response.status_code == 403
+    sidecar.request_shutdown()
+
+
+async def test_a_request_without_host_is_400(running: Running) -> None:
+    # HTTP/1.0 may leave Host out (h11 refuses HTTP/1.1 without one: 400 as well).
+    for version in (b"1.0", b"1.1"):
+        stream = await _raw(running.ready.admin)
+        async with stream:
+            await stream.send_all(b"GET /config_dump HTTP/" + version + b"\r\n\r\n")
+            data = await _read_all(stream)
+        assert data.startswith(b"HTTP/1.1 400 "), data
+        assert b"snapshot" not in data
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "http://localhost:1",  # another web app on this machine
+        "https://{admin}",
+        "null",  # sandboxed frames, file: pages
+    ],
+)
+async def test_post_config_from_a_foreign_origin_is_403_and_changes_nothing(
+    running: Running, origin: str
+) -> None:
+    headers = {**YAML, "origin": origin.format(admin=running.ready.admin)}
+    response = await running.client.post("/config", content=GOOD_YAML, headers=headers)
+    assert response.status_code == 403
+    assert "Origin" in response.text
+    await _unchanged(running)
+    # The admin's own origin (a page it served, were there one) may.
+    headers = {**YAML, "origin": f"http://{running.ready.admin}"}
+    response = await running.client.post("/config", content=GOOD_YAML, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"version": 2}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+        None,
+    ],
+)
+async def test_post_config_without_a_yaml_or_json_type_is_415_and_changes_nothing(
+    running: Running, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await running.client.post("/config", content=GOOD_YAML, headers=headers)
+    assert response.request.headers.get("content-type") == content_type
+    assert response.status_code == 415
+    assert "application/yaml" in response.text
+    await _unchanged(running)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml; charset=utf-8",
+        "Text/X-YAML",
+        "application/json",
+    ],
+)
+async def test_post_config_takes_yaml_and_json_types(running: Running, content_type: str) -> None:
+    body = GOOD_YAML
+    if content_type == "application/json":
+        body = json.dumps(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": {"name": "reviews"},
+                "spec": {
+                    "hosts": ["reviews.example.com"],
+                    "location": "MESH_EXTERNAL",
+                    "resolution": "STATIC",
+                    "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+                    "endpoints": [{"address": "127.0.0.1"}],
+                },
+            }
+        )
+    response = await running.client.post(
+        "/config", content=body, headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 415
+    response = await running.client.post(
+        "/config", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    assert any("reviews.example.com" in c.name for c in running.core.applied[-1].clusters)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "http://evil.example"},
+        {"content-type": "text/plain"},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "multipart/form-data; boundary=x"},
+        {"host": "evil.example"},
+    ],
+)
+async def test_quitquitquit_a_browser_could_send_is_refused_and_the_sidecar_serves_on(
+    running: Running, headers: dict[str, str]
+) -> None:
+    response = await running.client.post("/quitquitquit", content=b"x=1", headers=headers)
+    assert response.status_code in (403, 415)
+    assert not running.sidecar._quit.is_set()  # no drain was asked for
+    assert running.sidecar.state == "ready"
+    assert (await running.client.get("/ready")).status_code == 200
+    assert running.core.shutdowns == []
+
+
+async def test_a_refused_origin_comes_before_a_wrong_method(running: Running) -> None:
+    response = await running.client.post("/ready", headers={"origin": "http://evil.example"})
+    assert response.status_code == 403
+    # A wrong method is told before a wrong body type.
+    response = await running.client.post("/ready", headers={"content-type": "text/plain"})
+    assert response.status_code == 405
+    # Reads are not state-changing: Origin is not looked at (the Host check protects them).
+    response = await running.client.get("/ready", headers={"origin": "http://evil.example"})
+    assert response.status_code == 200
+
+
+def _request(host: str | None, *, local: str = "", method: str = "GET") -> Request:
+    headers = () if host is None else ((b"host", host.encode()),)
+    return Request(method, "/config_dump", "", headers, b"", local=local)
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("10.1.2.3:15000", None),  # the IP the connection arrived on (a wildcard bind)
+        ("10.1.2.3", None),
+        ("10.1.2.4:15000", 403),
+        ("pod.example:15000", 403),
+        ("0.0.0.0:15000", 403),
+        ("localhost:99999", 400),
+        ("localhost:x", 400),
+        ("[::1", 400),
+        ("[not-v6]:80", 400),
+        (":15000", 400),
+        (None, 400),
+    ],
+)
+def test_refusal_of_hosts(host: str | None, status: int | None) -> None:
+    refused = refusal(_request(host, local="10.1.2.3"), LOOPBACK_HOSTS)
+    assert (refused and refused.status) == status
+
+
+def test_refusal_knows_the_ipv4_of_an_ipv4_mapped_connection() -> None:
+    assert refusal(_request("10.1.2.3", local="::ffff:10.1.2.3"), LOOPBACK_HOSTS) is None
+
+
+@pytest.mark.parametrize(
+    ("admin", "extra"),
+    [
+        ("0.0.0.0:15000", set()),
+        ("[::]:15000", set()),
+        ("10.1.2.3:15000", {"10.1.2.3"}),
+        ("[fd00::0001]:15000", {"fd00::1"}),
+        ("localhost:15000", set()),
+    ],
+)
+def test_the_hosts_of_an_admin_told_an_address(core: FakeCore, admin: str, extra: set[str]) -> None:
+    settings = SidecarSettings(admin=admin)
+    sidecar = Sidecar(core, SNAPSHOT, settings, core_errors=(FakeSnapshotError,))
+    assert AdminApi(sidecar).hosts == LOOPBACK_HOSTS | extra
 
 
 # === the HTTP server's bounds, on raw sockets ===
@@ -523,8 +766,8 @@ async def _read_all(stream: trio.SocketStream) -> bytes:
 async def test_keep_alive_serves_pipelined_requests_on_one_connection(running: Running) -> None:
     stream = await _raw(running.ready.admin)
     async with stream:
-        request = b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n"
-        last = b"GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
+        request = b"GET /ready HTTP/1.1\r\nhost: localhost\r\n\r\n"
+        last = b"GET /ready HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
         await stream.send_all(request * 2 + last)
         data = await _read_all(stream)
     assert data.count(b"HTTP/1.1 200 ") == 3
@@ -533,7 +776,7 @@ async def test_keep_alive_serves_pipelined_requests_on_one_connection(running: R
 async def test_huge_header_block_is_431(running: Running) -> None:
     stream = await _raw(running.ready.admin)
     async with stream:
-        await stream.send_all(b"GET /ready HTTP/1.1\r\nhost: a\r\nx-big: " + b"a" * 70000)
+        await stream.send_all(b"GET /ready HTTP/1.1\r\nhost: localhost\r\nx-big: " + b"a" * 70000)
         data = await _read_all(stream)
     assert data.startswith(b"HTTP/1.1 431 ")
 
@@ -551,11 +794,13 @@ async def test_slow_client_is_cut_off(nursery: trio.Nursery, core: FakeCore) -> 
     ready: Ready = await nursery.start(sidecar.serve)
     stream = await _raw(ready.admin)
     async with stream:
-        await stream.send_all(b"GET /ready HTTP/1.1\r\nhost: a\r\n")  # never finished
+        await stream.send_all(b"GET /ready HTTP/1.1\r\nhost: localhost\r\n")  # never finished
         assert await _read_all(stream) == b""  # closed, within fail_after(5)
     stream = await _raw(ready.admin)
     async with stream:
-        await stream.send_all(b"POST /config HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nab")
+        await stream.send_all(
+            b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nab"
+        )
         assert (await _read_all(stream)).startswith(b"HTTP/1.1 408 ")
     sidecar.request_shutdown()
 
@@ -566,7 +811,7 @@ async def test_connections_beyond_the_limit_wait_for_a_slot(
     sidecar = make_sidecar(core, Limits(max_connections=1))
     ready: Ready = await nursery.start(sidecar.serve)
     idle = await _raw(ready.admin)
-    await idle.send_all(b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n")
+    await idle.send_all(b"GET /ready HTTP/1.1\r\nhost: localhost\r\n\r\n")
     assert (await idle.receive_some(65536)).startswith(b"HTTP/1.1 200 ")  # holds the only slot
     async with httpx.AsyncClient(base_url=f"http://{ready.admin}") as client:
         with trio.move_on_after(0.3) as scope:

@@ -13,6 +13,7 @@ from meshfast.config import Config, ConfigError, Problem, load_config_text
 from meshfast.control.sidecar import Sidecar, SidecarSettings
 from meshfast.filters.dispatch import Dispatcher
 
+from ..samples import YAML_TYPE
 from .test_admin import GOOD_YAML, SNAPSHOT, FakeCore, FakeSnapshotError
 
 FILTER = """---
@@ -80,7 +81,7 @@ async def test_prepare_sees_every_loaded_config_and_reapply_uses_it(
 
     # POST /config: loaded, then prepared.
     async with httpx.AsyncClient(base_url=f"http://{ready.admin}") as client:
-        r = await client.post("/config", content=GOOD_YAML)
+        r = await client.post("/config", headers=YAML_TYPE, content=GOOD_YAML)
     assert r.json() == {"version": 3}
     assert filter_ids(core) == {0}
     assert sidecar.sources == ("<POST /config>",)

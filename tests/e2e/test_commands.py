@@ -8,6 +8,7 @@ import time
 
 import httpx
 
+from ..samples import YAML_TYPE
 from .conftest import free_port, service_entry
 
 
@@ -82,4 +83,47 @@ def test_admin_endpoints_on_a_real_sidecar(echo, sidecar) -> None:  # type: igno
     assert any(ln["name"] == "outbound" for ln in dump["snapshot"]["listeners"])
     r = httpx.post(f"{car.admin}/quitquitquit")
     assert r.status_code == 200
+    assert car.proc.wait(timeout=20) == 0
+
+
+def test_the_admin_api_of_a_real_sidecar_trusts_no_browser(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    up = echo("a")
+    car = sidecar(service_entry("a.example.com", 80, [(up.address, {})]))
+    admin = car.admin.removeprefix("http://")
+    port = admin.rsplit(":", 1)[1]
+    dump_url, config_url, quit_url = (
+        f"{car.admin}/{p}" for p in ("config_dump", "config", "quitquitquit")
+    )
+    # DNS rebinding: a page on evil.example, whose name now resolves to 127.0.0.1.
+    evil = {"host": f"evil.example:{port}"}
+    r = httpx.get(dump_url, headers=evil)
+    assert r.status_code == 403
+    assert "snapshot" not in r.text
+    for host in (admin, f"localhost:{port}", "127.0.0.1", f"[::1]:{port}"):
+        assert httpx.get(dump_url, headers={"host": host}).json()["version"] == 1, host
+    # CSRF: what a foreign page can send, by fetch or by a form.
+    other = service_entry("b.example.com", 80, [(up.address, {})])
+    refused = [
+        ({**YAML_TYPE, **evil}, 403),
+        ({**YAML_TYPE, "origin": "http://evil.example"}, 403),
+        ({**YAML_TYPE, "origin": "null"}, 403),
+        ({"content-type": "text/plain"}, 415),
+        ({"content-type": "application/x-www-form-urlencoded"}, 415),
+        ({"content-type": "multipart/form-data; boundary=x"}, 415),
+        ({}, 415),
+    ]
+    for headers, status in refused:
+        assert httpx.post(config_url, headers=headers, content=other).status_code == status
+        if headers:  # (a bodiless POST /quitquitquit, as curl -X POST sends, is fine)
+            assert httpx.post(quit_url, headers=headers, content=b"a=b").status_code in (403, 415)
+    dump = httpx.get(dump_url).json()
+    assert (dump["version"], dump["sources"]) == (1, [str(car.config_path)])
+    assert car.proc.poll() is None
+    assert httpx.get(f"{car.admin}/ready").text == "ready"
+    # What the admin's own clients send still works.
+    same_origin = {**YAML_TYPE, "origin": car.admin}
+    r = httpx.post(config_url, headers=same_origin, content=other, timeout=30)
+    assert (r.status_code, r.json()) == (200, {"version": 2})
+    assert httpx.get(car.url, headers={"host": "b.example.com"}).status_code == 200
+    assert httpx.post(quit_url).status_code == 200
     assert car.proc.wait(timeout=20) == 0

@@ -6,6 +6,8 @@ import time
 
 import httpx
 
+from ..samples import YAML_TYPE
+
 
 def config(echo_port: int, resolution: str = "DNS") -> str:
     return f"""\
@@ -49,7 +51,12 @@ def test_reload_resolves_new_names_before_applying(echo, sidecar) -> None:  # ty
     server = echo("rr")
     port = int(server.address.rsplit(":", 1)[1])
     car = sidecar(config(1), "--locality", "us/east/1")
-    r = httpx.post(f"{car.admin}/config", content=config(port, "DNS_ROUND_ROBIN"), timeout=10)
+    r = httpx.post(
+        f"{car.admin}/config",
+        headers=YAML_TYPE,
+        content=config(port, "DNS_ROUND_ROBIN"),
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
     dump = httpx.get(f"{car.admin}/config_dump", timeout=10).json()
     [cluster] = [

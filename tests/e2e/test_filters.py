@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..samples import YAML_TYPE
 from .conftest import service_entry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "python" / "meshfast" / "examples" / "filters"
@@ -105,7 +106,7 @@ def test_a_raising_filter_is_contained(echo, sidecar, module: Path) -> None:  # 
     assert 'meshfast_filter_errors_total{filter="default/boom"} 20' in prom
     # Counters survive a reload that keeps the filter.
     config = car.config_path.read_text()
-    assert httpx.post(f"{car.admin}/config", content=config).status_code == 200
+    assert httpx.post(f"{car.admin}/config", headers=YAML_TYPE, content=config).status_code == 200
     assert get(car, "a.example.com").headers["x-meshfast-flags"] == "FF"
     assert car.stats()["filters"] == {"default/boom": {"errors": 21, "timeouts": 0}}
 
@@ -114,12 +115,14 @@ def test_filters_reload_with_config(echo, sidecar, module: Path) -> None:  # typ
     config = mesh(echo, filter_doc("tag", "Tag", "  config: {tag: one}\n"))
     car = sidecar(config)
     assert get(car, "a.example.com").json()["headers"]["x-tagged"] == "one"
-    r = httpx.post(f"{car.admin}/config", content=config.replace("tag: one", "tag: two"))
+    r = httpx.post(
+        f"{car.admin}/config", headers=YAML_TYPE, content=config.replace("tag: one", "tag: two")
+    )
     # From POST /config the module is found on the path the first load added.
     assert r.status_code == 200, r.text
     assert get(car, "a.example.com").json()["headers"]["x-tagged"] == "two"
     without = config.split("---\napiVersion: meshfast.io/v1alpha1")[0]
-    assert httpx.post(f"{car.admin}/config", content=without).status_code == 200
+    assert httpx.post(f"{car.admin}/config", headers=YAML_TYPE, content=without).status_code == 200
     assert "x-tagged" not in get(car, "a.example.com").json()["headers"]
 
 

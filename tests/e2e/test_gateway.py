@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ..certs import HttpsServer, MiniCA
-from ..samples import BOOKINFO_NETWORKING, SAMPLES
+from ..samples import BOOKINFO_NETWORKING, SAMPLES, YAML_TYPE
 from .conftest import free_port, service_entry
 
 _ips = itertools.count(1)
@@ -282,7 +282,7 @@ def test_tcp_echo_samples_shift_traffic(sidecar, gw_ip: str) -> None:  # type: i
         # Shift 20% to v2 with the second sample, as the Istio task does.
         shifted = mesh + "---\n" + all_v1.split("kind: VirtualService")[0].rsplit("---", 1)[0]
         shifted += "---\n" + (samples / "tcp-echo-20-v2.yaml").read_text()
-        r = httpx.post(f"{car.admin}/config", content=shifted, timeout=30)
+        r = httpx.post(f"{car.admin}/config", headers=YAML_TYPE, content=shifted, timeout=30)
         assert r.status_code == 200, r.text
         got = shares(2000)
         assert abs(got["one"] - 0.8) <= 0.03, got

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from ..samples import YAML_TYPE
 from .conftest import service_entry
 
 
@@ -44,7 +45,7 @@ def test_header_hash_is_sticky_and_removal_moves_about_one_nth(echo, sidecar, ta
     assert len(set(first.values())) == 5
     # Remove endpoint e2 by config reload: only its keys may move.
     rest = [a for a, u in zip(addresses, ups, strict=True) if a != ups[2].address]
-    r = httpx.post(f"{car.admin}/config", content=mesh(rest, lb), timeout=30)
+    r = httpx.post(f"{car.admin}/config", headers=YAML_TYPE, content=mesh(rest, lb), timeout=30)
     assert r.status_code == 200, r.text
     after = owners(car, keys)
     # e2 held about a fifth of the keys (the spread depends on the random

@@ -8,6 +8,7 @@ import time
 
 import httpx
 
+from ..samples import YAML_TYPE
 from .conftest import service_entry
 
 
@@ -62,7 +63,12 @@ def test_reload_under_load_changes_split_with_zero_failures(echo, sidecar) -> No
     try:
         while len(results) < 500:
             time.sleep(0.01)
-        r = httpx.post(f"{car.admin}/config", content=config(addresses, (0, 100)), timeout=30)
+        r = httpx.post(
+            f"{car.admin}/config",
+            headers=YAML_TYPE,
+            content=config(addresses, (0, 100)),
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         swapped_at = time.monotonic()
         while len([t for t, _, _ in results if t > swapped_at + 0.2]) < 500:
@@ -90,7 +96,7 @@ def test_invalid_config_is_400_and_old_routing_stays(echo, sidecar) -> None:  # 
             "hosts: [web.example.com]\n  http", "hosts: [web.example.com]\n  bogusField: 1\n  http"
         )
     )
-    r = httpx.post(f"{car.admin}/config", content=bad, timeout=30)
+    r = httpx.post(f"{car.admin}/config", headers=YAML_TYPE, content=bad, timeout=30)
     assert r.status_code == 400
     lines = r.text.strip().splitlines()
     assert len(lines) >= 2, r.text

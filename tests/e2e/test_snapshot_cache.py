@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from ..samples import BOOKINFO_NETWORKING
+from ..samples import BOOKINFO_NETWORKING, YAML_TYPE
 from .conftest import Sidecar, service_entry
 
 HIT = "meshfast: serving the cached snapshot"
@@ -54,7 +54,9 @@ def test_a_restart_with_the_same_config_serves_the_cached_snapshot(echo, tmp_pat
         assert "msgspec/_core" in msgspec_maps(again)
         # Reloads work although the config pipeline was not loaded at start.
         other = service_entry("b.example.com", 80, [(up.address, {})])
-        assert httpx.post(f"{again.admin}/config", content=other).status_code == 200
+        assert (
+            httpx.post(f"{again.admin}/config", headers=YAML_TYPE, content=other).status_code == 200
+        )
         assert httpx.get(f"{again.url}/", headers={"host": "b.example.com"}).status_code == 200
     finally:
         assert HIT in log_after_stop(again)

@@ -23,7 +23,7 @@ from meshfast.config import ConfigError
 from meshfast.filters import HttpFilter, Request, Response
 
 from ..e2e.conftest import service_entry
-from ..samples import BAD_WEIGHT_YAML
+from ..samples import BAD_WEIGHT_YAML, YAML_TYPE
 from .conftest import Echo
 
 pytestmark = pytest.mark.e2e
@@ -392,7 +392,7 @@ async def test_reload_and_post_config_keep_programmatic_filters(
         assert upstream_headers(await get(client, car, A))["x-tag"] == "kept"
 
         # POST /config on the admin API goes through the same path.
-        r = await client.post(f"{car.admin_url}/config", content=mesh(echo))
+        r = await client.post(f"{car.admin_url}/config", headers=YAML_TYPE, content=mesh(echo))
         assert r.status_code == 200, r.text
         assert (car.version, car.sources) == (6, ("<POST /config>",))
         assert upstream_headers(await get(client, car, B))["x-tag"] == "kept"

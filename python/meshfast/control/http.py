@@ -66,13 +66,15 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One complete request: method upper-case, ``path`` without the query string."""
+    """One complete request: method upper-case, ``path`` without the query string;
+    ``local``: the IP address the connection arrived on (``""`` when unknown)."""
 
     method: str
     path: str
     query: str
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
+    local: str = ""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), decoded as Latin-1."""
@@ -192,10 +194,11 @@ class HttpServer:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
+        local = _local_ip(stream)
         while True:
             request: Request | Response | None = None
             with trio.move_on_after(self.timeout):
-                request = await self._read_request(conn, stream)
+                request = await self._read_request(conn, stream, local)
             if request is None:
                 # Closed by the client, or timed out. Tell a client whose body is late.
                 if conn.our_state is h11.SEND_RESPONSE:
@@ -220,7 +223,7 @@ class HttpServer:
             conn.start_next_cycle()
 
     async def _read_request(
-        self, conn: h11.Connection, stream: trio.SocketStream
+        self, conn: h11.Connection, stream: trio.SocketStream, local: str
     ) -> Request | Response | None:
         head: h11.Request | None = None
         body = bytearray()
@@ -255,6 +258,7 @@ class HttpServer:
                         query=query,
                         headers=tuple((bytes(k), bytes(v)) for k, v in head.headers),
                         body=bytes(body),
+                        local=local,
                     )
                 elif isinstance(event, h11.ConnectionClosed):
                     return None
@@ -309,6 +313,14 @@ class HttpServer:
 
 
 _REASONS = {int(status): status.phrase.encode("ascii") for status in http.HTTPStatus}
+
+
+def _local_ip(stream: trio.SocketStream) -> str:
+    try:
+        sockname = stream.socket.getsockname()
+    except OSError:
+        return ""
+    return str(sockname[0]) if isinstance(sockname, tuple) else ""
 
 
 def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
