@@ -77,6 +77,11 @@ class Core:
         atomic swap as the snapshot whose filter ids it serves. If the snapshot is refused,
         nothing changes: the current snapshot and dispatcher stay."""
 
+    def protect(self, address: str) -> None:
+        """Marks ``address`` (``ip:port``, e.g. the admin API's) as the sidecar's own: no
+        original destination (iptables' or ``x-envoy-original-dst-host``) may name it.
+        Raises ValueError when it is not ``ip:port``."""
+
     def listeners(self) -> list[tuple[str, str]]:
         """(name, bound address) of every listener currently serving."""
 

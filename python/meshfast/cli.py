@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         " matched and forwarded (default BASE: RFC 3986 dot segments, unreserved escapes)",
     )
     run.add_argument(
+        "--original-dst-header",
+        action="store_true",
+        help="let x-envoy-original-dst-host name the destination of resolution NONE /"
+        " PASSTHROUGH services (Envoy's use_http_header; off: only iptables' original"
+        " destination counts)",
+    )
+    run.add_argument(
         "--locality",
         default="",
         type=_locality,
@@ -397,8 +404,11 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
     from meshfast.control import snapshot_cache
 
     s = settings
-    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality, s.path_normalization)
-    options = repr((*compiled_with, sorted(s.labels.items()), s.gateway, s.gateway_bind, s.certs))
+    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality)
+    served_with = (s.path_normalization, s.original_dst_header)
+    options = repr(
+        (*compiled_with, *served_with, sorted(s.labels.items()), s.gateway, s.gateway_bind, s.certs)
+    )
     identity = (s.certs.cert_chain, s.certs.root_cert) if s.certs else ()
     return snapshot_cache.key(args.paths, options, identity)
 
@@ -512,6 +522,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_refresh=args.dns_refresh,
         certs=_mesh_identity(args.certs),
         path_normalization=cast("PathNormalization", args.path_normalization.lower()),
+        original_dst_header=args.original_dst_header,
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None

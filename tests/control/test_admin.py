@@ -61,6 +61,7 @@ class FakeCore:
         self.dispatchers: list[object] = []  # every dispatcher an install put in place
         self.dispatcher: object = None  # the one the workers call now
         self.shutdowns: list[float] = []
+        self.protected: list[str] = []  # addresses no original destination may name
         self.reject: str | None = None
         self.fail_stats = False
         self.gate_apply = gate_apply
@@ -81,6 +82,10 @@ class FakeCore:
         self.dispatcher = dispatcher
         self.dispatchers.append(dispatcher)
         return version
+
+    def protect(self, address: str, /) -> None:
+        """As the core: an address no original destination may name."""
+        self.protected.append(address)
 
     def listeners(self) -> list[tuple[str, str]]:
         if not self.applied:

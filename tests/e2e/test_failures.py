@@ -91,20 +91,42 @@ spec:
         assert c.get("/").status_code == 200
 
 
-def test_resolution_none_goes_to_the_original_destination(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
-    """No iptables capture here, so Envoy's x-envoy-original-dst-host names it."""
-    up = echo("original")
-    car = sidecar("""apiVersion: networking.istio.io/v1
+PASSTHROUGH_SERVICE = """apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ext}
 spec:
   hosts: [ext.example.com]
   resolution: NONE
   ports: [{number: 80, name: http, protocol: HTTP}]
-""")
+"""
+
+
+def test_resolution_none_goes_to_the_original_destination(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """No iptables capture here, so Envoy's x-envoy-original-dst-host names it, where the
+    user allowed it (`--original-dst-header`, Envoy's use_http_header)."""
+    up = echo("original")
+    car = sidecar(PASSTHROUGH_SERVICE, "--original-dst-header")
     with httpx.Client(base_url=car.url, headers={"host": "ext.example.com"}) as c:
         r = c.get("/", headers={"x-envoy-original-dst-host": up.address})
         assert r.json()["name"] == "original"
         assert "x-envoy-original-dst-host" not in r.json()["headers"]
         r = c.get("/")
         assert (r.status_code, r.headers["x-meshfast-flags"]) == (503, "UH")
+
+
+def test_the_original_destination_header_is_ignored_unless_allowed(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    up = echo("original")
+    car = sidecar(PASSTHROUGH_SERVICE)
+    with httpx.Client(base_url=car.url, headers={"host": "ext.example.com"}) as c:
+        r = c.get("/", headers={"x-envoy-original-dst-host": up.address})
+        assert (r.status_code, r.headers["x-meshfast-flags"]) == (503, "UH")
+
+
+def test_no_original_destination_leads_into_the_sidecar_itself(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """Not its admin API (where the config is read and replaced), not its own listeners."""
+    car = sidecar(PASSTHROUGH_SERVICE, "--original-dst-header")
+    admin = car.admin.removeprefix("http://")
+    with httpx.Client(base_url=car.url, headers={"host": "ext.example.com"}) as c:
+        for own in (admin, car.outbound, admin.replace("127.0.0.1", "0.0.0.0")):
+            r = c.get("/config_dump", headers={"x-envoy-original-dst-host": own})
+            assert (r.status_code, r.headers["x-meshfast-flags"]) == (503, "UH"), own

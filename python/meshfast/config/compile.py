@@ -64,6 +64,8 @@ class CompileOptions:
     mesh: MeshIdentity | None = None  # ISTIO_MUTUAL and mTLS on inbound listeners
     # meshConfig pathNormalization: paths are matched and forwarded normalized.
     path_normalization: ir.PathNormalization = "base"
+    # x-envoy-original-dst-host honoured (Envoy's use_http_header); off by default.
+    original_dst_header: bool = False
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -458,6 +460,7 @@ class _Compiler:
                 sorted({c.name: c for c in reversed(clusters)}.values(), key=lambda c: c.name)
             ),
             path_normalization=opts.path_normalization,
+            original_dst_header=opts.original_dst_header,
         )
 
 

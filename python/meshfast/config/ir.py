@@ -284,6 +284,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     route_tables: tuple[RouteTable, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     path_normalization: PathNormalization = "base"
+    # x-envoy-original-dst-host may steer original-destination clusters (Envoy's
+    # use_http_header; off: any client could pick any address).
+    original_dst_header: bool = False
 
 
 def encode(snapshot: Snapshot) -> bytes:

@@ -39,6 +39,7 @@ class SidecarSettings(NamedTuple):
     dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
     certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
     path_normalization: PathNormalization = "base"  # --path-normalization
+    original_dst_header: bool = False  # --original-dst-header
 
 
 def options_for(s: SidecarSettings, version: int) -> CompileOptions:
@@ -57,4 +58,5 @@ def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         gateway_bind=s.gateway_bind,
         mesh=s.certs,
         path_normalization=s.path_normalization,
+        original_dst_header=s.original_dst_header,
     )

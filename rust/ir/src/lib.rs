@@ -18,6 +18,10 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// How HTTP request paths are normalized before routing and forwarding.
     pub path_normalization: PathNormalization,
+    /// Original-destination clusters may be told their destination by the
+    /// client's `x-envoy-original-dst-host` (Envoy's `use_http_header`, off by
+    /// default: any client could then pick any address).
+    pub original_dst_header: bool,
 }
 
 /// Istio's meshConfig `pathNormalization.normalization`.

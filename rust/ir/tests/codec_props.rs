@@ -478,14 +478,16 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             Just(PathNormalization::MergeSlashes),
             Just(PathNormalization::DecodeAndMergeSlashes),
         ],
+        any::<bool>(),
     )
         .prop_map(
-            |(version, listeners, route_tables, clusters, path_normalization)| Snapshot {
+            |(version, listeners, route_tables, clusters, path_normalization, header)| Snapshot {
                 version,
                 listeners,
                 route_tables,
                 clusters,
                 path_normalization,
+                original_dst_header: header,
             },
         )
 }

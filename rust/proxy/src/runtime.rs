@@ -51,6 +51,13 @@ pub struct Runtime {
     pub clusters: Vec<Arc<ClusterRt>>,
     /// How request paths are normalized before routing and forwarding.
     pub path_normalization: meshfast_route::Normalization,
+    /// Whether `x-envoy-original-dst-host` may name an original destination.
+    pub original_dst_header: bool,
+    /// The sidecar's own addresses (every listener of this snapshot, and
+    /// those the control layer protects, e.g. its admin API): never an
+    /// original destination, so no request is proxied into the sidecar itself.
+    pub own_addresses: Vec<std::net::SocketAddr>,
+    pub protected: Arc<parking_lot::RwLock<Vec<std::net::SocketAddr>>>,
     /// The Python filter dispatcher that goes with this snapshot's filter ids:
     /// installed together, so a request never mixes one snapshot's ids with
     /// another's filters.
@@ -331,6 +338,9 @@ impl Runtime {
         Self {
             filters: None,
             path_normalization: meshfast_route::Normalization::default(),
+            original_dst_header: false,
+            own_addresses: Vec::new(),
+            protected: Arc::default(),
             needs_original_dst: false,
             version: 0,
             listeners: Vec::new(),
@@ -395,11 +405,31 @@ impl Runtime {
         Ok(Self {
             filters: None,
             path_normalization: snap.path_normalization.into(),
+            original_dst_header: snap.original_dst_header,
+            own_addresses: Vec::new(),
+            protected: Arc::default(),
             needs_original_dst: clusters.iter().any(|c| c.original_dst),
             version: snap.version,
             listeners,
             clusters,
         })
+    }
+
+    /// Whether `dst` is the sidecar itself: one of its addresses, or the port
+    /// of one of them on a loopback or unspecified IP (a wildcard listener
+    /// answers there too).
+    pub fn is_own(&self, dst: std::net::SocketAddr) -> bool {
+        let protected = self.protected.read();
+        self.own_addresses
+            .iter()
+            .chain(protected.iter())
+            .any(|own| {
+                own.port() == dst.port()
+                    && (own.ip() == dst.ip()
+                        || own.ip().is_unspecified()
+                        || dst.ip().is_loopback()
+                        || dst.ip().is_unspecified())
+            })
     }
 
     pub fn listener(&self, id: usize) -> Option<&ListenerRt> {

@@ -37,7 +37,9 @@ pub async fn serve(
         return;
     };
     if cluster.original_dst {
-        passthrough(downstream, &prefix, cluster, conn.original_dst).await;
+        // Never back into the sidecar itself.
+        let dst = conn.original_dst.filter(|d| !snap.is_own(*d));
+        passthrough(downstream, &prefix, cluster, dst).await;
         return;
     }
     // Consistent hashing on a TCP port can only key on the source IP.

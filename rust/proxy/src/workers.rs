@@ -113,6 +113,8 @@ pub struct Proxy {
     store: Arc<ArcSwap<Runtime>>,
     /// The filter hook the current snapshot was installed with (kept by [`Proxy::apply`]).
     filters: Mutex<Option<Hook>>,
+    /// Addresses of the sidecar beyond its listeners (see [`Proxy::protect`]).
+    protected: Arc<parking_lot::RwLock<Vec<SocketAddr>>>,
     workers: Vec<mpsc::Sender<Command>>,
     state: Mutex<State>,
     stats: Arc<Registry>,
@@ -165,11 +167,21 @@ impl Proxy {
             threads: Mutex::new(handles),
             store,
             filters: Mutex::new(None),
+            protected: Arc::default(),
             workers: senders,
             state: Mutex::new(State::default()),
             stats: Arc::new(Registry::default()),
             loads: EndpointStates::default(),
         })
+    }
+
+    /// Adds an address of the sidecar's own (its admin API) that no original
+    /// destination may name, for this snapshot and every later one.
+    pub fn protect(&self, address: SocketAddr) {
+        let mut protected = self.protected.write();
+        if !protected.contains(&address) {
+            protected.push(address);
+        }
     }
 
     /// Like [`Proxy::apply`], installing `hook` (None: no filters) with the
@@ -225,6 +237,15 @@ impl Proxy {
         };
         *filters = runtime.filters.clone();
         drop(filters);
+        // No original destination may lead back into one of our listeners.
+        let bound = fresh.iter().map(|f| f.address);
+        let kept = state
+            .listeners
+            .iter()
+            .filter(|(name, b)| ids.get(*name) == Some(&b.id))
+            .map(|(_, b)| b.address);
+        runtime.own_addresses.extend(bound.chain(kept));
+        runtime.protected = self.protected.clone();
         let version = runtime.version;
         self.store.store(Arc::new(runtime));
         state.next_id = next_id;

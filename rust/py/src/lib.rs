@@ -60,6 +60,16 @@ impl Core {
             .map_err(errors::from_proxy)
     }
 
+    /// Marks `address` (`ip:port`, e.g. the admin API's) as the sidecar's own:
+    /// no original destination may name it.
+    fn protect(&self, address: &str) -> PyResult<()> {
+        let address = address.parse().map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!("not ip:port: {address:?}"))
+        })?;
+        self.proxy.protect(address);
+        Ok(())
+    }
+
     fn listeners(&self) -> Vec<(String, String)> {
         self.proxy.listeners()
     }

@@ -41,7 +41,7 @@ pub async fn forward<'a>(
         Some(h) => h.key(req.headers(), req.uri().query(), ctx.conn.peer),
         None => Key::default(),
     };
-    let original_dst = match original_destination(cluster, &mut req, ctx.conn.original_dst) {
+    let original_dst = match original_destination(ctx, cluster, &mut req) {
         Ok(dst) => dst,
         Err(flag) => return ctx.fail(flag),
     };
@@ -129,22 +129,25 @@ async fn upstream<'a>(
     Ok(Response::from_parts(parts, body))
 }
 
-/// An original-destination cluster sends to where the request was going.
+/// An original-destination cluster sends to where the request was going:
+/// the address iptables redirected, or, only where the user allowed it, the
+/// client's `x-envoy-original-dst-host`. Never to the sidecar itself.
 fn original_destination(
+    ctx: &RequestCtx<'_>,
     cluster: &ClusterRt,
     req: &mut Request<DownBody>,
-    from_conn: Option<SocketAddr>,
 ) -> Result<Option<String>, ResponseFlag> {
+    // Never forwarded, honoured or not: it steers only this hop.
+    let header = req.headers_mut().remove(ORIGINAL_DST_HOST);
     if !cluster.original_dst {
         return Ok(None);
     }
-    let from_header = req
-        .headers_mut()
-        .remove(ORIGINAL_DST_HOST)
+    let from_header = header
+        .filter(|_| ctx.snap.original_dst_header)
         .and_then(|v| v.to_str().ok()?.parse::<SocketAddr>().ok());
-    match from_header.or(from_conn) {
-        Some(addr) => Ok(Some(addr.to_string())),
-        None => Err(ResponseFlag::NoHealthyUpstream),
+    match from_header.or(ctx.conn.original_dst) {
+        Some(addr) if !ctx.snap.is_own(addr) => Ok(Some(addr.to_string())),
+        _ => Err(ResponseFlag::NoHealthyUpstream),
     }
 }
 

@@ -65,3 +65,28 @@ fn a_refused_snapshot_forgets_nothing() {
     ));
     assert_eq!(loads.len(), 8);
 }
+
+#[test]
+fn the_sidecars_own_addresses_are_recognised_on_any_local_ip() {
+    let mut rt = Runtime::empty();
+    rt.own_addresses = vec![
+        "127.0.0.1:15001".parse().expect("addr"),
+        "0.0.0.0:15006".parse().expect("addr"),
+    ];
+    rt.protected
+        .write()
+        .push("10.1.2.3:15000".parse().expect("addr"));
+    for own in [
+        "127.0.0.1:15001",
+        "127.0.0.2:15001",
+        "0.0.0.0:15001",
+        "10.9.9.9:15006",
+        "10.1.2.3:15000",
+        "127.0.0.1:15000",
+    ] {
+        assert!(rt.is_own(own.parse().expect("addr")), "{own}");
+    }
+    for other in ["10.9.9.9:15001", "10.1.2.4:15000", "127.0.0.1:8080"] {
+        assert!(!rt.is_own(other.parse().expect("addr")), "{other}");
+    }
+}
