@@ -240,6 +240,16 @@ snapshot = st.builds(
         ),
         max_size=3,
     ).map(tuple),
+    path_normalization=st.sampled_from(
+        ["none", "base", "merge_slashes", "decode_and_merge_slashes"]
+    ),
+    original_dst_header=st.booleans(),
+    downstream=st.builds(
+        ir.Downstream,
+        request_headers_timeout_ms=st.integers(0, 2**40),
+        idle_timeout_ms=st.integers(0, 2**40),
+        max_connections=st.integers(0, 2**32 - 1),
+    ),
 )
 
 

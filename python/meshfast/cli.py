@@ -267,6 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
         " destination counts)",
     )
     run.add_argument(
+        "--request-headers-timeout",
+        default=0.0,
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="a client connection must send its first request head this soon after it is"
+        " accepted (default 30)",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        default=0.0,
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="a client connection with no request in flight this long is closed (default 3600)",
+    )
+    run.add_argument(
+        "--max-connections",
+        default=0,
+        type=_non_negative_int,
+        metavar="N",
+        help="client connections open at once; past it, new ones are closed (default 65536)",
+    )
+    run.add_argument(
         "--locality",
         default="",
         type=_locality,
@@ -405,7 +427,13 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
     s = settings
     compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality)
-    served_with = (s.path_normalization, s.original_dst_header)
+    served_with = (
+        s.path_normalization,
+        s.original_dst_header,
+        s.request_headers_timeout,
+        s.idle_timeout,
+        s.max_connections,
+    )
     options = repr(
         (*compiled_with, *served_with, sorted(s.labels.items()), s.gateway, s.gateway_bind, s.certs)
     )
@@ -523,6 +551,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         certs=_mesh_identity(args.certs),
         path_normalization=cast("PathNormalization", args.path_normalization.lower()),
         original_dst_header=args.original_dst_header,
+        request_headers_timeout=args.request_headers_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None

@@ -66,6 +66,7 @@ class CompileOptions:
     path_normalization: ir.PathNormalization = "base"
     # x-envoy-original-dst-host honoured (Envoy's use_http_header); off by default.
     original_dst_header: bool = False
+    downstream: ir.Downstream = field(default_factory=ir.Downstream)  # client connection limits
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -461,6 +462,7 @@ class _Compiler:
             ),
             path_normalization=opts.path_normalization,
             original_dst_header=opts.original_dst_header,
+            downstream=opts.downstream,
         )
 
 

@@ -278,6 +278,14 @@ class Cluster(msgspec.Struct, frozen=True):
     tls: UpstreamTls | None = None
 
 
+class Downstream(msgspec.Struct, frozen=True):
+    """Limits on client connections; 0 stands for each one's default."""
+
+    request_headers_timeout_ms: int = 0  # first request head, from accept (30 s)
+    idle_timeout_ms: int = 0  # no request in flight for this long: closed (1 h)
+    max_connections: int = 0  # open at once, all listeners and workers (65,536)
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     version: int = 0
     listeners: tuple[Listener, ...] = ()
@@ -287,6 +295,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     # x-envoy-original-dst-host may steer original-destination clusters (Envoy's
     # use_http_header; off: any client could pick any address).
     original_dst_header: bool = False
+    downstream: Downstream = Downstream()
 
 
 def encode(snapshot: Snapshot) -> bytes:

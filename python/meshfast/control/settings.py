@@ -40,11 +40,15 @@ class SidecarSettings(NamedTuple):
     certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
     path_normalization: PathNormalization = "base"  # --path-normalization
     original_dst_header: bool = False  # --original-dst-header
+    # --request-headers-timeout, --idle-timeout (seconds), --max-connections; 0: default
+    request_headers_timeout: float = 0.0
+    idle_timeout: float = 0.0
+    max_connections: int = 0
 
 
 def options_for(s: SidecarSettings, version: int) -> CompileOptions:
     """The options every config of a sidecar is compiled with (start and reloads)."""
-    from meshfast.config import CompileOptions
+    from meshfast.config import CompileOptions, ir
 
     return CompileOptions(
         namespace=s.namespace,
@@ -59,4 +63,9 @@ def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         mesh=s.certs,
         path_normalization=s.path_normalization,
         original_dst_header=s.original_dst_header,
+        downstream=ir.Downstream(
+            request_headers_timeout_ms=round(s.request_headers_timeout * 1000),
+            idle_timeout_ms=round(s.idle_timeout * 1000),
+            max_connections=min(s.max_connections, 2**32 - 1),
+        ),
     )

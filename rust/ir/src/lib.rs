@@ -22,6 +22,24 @@ pub struct Snapshot {
     /// client's `x-envoy-original-dst-host` (Envoy's `use_http_header`, off by
     /// default: any client could then pick any address).
     pub original_dst_header: bool,
+    /// Limits on client connections.
+    pub downstream: Downstream,
+}
+
+/// Limits on client connections (Envoy's connection-manager timeouts and
+/// connection cap). 0 stands for the default of each.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Downstream {
+    /// A connection must deliver its first request head this soon after it
+    /// was accepted (default 30 s).
+    pub request_headers_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed
+    /// (Envoy's `idle_timeout`, default 1 h).
+    pub idle_timeout_ms: u64,
+    /// Client connections open at once, all listeners and workers together;
+    /// past it a new connection is closed as it is accepted (default 65,536).
+    pub max_connections: u32,
 }
 
 /// Istio's meshConfig `pathNormalization.normalization`.

@@ -479,15 +479,23 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             Just(PathNormalization::DecodeAndMergeSlashes),
         ],
         any::<bool>(),
+        (any::<u64>(), any::<u64>(), any::<u32>()),
     )
         .prop_map(
-            |(version, listeners, route_tables, clusters, path_normalization, header)| Snapshot {
-                version,
-                listeners,
-                route_tables,
-                clusters,
-                path_normalization,
-                original_dst_header: header,
+            |(version, listeners, route_tables, clusters, path_normalization, header, limits)| {
+                Snapshot {
+                    version,
+                    listeners,
+                    route_tables,
+                    clusters,
+                    path_normalization,
+                    original_dst_header: header,
+                    downstream: Downstream {
+                        request_headers_timeout_ms: limits.0,
+                        idle_timeout_ms: limits.1,
+                        max_connections: limits.2,
+                    },
+                }
             },
         )
 }

@@ -10,6 +10,7 @@ mod actions;
 mod body;
 mod cluster;
 mod conn;
+mod downstream;
 pub mod echo;
 mod filter_body;
 pub mod filters;

@@ -53,6 +53,8 @@ pub struct Runtime {
     pub path_normalization: meshfast_route::Normalization,
     /// Whether `x-envoy-original-dst-host` may name an original destination.
     pub original_dst_header: bool,
+    /// Limits on client connections.
+    pub downstream: DownstreamRt,
     /// The sidecar's own addresses (every listener of this snapshot, and
     /// those the control layer protects, e.g. its admin API): never an
     /// original destination, so no request is proxied into the sidecar itself.
@@ -139,6 +141,41 @@ impl ListenerKind {
                     .collect::<Result<_, BuildError>>()?,
             ),
         })
+    }
+}
+
+/// Limits on client connections, defaults filled in.
+#[derive(Debug, Clone, Copy)]
+pub struct DownstreamRt {
+    pub request_headers_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl DownstreamRt {
+    pub const REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const MAX_CONNECTIONS: usize = 65_536;
+
+    fn build(d: &ir::Downstream) -> Self {
+        let ms = |v: u64, default: Duration| {
+            if v == 0 {
+                default
+            } else {
+                Duration::from_millis(v)
+            }
+        };
+        Self {
+            request_headers_timeout: ms(
+                d.request_headers_timeout_ms,
+                Self::REQUEST_HEADERS_TIMEOUT,
+            ),
+            idle_timeout: ms(d.idle_timeout_ms, Self::IDLE_TIMEOUT),
+            max_connections: match d.max_connections {
+                0 => Self::MAX_CONNECTIONS,
+                n => n as usize,
+            },
+        }
     }
 }
 
@@ -339,6 +376,7 @@ impl Runtime {
             filters: None,
             path_normalization: meshfast_route::Normalization::default(),
             original_dst_header: false,
+            downstream: DownstreamRt::build(&ir::Downstream::default()),
             own_addresses: Vec::new(),
             protected: Arc::default(),
             needs_original_dst: false,
@@ -406,6 +444,7 @@ impl Runtime {
             filters: None,
             path_normalization: snap.path_normalization.into(),
             original_dst_header: snap.original_dst_header,
+            downstream: DownstreamRt::build(&snap.downstream),
             own_addresses: Vec::new(),
             protected: Arc::default(),
             needs_original_dst: clusters.iter().any(|c| c.original_dst),

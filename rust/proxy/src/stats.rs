@@ -36,6 +36,12 @@ pub struct Counters {
     pub rq_active: AtomicU64,
     pub cx_total: AtomicU64,
     pub cx_active: AtomicU64,
+    /// Listeners: connections closed at accept, over the connection cap.
+    pub cx_overflow: AtomicU64,
+    /// Listeners: connections closed for sending no request head in time.
+    pub cx_headers_timeout: AtomicU64,
+    /// Listeners: connections closed after the idle timeout.
+    pub cx_idle_timeout: AtomicU64,
     /// Body bytes received from the downstream (listener) or sent upstream (cluster).
     pub bytes_in: AtomicU64,
     /// Body bytes sent to the downstream (listener) or received from upstream (cluster).
@@ -138,6 +144,9 @@ impl Registry {
                 Scope::Listener => {
                     obj["cx_total"] = c.cx_total.load(Relaxed).into();
                     obj["cx_active"] = c.cx_active.load(Relaxed).into();
+                    obj["cx_overflow"] = c.cx_overflow.load(Relaxed).into();
+                    obj["cx_headers_timeout"] = c.cx_headers_timeout.load(Relaxed).into();
+                    obj["cx_idle_timeout"] = c.cx_idle_timeout.load(Relaxed).into();
                 }
                 // Upstream connections opened (pool misses), and outlier ejections.
                 Scope::Cluster => {
@@ -156,104 +165,133 @@ impl Registry {
     pub fn render_prometheus(&self) -> String {
         let sets = self.snapshot();
         let mut out = String::with_capacity(4096);
-        let families: [Family; 5] = [
-            ("requests_active", "gauge", "requests in flight", |c| {
-                c.rq_active.load(Relaxed)
-            }),
-            (
-                "bytes_in_total",
-                "counter",
-                "body bytes in (from downstream / to upstream)",
-                |c| c.bytes_in.load(Relaxed),
-            ),
-            (
-                "bytes_out_total",
-                "counter",
-                "body bytes out (to downstream / from upstream)",
-                |c| c.bytes_out.load(Relaxed),
-            ),
-            (
-                "connections_total",
-                "counter",
-                "downstream connections accepted",
-                |c| c.cx_total.load(Relaxed),
-            ),
-            (
-                "connections_active",
-                "gauge",
-                "downstream connections open",
-                |c| c.cx_active.load(Relaxed),
-            ),
-        ];
         for scope in [Scope::Listener, Scope::Route, Scope::Cluster] {
-            let s = scope.as_str();
-            let in_scope: Vec<_> = sets.iter().filter(|((sc, _), _)| *sc == scope).collect();
-            if in_scope.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "# HELP meshfast_{s}_requests_total responses by status class"
-            );
-            let _ = writeln!(out, "# TYPE meshfast_{s}_requests_total counter");
-            for ((_, name), c) in &in_scope {
-                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "meshfast_{s}_requests_total{{{s}=\"{}\",class=\"{class}\"}} {}",
-                        escape(name),
-                        c.rq_class[i].load(Relaxed)
-                    );
-                }
-            }
-            let _ = writeln!(
-                out,
-                "# HELP meshfast_{s}_response_flags_total local replies by Envoy response flag"
-            );
-            let _ = writeln!(out, "# TYPE meshfast_{s}_response_flags_total counter");
-            for ((_, name), c) in &in_scope {
-                for f in ResponseFlag::ALL {
-                    let _ = writeln!(
-                        out,
-                        "meshfast_{s}_response_flags_total{{{s}=\"{}\",flag=\"{}\"}} {}",
-                        escape(name),
-                        f.as_str(),
-                        c.flags[f.index()].load(Relaxed)
-                    );
-                }
-            }
-            for (family, kind, help, get) in &families {
-                let wanted = match *family {
-                    "connections_total" => scope != Scope::Route,
-                    "connections_active" => scope == Scope::Listener,
-                    _ => true,
-                };
-                if !wanted {
-                    continue;
-                }
-                let _ = writeln!(out, "# HELP meshfast_{s}_{family} {help}");
-                let _ = writeln!(out, "# TYPE meshfast_{s}_{family} {kind}");
-                for ((_, name), c) in &in_scope {
-                    let _ = writeln!(
-                        out,
-                        "meshfast_{s}_{family}{{{s}=\"{}\"}} {}",
-                        escape(name),
-                        get(c)
-                    );
-                }
+            let in_scope: Vec<_> = sets
+                .iter()
+                .filter(|((sc, _), _)| *sc == scope)
+                .map(|((_, name), c)| (escape(name), c))
+                .collect();
+            if !in_scope.is_empty() {
+                write_scope(&mut out, scope, &in_scope);
             }
         }
         out
     }
 }
 
-/// (name, type, help, read) of one Prometheus family.
+/// (name, type, help, the scopes that have it, read) of one Prometheus family.
 type Family = (
     &'static str,
     &'static str,
     &'static str,
+    &'static [Scope],
     fn(&Counters) -> u64,
 );
+
+const ALL_SCOPES: &[Scope] = &[Scope::Listener, Scope::Route, Scope::Cluster];
+const LISTENER: &[Scope] = &[Scope::Listener];
+
+const FAMILIES: [Family; 8] = [
+    (
+        "requests_active",
+        "gauge",
+        "requests in flight",
+        ALL_SCOPES,
+        |c| c.rq_active.load(Relaxed),
+    ),
+    (
+        "bytes_in_total",
+        "counter",
+        "body bytes in (from downstream / to upstream)",
+        ALL_SCOPES,
+        |c| c.bytes_in.load(Relaxed),
+    ),
+    (
+        "bytes_out_total",
+        "counter",
+        "body bytes out (to downstream / from upstream)",
+        ALL_SCOPES,
+        |c| c.bytes_out.load(Relaxed),
+    ),
+    (
+        "connections_total",
+        "counter",
+        "connections opened (downstream: accepted; upstream: dialed)",
+        &[Scope::Listener, Scope::Cluster],
+        |c| c.cx_total.load(Relaxed),
+    ),
+    (
+        "connections_active",
+        "gauge",
+        "downstream connections open",
+        LISTENER,
+        |c| c.cx_active.load(Relaxed),
+    ),
+    (
+        "connections_overflow_total",
+        "counter",
+        "connections closed at accept: over the connection cap",
+        LISTENER,
+        |c| c.cx_overflow.load(Relaxed),
+    ),
+    (
+        "connections_headers_timeout_total",
+        "counter",
+        "connections closed for sending no request head in time",
+        LISTENER,
+        |c| c.cx_headers_timeout.load(Relaxed),
+    ),
+    (
+        "connections_idle_timeout_total",
+        "counter",
+        "connections closed after the idle timeout",
+        LISTENER,
+        |c| c.cx_idle_timeout.load(Relaxed),
+    ),
+];
+
+/// Every family of one scope, for its counter sets (`(escaped name, counters)`).
+fn write_scope(out: &mut String, scope: Scope, sets: &[(String, &Arc<Counters>)]) {
+    let s = scope.as_str();
+    let _ = writeln!(
+        out,
+        "# HELP meshfast_{s}_requests_total responses by status class"
+    );
+    let _ = writeln!(out, "# TYPE meshfast_{s}_requests_total counter");
+    for (name, c) in sets {
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let n = c.rq_class[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "meshfast_{s}_requests_total{{{s}=\"{name}\",class=\"{class}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP meshfast_{s}_response_flags_total local replies by Envoy response flag"
+    );
+    let _ = writeln!(out, "# TYPE meshfast_{s}_response_flags_total counter");
+    for (name, c) in sets {
+        for f in ResponseFlag::ALL {
+            let (flag, n) = (f.as_str(), c.flags[f.index()].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "meshfast_{s}_response_flags_total{{{s}=\"{name}\",flag=\"{flag}\"}} {n}"
+            );
+        }
+    }
+    for (family, kind, help, scopes, get) in &FAMILIES {
+        if !scopes.contains(&scope) {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP meshfast_{s}_{family} {help}");
+        let _ = writeln!(out, "# TYPE meshfast_{s}_{family} {kind}");
+        for (name, c) in sets {
+            let _ = writeln!(out, "meshfast_{s}_{family}{{{s}=\"{name}\"}} {}", get(c));
+        }
+    }
+}
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")

@@ -6,15 +6,13 @@
 
 use crate::cluster::EndpointStates;
 use crate::conn::{Conn, ConnCtx};
+use crate::downstream;
 use crate::filters::FilterHook;
-use crate::http;
 use crate::listener;
-use crate::runtime::{Hook, ListenerKind, Runtime};
-use crate::stats::{ActiveGuard, Registry};
-use crate::tcp_proxy;
+use crate::runtime::{Hook, Runtime};
+use crate::stats::Registry;
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use meshfast_ir as ir;
 use parking_lot::Mutex;
@@ -44,13 +42,6 @@ pub enum ProxyError {
     Spawn(#[source] std::io::Error),
 }
 
-/// Limits on what a downstream may make the proxy hold (RELIABILITY.md §1.1).
-const MAX_HEADERS: usize = 100;
-const MAX_HEADER_LIST_BYTES: u32 = 60 << 10;
-const H1_MAX_BUF: usize = 64 << 10;
-const H2_MAX_STREAMS: u32 = 100;
-const H2_STREAM_WINDOW: u32 = 1 << 20;
-const H2_CONN_WINDOW: u32 = 4 << 20;
 /// Commands queued per worker; config changes are rare, so this never fills.
 const COMMAND_QUEUE: usize = 64;
 
@@ -149,15 +140,18 @@ impl Proxy {
         let store = Arc::new(ArcSwap::from_pointee(Runtime::empty()));
         let mut senders = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
+        // Client connections open on all workers (the connection cap).
+        let connections = Arc::new(AtomicUsize::new(0));
         for index in 0..workers {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let store = store.clone();
+            let total = connections.clone();
             let wrap = wrap.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("meshfast-worker-{index}"))
                 .spawn(move || match wrap {
-                    Some(wrap) => wrap(Box::new(move || worker_main(rx, store))),
-                    None => worker_main(rx, store),
+                    Some(wrap) => wrap(Box::new(move || worker_main(rx, store, total))),
+                    None => worker_main(rx, store, total),
                 })
                 .map_err(ProxyError::Spawn)?;
             handles.push(handle);
@@ -390,7 +384,7 @@ impl Proxy {
     }
 }
 
-fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
+fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>, total: Arc<AtomicUsize>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -401,23 +395,49 @@ fn worker_main(rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
             return;
         }
     };
-    rt.block_on(worker(rx, store));
+    rt.block_on(worker(rx, store, total));
 }
 
 /// Connections of one worker, for draining.
 #[derive(Clone)]
 struct Drain {
     signal: watch::Receiver<bool>,
+    /// This worker's open connections (the drain waits for them).
     open: Arc<AtomicUsize>,
+    /// Every worker's (the connection cap counts them).
+    total: Arc<AtomicUsize>,
 }
 
-async fn worker(mut rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
+impl Drain {
+    fn open_one(&self) -> OpenConn {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        OpenConn(self.open.clone(), self.total.clone())
+    }
+}
+
+/// One open connection, counted until dropped.
+struct OpenConn(Arc<AtomicUsize>, Arc<AtomicUsize>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn worker(
+    mut rx: mpsc::Receiver<Command>,
+    store: Arc<ArcSwap<Runtime>>,
+    total: Arc<AtomicUsize>,
+) {
     let (drain_tx, drain_rx) = watch::channel(false);
     let drain = Drain {
         signal: drain_rx,
         open: Arc::new(AtomicUsize::new(0)),
+        total,
     };
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(downstream::http_builder());
     let mut accepting: HashMap<usize, watch::Sender<bool>> = HashMap::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -466,22 +486,6 @@ async fn worker(mut rx: mpsc::Receiver<Command>, store: Arc<ArcSwap<Runtime>>) {
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(H1_MAX_BUF)
-        .max_headers(MAX_HEADERS)
-        .header_read_timeout(Duration::from_secs(30));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONN_WINDOW);
-    b
-}
-
 async fn accept(
     socket: tokio::net::TcpListener,
     protocol: ir::ListenerProtocol,
@@ -505,10 +509,19 @@ async fn accept(
                 continue;
             }
         };
+        let snap = ctx.store.load();
+        // The cap counts every worker's connections; past it, close at once
+        // (never queue without bound). Existing connections are unaffected.
+        if drain.total.load(Ordering::Relaxed) >= snap.downstream.max_connections {
+            if let Some(l) = snap.listener(ctx.listener_id) {
+                l.stats.cx_overflow.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         // Only a connection iptables redirected has an original destination;
         // ask the kernel only when some cluster needs it.
-        let original_dst = if ctx.store.load().needs_original_dst {
+        let original_dst = if snap.needs_original_dst {
             socket2::SockRef::from(&stream)
                 .original_dst()
                 .ok()
@@ -517,104 +530,17 @@ async fn accept(
         } else {
             None
         };
+        drop(snap);
         let conn = Conn {
             peer,
             original_dst,
             identity: None,
         };
-        let ctx = ctx.clone();
-        let drain = drain.clone();
-        let builder = builder.clone();
+        let open = drain.open_one();
+        let (ctx, signal, builder) = (ctx.clone(), drain.signal.clone(), builder.clone());
         tokio::spawn(async move {
-            drain.open.fetch_add(1, Ordering::Relaxed);
-            let snap = ctx.store.load();
-            let _cx = snap
-                .listener(ctx.listener_id)
-                .map(|l| ActiveGuard::connection(&l.stats));
-            drop(snap);
-            match protocol {
-                ir::ListenerProtocol::Tcp | ir::ListenerProtocol::Tls => {
-                    let mut signal = drain.signal.clone();
-                    // Boxed, like the TLS paths below: this task lives as long as its
-                    // connection, and inline every path would size every connection's task.
-                    tokio::select! {
-                        _ = Box::pin(tcp_proxy::serve(stream, conn, ctx.store.clone(), ctx.listener_id)) => {}
-                        _ = signal.wait_for(|d| *d) => {}
-                    }
-                }
-                ir::ListenerProtocol::Http => {
-                    // The snapshot says whether this listener terminates TLS.
-                    let tls = match &ctx.store.load().listener(ctx.listener_id).map(|l| &l.kind) {
-                        Some(ListenerKind::Http(_, tls)) => tls.clone(),
-                        _ => None,
-                    };
-                    let signal = drain.signal.clone();
-                    match tls {
-                        None => serve_http(stream, conn, ctx, signal, &builder).await,
-                        // PERMISSIVE: a connection that does not open with a TLS
-                        // handshake record is served as plaintext.
-                        Some(t) if t.permissive && !opens_with_tls(&stream).await => {
-                            serve_http(stream, conn, ctx, signal, &builder).await;
-                        }
-                        Some(t) => {
-                            Box::pin(serve_https(stream, conn, ctx, signal, &builder, t)).await
-                        }
-                    }
-                }
-            }
-            drain.open.fetch_sub(1, Ordering::Relaxed);
+            let _open = open;
+            downstream::serve(stream, conn, ctx, protocol, signal, builder).await;
         });
     }
-}
-
-/// Terminates TLS (the client's identity, when it sent a certificate, goes with
-/// the connection), then serves HTTP on it.
-async fn serve_https(
-    stream: tokio::net::TcpStream,
-    mut conn: Conn,
-    ctx: Arc<ConnCtx>,
-    signal: watch::Receiver<bool>,
-    builder: &auto::Builder<TokioExecutor>,
-    tls: crate::tls::ListenerTls,
-) {
-    let handshake =
-        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
-    if let Ok(Ok(stream)) = handshake.await {
-        conn.identity = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(crate::spiffe::identity)
-            .map(Arc::from);
-        serve_http(stream, conn, ctx, signal, builder).await;
-    }
-}
-
-/// Whether the first byte is a TLS handshake record's (22), without reading it.
-async fn opens_with_tls(stream: &tokio::net::TcpStream) -> bool {
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first));
-    matches!(peeked.await, Ok(Ok(1)) if first[0] == 22)
-}
-
-async fn serve_http<S>(
-    stream: S,
-    conn: Conn,
-    ctx: Arc<ConnCtx>,
-    mut drain: watch::Receiver<bool>,
-    builder: &auto::Builder<TokioExecutor>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| http::serve(req, ctx.clone(), conn.clone()));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = drain.wait_for(|d| *d) => {}
-    }
-    // Draining: finish in-flight requests, then close (GOAWAY / Connection: close).
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }

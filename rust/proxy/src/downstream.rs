@@ -1,0 +1,282 @@
+//! One accepted client connection, from accept to close: TCP proxying, or
+//! HTTP (plaintext, TLS-terminated, or PERMISSIVE: told apart by the first
+//! byte) served by hyper — under the connection's limits: a first request
+//! head within the headers timeout of accept (a connection that sends
+//! nothing, one byte, or half an HTTP/2 preface is closed), and an idle
+//! timeout once no request is in flight (Envoy's `idle_timeout`).
+
+use crate::conn::{Conn, ConnCtx};
+use crate::http;
+use crate::runtime::{DownstreamRt, ListenerKind};
+use crate::stats::{ActiveGuard, Counters};
+use crate::tcp_proxy;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use meshfast_ir as ir;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Limits on what a downstream may make the proxy hold (RELIABILITY.md §1.1).
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_LIST_BYTES: u32 = 60 << 10;
+const H1_MAX_BUF: usize = 64 << 10;
+const H2_MAX_STREAMS: u32 = 100;
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONN_WINDOW: u32 = 4 << 20;
+/// The idle check runs this many times per idle timeout: a connection is
+/// closed between 1 and 1 + 1/N idle timeouts after its last request.
+const IDLE_CHECKS: u32 = 4;
+
+/// One worker's HTTP server settings, shared by its connections.
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(H1_MAX_BUF)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(DownstreamRt::REQUEST_HEADERS_TIMEOUT);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW);
+    b
+}
+
+/// Serves `stream` until it closes or the worker drains (`drain` turns true).
+pub async fn serve(
+    stream: TcpStream,
+    conn: Conn,
+    ctx: Arc<ConnCtx>,
+    protocol: ir::ListenerProtocol,
+    drain: watch::Receiver<bool>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+) {
+    let snap = ctx.store.load();
+    let Some(listener) = snap.listener(ctx.listener_id) else {
+        return;
+    };
+    let _cx = ActiveGuard::connection(&listener.stats);
+    let counters = listener.stats.clone();
+    let limits = snap.downstream;
+    // The snapshot says whether this listener terminates TLS.
+    let tls = match &listener.kind {
+        ListenerKind::Http(_, tls) => tls.clone(),
+        _ => None,
+    };
+    drop(snap);
+    let http = Http {
+        ctx,
+        conn,
+        drain,
+        builder,
+        limits,
+        counters,
+    };
+    match protocol {
+        ir::ListenerProtocol::Tcp | ir::ListenerProtocol::Tls => {
+            let mut signal = http.drain.clone();
+            let (store, id) = (http.ctx.store.clone(), http.ctx.listener_id);
+            // Boxed, like the TLS paths below: this task lives as long as its
+            // connection, and inline every path would size every connection's task.
+            tokio::select! {
+                _ = Box::pin(tcp_proxy::serve(stream, http.conn, store, id)) => {}
+                _ = signal.wait_for(|d| *d) => {}
+            }
+        }
+        ir::ListenerProtocol::Http => match tls {
+            None => http.serve(stream).await,
+            // PERMISSIVE: a connection that does not open with a TLS
+            // handshake record is served as plaintext.
+            Some(t) if t.permissive && !opens_with_tls(&stream).await => http.serve(stream).await,
+            Some(t) => Box::pin(http.serve_tls(stream, t)).await,
+        },
+    }
+}
+
+/// An HTTP connection's serving context.
+struct Http {
+    ctx: Arc<ConnCtx>,
+    conn: Conn,
+    drain: watch::Receiver<bool>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: DownstreamRt,
+    counters: Arc<Counters>,
+}
+
+/// Requests started on a connection, and those whose response head is not
+/// yet out: what its idle check reads.
+#[derive(Debug, Default)]
+struct Activity {
+    started: AtomicU64,
+    active: AtomicU64,
+}
+
+/// One request in flight on its connection.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Relaxed);
+        activity.active.fetch_add(1, Relaxed);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Http {
+    /// Terminates TLS (the client's identity, when it sent a certificate,
+    /// goes with the connection), then serves HTTP on it.
+    async fn serve_tls(mut self, stream: TcpStream, tls: crate::tls::ListenerTls) {
+        let handshake =
+            tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+        if let Ok(Ok(stream)) = handshake.await {
+            self.conn.identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::spiffe::identity)
+                .map(Arc::from);
+            self.serve(stream).await;
+        }
+    }
+
+    async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let accepted = Instant::now();
+        let activity = Arc::new(Activity::default());
+        let Self {
+            ctx,
+            conn,
+            mut drain,
+            builder,
+            limits,
+            counters,
+        } = self;
+        let requests = activity.clone();
+        let service = service_fn(move |req| {
+            let in_flight = InFlight::start(&requests);
+            let response = http::serve(req, ctx.clone(), conn.clone());
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let mut idle = Idle::new(&limits);
+        let headers_deadline = accepted + limits.request_headers_timeout;
+        loop {
+            let first = activity.started.load(Relaxed) == 0;
+            let wake = if first {
+                headers_deadline.min(Instant::now() + idle.every)
+            } else {
+                Instant::now() + idle.every
+            };
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = drain.wait_for(|d| *d) => break,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if activity.started.load(Relaxed) == 0 {
+                if Instant::now() >= headers_deadline {
+                    // Not one request head since accept: nothing to finish either.
+                    counters.cx_headers_timeout.fetch_add(1, Relaxed);
+                    return;
+                }
+                continue;
+            }
+            if idle.check(&activity) {
+                counters.cx_idle_timeout.fetch_add(1, Relaxed);
+                break;
+            }
+        }
+        // Draining or idle: finish in-flight requests, then close (GOAWAY /
+        // Connection: close).
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+/// The idle check: idle once `IDLE_CHECKS` checks in a row found no request
+/// in flight and none started since the one before.
+struct Idle {
+    every: Duration,
+    seen: u64,
+    quiet: u32,
+}
+
+impl Idle {
+    fn new(limits: &DownstreamRt) -> Self {
+        Self {
+            every: (limits.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1)),
+            seen: 0,
+            quiet: 0,
+        }
+    }
+
+    fn check(&mut self, activity: &Activity) -> bool {
+        let started = activity.started.load(Relaxed);
+        if started != self.seen || activity.active.load(Relaxed) > 0 {
+            self.seen = started;
+            self.quiet = 0;
+            return false;
+        }
+        self.quiet += 1;
+        self.quiet >= IDLE_CHECKS
+    }
+}
+
+/// Whether the first byte is a TLS handshake record's (22), without reading it.
+async fn opens_with_tls(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first));
+    matches!(peeked.await, Ok(Ok(1)) if first[0] == 22)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_takes_a_full_round_of_quiet_checks() {
+        let limits = DownstreamRt {
+            request_headers_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(4),
+            max_connections: 1,
+        };
+        let activity = Activity::default();
+        let mut idle = Idle::new(&limits);
+        assert_eq!(idle.every, Duration::from_secs(1));
+        let req = Arc::new(activity);
+        let in_flight = InFlight::start(&req);
+        for _ in 0..10 {
+            assert!(!idle.check(&req), "a request in flight is never idle");
+        }
+        drop(in_flight);
+        assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
+        let again = InFlight::start(&req);
+        drop(again);
+        assert!(
+            !idle.check(&req),
+            "a request since the last check resets it"
+        );
+        assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
+        assert!(idle.check(&req));
+    }
+}

@@ -1,0 +1,142 @@
+//! Client connections under their limits: a connection that never completes
+//! a request head is closed after the headers timeout (counted from accept),
+//! an idle one after the idle timeout — never one with a request in flight —
+//! and past the connection cap new connections are closed as accepted.
+//! Timeouts here are short; every wait for a close has a 20 s deadline, and no
+//! assertion depends on how fast the machine is.
+
+mod support;
+
+use meshfast_proxy::ir;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn limited(up: &Upstream, downstream: ir::Downstream) -> ir::Snapshot {
+    ir::Snapshot {
+        downstream,
+        ..single_route(
+            ir::RouteAction {
+                clusters: to("c"),
+                ..Default::default()
+            },
+            vec![cluster("c", &[&up.address()])],
+        )
+    }
+}
+
+/// Writes `sent`, then reads until the proxy closes; panics past 20 s.
+async fn closed_after(addr: SocketAddr, sent: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    if !sent.is_empty() {
+        s.write_all(sent).await.expect("write");
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy never closed the connection")
+        .ok();
+    out
+}
+
+#[test]
+fn a_connection_without_a_request_head_is_closed_after_the_headers_timeout() {
+    let h = Harness::new(1);
+    let up = h.upstream("up", 200);
+    h.apply(&limited(
+        &up,
+        ir::Downstream {
+            request_headers_timeout_ms: 100,
+            ..Default::default()
+        },
+    ));
+    let addr = h.addr(HTTP);
+    for sent in [
+        &b""[..],
+        b"G",
+        b"PRI * HTTP/2.0\r\n",
+        b"GET / HTTP/1.1\r\nHost: svc\r\n",
+    ] {
+        let got = h.block_on(closed_after(addr, sent));
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+            "{sent:?}: {got:?}"
+        );
+    }
+    assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 4);
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let h = Harness::new(1);
+    let up = h.upstream("up", 200);
+    h.apply(&limited(
+        &up,
+        ir::Downstream {
+            idle_timeout_ms: 200,
+            ..Default::default()
+        },
+    ));
+    let addr = h.addr(HTTP);
+    let got = h.block_on(closed_after(addr, b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"));
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
+}
+
+#[test]
+fn a_request_in_flight_outlives_the_idle_timeout() {
+    let h = Harness::new(1);
+    let (up, gate) = h.gated_upstream("slow");
+    h.apply(&limited(
+        &up,
+        ir::Downstream {
+            idle_timeout_ms: 50,
+            ..Default::default()
+        },
+    ));
+    let addr = h.addr(HTTP);
+    let reply = h.spawn(async move {
+        let mut client = Client::connect(addr).await;
+        client.send(get("svc", "/slow")).await
+    });
+    // Many idle periods pass while the upstream holds the answer: a slower
+    // machine only makes the wait longer, never the test wrong.
+    h.eventually("the request reached the upstream", || up.hits() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    gate.add_permits(1);
+    let reply = h.block_on(reply).expect("client task");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "slow");
+}
+
+#[test]
+fn past_the_connection_cap_new_connections_are_closed_and_old_ones_serve_on() {
+    let h = Harness::new(2);
+    let up = h.upstream("up", 200);
+    h.apply(&limited(
+        &up,
+        ir::Downstream {
+            max_connections: 2,
+            ..Default::default()
+        },
+    ));
+    let addr = h.addr(HTTP);
+    let (mut a, mut b) = h.block_on(async move {
+        let mut a = Client::connect(addr).await;
+        let mut b = Client::connect(addr).await;
+        // Answered: both are accepted and counted.
+        assert_eq!(a.send(get("svc", "/a")).await.status, 200);
+        assert_eq!(b.send(get("svc", "/b")).await.status, 200);
+        (a, b)
+    });
+    let got = h.block_on(closed_after(addr, b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"));
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(h.listener_stat(HTTP, "cx_overflow"), 1);
+    h.block_on(async move {
+        assert_eq!(a.send(get("svc", "/a2")).await.status, 200);
+        assert_eq!(b.send(get("svc", "/b2")).await.status, 200);
+    });
+}
