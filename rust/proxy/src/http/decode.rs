@@ -10,7 +10,7 @@ use crate::flags::ResponseFlag;
 use crate::tls::ListenerTls;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Uri};
+use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use meshfast_route::normalize_path;
 use std::borrow::Cow;
@@ -38,7 +38,12 @@ pub fn decode(
     if let Some(t) = tls.filter(|t| t.forward_client_cert) {
         set_client_cert(h, t.identity.as_deref(), ctx.conn.identity.as_deref());
     }
-    let Some(authority) = authority(&req) else {
+    if let Err((status, why)) = framing(&req) {
+        let body = bytes::Bytes::from_static(why.as_bytes());
+        let flag = Some(ResponseFlag::DownstreamProtocolError);
+        return Err(Box::new(ctx.local(status, flag, Some(body))));
+    }
+    let Some(authority) = authority(&req).filter(|a| valid_authority(a)) else {
         return Err(Box::new(ctx.fail(ResponseFlag::DownstreamProtocolError)));
     };
     if let Cow::Owned(path) = normalize_path(req.uri().path(), ctx.snap.path_normalization) {
@@ -48,6 +53,85 @@ pub fn decode(
     }
     ctx.authority = authority;
     Ok(req.map(DownBody::Streaming))
+}
+
+/// What this proxy refuses to pass on however it is routed (RFC 9112/9110):
+/// two Hosts, or a Host that disagrees with an absolute-form target; any
+/// transfer coding but a lone `chunked` (dropping the others while re-framing
+/// would change the body); CONNECT (no route tunnels yet).
+fn framing<B>(req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
+    let h = req.headers();
+    let mut hosts = h.get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err((StatusCode::BAD_REQUEST, "more than one Host\n"));
+    }
+    if let (Some(a), Some(host)) = (req.uri().authority(), h.get(header::HOST)) {
+        if req.version() < Version::HTTP_2
+            && !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+        {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Host differs from the request target\n",
+            ));
+        }
+    }
+    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(te) = codings.next() {
+        let lone_chunked =
+            te.as_bytes().eq_ignore_ascii_case(b"chunked") && codings.next().is_none();
+        if !lone_chunked {
+            return Err((
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding not supported\n",
+            ));
+        }
+    }
+    if req.method() == Method::CONNECT {
+        return Err((StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported\n"));
+    }
+    Ok(())
+}
+
+/// `host[:port]` as RFC 3986 has it: a reg-name, IPv4 or bracketed IPv6
+/// literal, and a numeric port; no userinfo, path or whitespace.
+fn valid_authority(a: &str) -> bool {
+    let (host, port) = match a.rfind(':') {
+        Some(i) if !a[i..].contains(']') => (&a[..i], Some(&a[i + 1..])),
+        _ => (a, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'%'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            })
+    };
+    host_ok && port_ok
 }
 
 /// Replaces the request's path, keeping its query (and scheme and authority).
@@ -134,6 +218,76 @@ mod tests {
             h.get(XFCC).map(|v| v.as_bytes()),
             Some(&b"By=spiffe://td/ns/a/sa/me;URI=spiffe://td/ns/b/sa/you"[..])
         );
+    }
+
+    #[test]
+    fn authorities_are_host_and_numeric_port_only() {
+        for good in [
+            "a",
+            "a.example:80",
+            "10.0.0.1:8080",
+            "[::1]:15001",
+            "[2001:db8::1]",
+            "svc-1.ns_x",
+        ] {
+            assert!(valid_authority(good), "{good}");
+        }
+        for bad in [
+            "a b", "a@b", "a/b", "a:80:80", "a:abc", "a:", "a:99999", ":80", "", "[::1", "[zz]:1",
+            "a\nb",
+        ] {
+            assert!(!valid_authority(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn framing_refuses_what_cannot_be_passed_on_faithfully() {
+        let req = |f: fn(http::request::Builder) -> http::request::Builder| {
+            f(Request::builder().uri("/")).body(()).expect("request")
+        };
+        assert_eq!(framing(&req(|b| b.header("host", "a"))), Ok(()));
+        assert_eq!(
+            framing(&req(|b| b
+                .header("host", "a")
+                .header("transfer-encoding", "Chunked"))),
+            Ok(())
+        );
+        let status = |r: Result<(), (StatusCode, &str)>| r.err().map(|e| e.0.as_u16());
+        assert_eq!(
+            status(framing(&req(|b| b.header("host", "a").header("host", "b")))),
+            Some(400)
+        );
+        for te in ["gzip, chunked", "chunked, gzip", "gzip"] {
+            let r = Request::builder()
+                .uri("/")
+                .header("transfer-encoding", te)
+                .body(())
+                .expect("request");
+            assert_eq!(status(framing(&r)), Some(501), "{te}");
+        }
+        let twice = req(|b| {
+            b.header("transfer-encoding", "chunked")
+                .header("transfer-encoding", "chunked")
+        });
+        assert_eq!(status(framing(&twice)), Some(501));
+        let connect = Request::builder()
+            .method("CONNECT")
+            .uri("a:443")
+            .body(())
+            .expect("request");
+        assert_eq!(status(framing(&connect)), Some(501));
+        let mismatch = Request::builder()
+            .uri("http://a/")
+            .header("host", "b")
+            .body(())
+            .expect("request");
+        assert_eq!(status(framing(&mismatch)), Some(400));
+        let agree = Request::builder()
+            .uri("http://a:80/")
+            .header("host", "A:80")
+            .body(())
+            .expect("request");
+        assert_eq!(framing(&agree), Ok(()));
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! HTTP/1.1 framing edges through raw sockets (RFC 9112/9110): what cannot be
+//! passed on faithfully is refused before it reaches any upstream.
+
+mod support;
+
+use meshfast_proxy::ir;
+use std::net::SocketAddr;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The status line of the answer to `raw`.
+async fn answer(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    // Up to the end of the response head (or of the connection).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn setup(h: &Harness) -> Upstream {
+    let up = h.upstream("up", 200);
+    h.apply(&single_route(
+        ir::RouteAction {
+            clusters: to("c"),
+            ..Default::default()
+        },
+        vec![cluster("c", &[&up.address()])],
+    ));
+    up
+}
+
+#[test]
+fn host_must_be_one_valid_authority() {
+    let h = Harness::new(1);
+    let up = setup(&h);
+    let addr = h.addr(HTTP);
+    let heads: [&[u8]; 8] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:80:80\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:abc\r\nConnection: close\r\n\r\n",
+        b"GET http://a/ HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ];
+    for raw in heads {
+        let status = h.block_on(answer(addr, raw));
+        assert!(
+            status.starts_with("HTTP/1.1 400"),
+            "{:?}: {status}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    assert_eq!(up.hits(), 0);
+    let ok = h.block_on(answer(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: a:80\r\nConnection: close\r\n\r\n",
+    ));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[test]
+fn transfer_codings_other_than_a_lone_chunked_are_not_implemented() {
+    let h = Harness::new(1);
+    let up = setup(&h);
+    let addr = h.addr(HTTP);
+    for te in ["gzip, chunked", "deflate,chunked"] {
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let status = h.block_on(answer(addr, raw.as_bytes()));
+        // hyper refuses codings not ending in chunked itself (400); ours are 501.
+        assert!(
+            status.starts_with("HTTP/1.1 501") || status.starts_with("HTTP/1.1 400"),
+            "{te}: {status}"
+        );
+    }
+    assert_eq!(up.hits(), 0);
+    let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert!(h
+        .block_on(answer(addr, chunked))
+        .starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn connect_is_refused_and_never_rewritten() {
+    let h = Harness::new(1);
+    let up = setup(&h);
+    let addr = h.addr(HTTP);
+    let status = h.block_on(answer(
+        addr,
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    ));
+    assert!(status.starts_with("HTTP/1.1 501"), "{status}");
+    assert_eq!(up.hits(), 0);
+}
