@@ -170,12 +170,7 @@ impl Http {
         let requests = activity.clone();
         let service = service_fn(move |req| {
             let in_flight = InFlight::start(&requests);
-            let response = http::serve(req, ctx.clone(), conn.clone());
-            async move {
-                let response = response.await;
-                drop(in_flight);
-                response
-            }
+            http::serve(req, ctx.clone(), conn.clone(), in_flight)
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);

@@ -108,6 +108,46 @@ fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// What the echo reports of a request's head: method, path (with query),
+/// authority, protocol and headers (repeated ones joined with `, `).
+fn describe<B>(req: &Request<B>) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(s)) => {
+                s.push_str(", ");
+                s.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.as_str().to_owned(), v.into());
+            }
+        }
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "method": req.method().as_str(),
+        "path": path,
+        "authority": authority,
+        "protocol": format!("{:?}", req.version()),
+        "headers": headers,
+    })
+}
+
 async fn handle(
     req: Request<Incoming>,
     config: Arc<EchoConfig>,
@@ -134,37 +174,7 @@ async fn handle(
         return Ok(resp);
     }
 
-    let mut headers = serde_json::Map::new();
-    for (k, v) in req.headers() {
-        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-        match headers.get_mut(k.as_str()) {
-            Some(serde_json::Value::String(s)) => {
-                s.push_str(", ");
-                s.push_str(&v);
-            }
-            _ => {
-                headers.insert(k.as_str().to_owned(), v.into());
-            }
-        }
-    }
-    let method = req.method().to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    let protocol = format!("{:?}", req.version());
-
+    let described = describe(&req);
     // Read the body frame by frame: count it, keep only its trailers.
     let (_, mut body) = req.into_parts();
     let mut body_bytes = 0u64;
@@ -176,15 +186,9 @@ async fn handle(
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
-    let json = serde_json::json!({
-        "name": config.name,
-        "method": method,
-        "path": path,
-        "authority": authority,
-        "protocol": protocol,
-        "headers": headers,
-        "body_bytes": body_bytes,
-    });
+    let mut json = described;
+    json["name"] = config.name.as_str().into();
+    json["body_bytes"] = body_bytes.into();
     let mut resp = Response::new(EchoBody::Json {
         data: Some(Bytes::from(json.to_string())),
         trailers,

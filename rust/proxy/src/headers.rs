@@ -161,4 +161,63 @@ mod tests {
         );
         assert!(h.get("x-kept").is_some());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const HOP: [&str; 7] = [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+        ];
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(HOP.to_vec()).prop_map(str::to_owned),
+                "x-[a-z]{1,6}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Nothing hop-by-hop survives, nothing else is lost, whatever
+            /// the client lists in Connection.
+            #[test]
+            fn only_end_to_end_headers_survive(
+                headers in proptest::collection::vec((name(), "[ -~]{0,12}"), 0..12),
+                listed in proptest::collection::vec(name(), 0..4),
+            ) {
+                let mut h = HeaderMap::new();
+                for (n, v) in &headers {
+                    if let (Ok(n), Ok(v)) = (HeaderName::try_from(n.as_str()), HeaderValue::try_from(v.as_str())) {
+                        h.append(n, v);
+                    }
+                }
+                if let Ok(v) = HeaderValue::try_from(listed.join(", ")) {
+                    h.append(header::CONNECTION, v);
+                }
+                let before = h.clone();
+                strip_hop_by_hop(&mut h);
+                for hop in HOP {
+                    if hop == "te" {
+                        prop_assert!(h.get_all(hop).iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")));
+                    } else {
+                        prop_assert!(h.get(hop).is_none(), "{} survived", hop);
+                    }
+                }
+                for n in before.keys() {
+                    let listed_here = listed.iter().any(|l| l.eq_ignore_ascii_case(n.as_str()));
+                    if !HOP.contains(&n.as_str()) && !listed_here {
+                        prop_assert_eq!(before.get_all(n).iter().count(), h.get_all(n).iter().count());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -43,10 +43,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub fn serve(
+/// Serves one request; `in_flight` lives exactly as long as the request's
+/// handling (the connection's idle check counts it).
+pub fn serve<G: Send + 'static>(
     req: Request<Incoming>,
     conn_ctx: Arc<ConnCtx>,
     conn: Conn,
+    in_flight: G,
 ) -> Pin<Box<impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>> {
     // Boxed once here: hyper moves the service's future around (an HTTP/2 stream's
     // through several frames into its own task) and a request's state is ~6 KB, moved
@@ -55,6 +58,7 @@ pub fn serve(
     // connection) pay a malloc, +0.1-0.2 µs (A/B runs, bench/RESULTS.md).
     Box::pin(async move {
         // One load per request: this request sees this snapshot to its end.
+        let _in_flight = in_flight;
         let snap = conn_ctx.store.load_full();
         Ok(handle(req, &snap, conn_ctx.listener_id, conn).await)
     })

@@ -38,12 +38,15 @@ pub fn decode(
     if let Some(t) = tls.filter(|t| t.forward_client_cert) {
         set_client_cert(h, t.identity.as_deref(), ctx.conn.identity.as_deref());
     }
-    if let Err((status, why)) = framing(&req) {
-        let body = bytes::Bytes::from_static(why.as_bytes());
-        let flag = Some(ResponseFlag::DownstreamProtocolError);
-        return Err(Box::new(ctx.local(status, flag, Some(body))));
-    }
-    let Some(authority) = authority(&req).filter(|a| valid_authority(a)) else {
+    let host = match framing(&req) {
+        Ok(host) => host,
+        Err((status, why)) => {
+            let body = bytes::Bytes::from_static(why.as_bytes());
+            let flag = Some(ResponseFlag::DownstreamProtocolError);
+            return Err(Box::new(ctx.local(status, flag, Some(body))));
+        }
+    };
+    let Some(authority) = authority(&req, host).filter(|a| valid_authority(a)) else {
         return Err(Box::new(ctx.fail(ResponseFlag::DownstreamProtocolError)));
     };
     if let Cow::Owned(path) = normalize_path(req.uri().path(), ctx.snap.path_normalization) {
@@ -59,20 +62,25 @@ pub fn decode(
 /// two Hosts, or a Host that disagrees with an absolute-form target; any
 /// transfer coding but a lone `chunked` (dropping the others while re-framing
 /// would change the body); CONNECT (no route tunnels yet).
-fn framing<B>(req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
+fn framing<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, (StatusCode, &'static str)> {
+    if req.method() == Method::CONNECT {
+        return Err((StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported\n"));
+    }
+    if req.version() >= Version::HTTP_2 {
+        // HTTP/2 has no transfer codings (hyper refuses connection-specific
+        // headers) and carries the authority in `:authority`.
+        return Ok(None);
+    }
     let h = req.headers();
     let mut hosts = h.get_all(header::HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
+    let host = hosts.next();
+    if hosts.next().is_some() {
         return Err((StatusCode::BAD_REQUEST, "more than one Host\n"));
     }
-    if let (Some(a), Some(host)) = (req.uri().authority(), h.get(header::HOST)) {
-        if req.version() < Version::HTTP_2
-            && !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
-        {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "Host differs from the request target\n",
-            ));
+    if let (Some(a), Some(host)) = (req.uri().authority(), host) {
+        if !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
+            let why = "Host differs from the request target\n";
+            return Err((StatusCode::BAD_REQUEST, why));
         }
     }
     let mut codings = h.get_all(header::TRANSFER_ENCODING).iter();
@@ -80,56 +88,37 @@ fn framing<B>(req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
         let lone_chunked =
             te.as_bytes().eq_ignore_ascii_case(b"chunked") && codings.next().is_none();
         if !lone_chunked {
-            return Err((
-                StatusCode::NOT_IMPLEMENTED,
-                "transfer coding not supported\n",
-            ));
+            let why = "transfer coding not supported\n";
+            return Err((StatusCode::NOT_IMPLEMENTED, why));
         }
     }
-    if req.method() == Method::CONNECT {
-        return Err((StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported\n"));
-    }
-    Ok(())
+    Ok(host)
 }
 
-/// `host[:port]` as RFC 3986 has it: a reg-name, IPv4 or bracketed IPv6
-/// literal, and a numeric port; no userinfo, path or whitespace.
+/// `host[:port]` as RFC 3986 has it — a reg-name (unreserved characters and
+/// sub-delims; no percent-encoding), IPv4 or bracketed IPv6 literal, and a
+/// numeric port (a subset of what the `http` crate parses, property-tested):
+/// no userinfo, path or whitespace.
 fn valid_authority(a: &str) -> bool {
     let (host, port) = match a.rfind(':') {
         Some(i) if !a[i..].contains(']') => (&a[..i], Some(&a[i + 1..])),
         _ => (a, None),
     };
     let port_ok = port.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 5
+        (1..=5).contains(&p.len())
             && p.bytes().all(|b| b.is_ascii_digit())
             && p.parse::<u16>().is_ok()
     });
-    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        !host.is_empty()
-            && host.bytes().all(|b| {
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            let allowed = |b: u8| {
                 b.is_ascii_alphanumeric()
-                    || matches!(
-                        b,
-                        b'-' | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'%'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'\''
-                            | b'('
-                            | b')'
-                            | b'*'
-                            | b'+'
-                            | b','
-                            | b';'
-                            | b'='
-                    )
-            })
+                    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'')
+                    || matches!(b, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
+            };
+            !host.is_empty() && host.bytes().all(allowed)
+        }
     };
     host_ok && port_ok
 }
@@ -163,11 +152,11 @@ fn set_client_cert(h: &mut HeaderMap, own: Option<&str>, client: Option<&str>) {
 }
 
 /// `:authority` (HTTP/2, absolute-form HTTP/1.1) or the Host header.
-fn authority<B>(req: &Request<B>) -> Option<String> {
+fn authority<B>(req: &Request<B>, host: Option<&HeaderValue>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_owned());
     }
-    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    let host = host?.to_str().ok()?;
     (!host.is_empty()).then(|| host.to_owned())
 }
 
@@ -190,122 +179,4 @@ fn new_request_id() -> HeaderValue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_uuid_v4() {
-        let id = new_request_id();
-        let s = id.to_str().expect("ascii");
-        assert_eq!(s.len(), 36);
-        assert_eq!(&s[14..15], "4");
-        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
-        assert_ne!(new_request_id(), id);
-    }
-
-    #[test]
-    fn a_clients_own_client_cert_header_is_replaced() {
-        let mut h = HeaderMap::new();
-        h.insert(XFCC, HeaderValue::from_static("URI=spiffe://forged"));
-        set_client_cert(&mut h, Some("spiffe://td/ns/a/sa/me"), None);
-        assert!(h.get(XFCC).is_none());
-        set_client_cert(
-            &mut h,
-            Some("spiffe://td/ns/a/sa/me"),
-            Some("spiffe://td/ns/b/sa/you"),
-        );
-        assert_eq!(
-            h.get(XFCC).map(|v| v.as_bytes()),
-            Some(&b"By=spiffe://td/ns/a/sa/me;URI=spiffe://td/ns/b/sa/you"[..])
-        );
-    }
-
-    #[test]
-    fn authorities_are_host_and_numeric_port_only() {
-        for good in [
-            "a",
-            "a.example:80",
-            "10.0.0.1:8080",
-            "[::1]:15001",
-            "[2001:db8::1]",
-            "svc-1.ns_x",
-        ] {
-            assert!(valid_authority(good), "{good}");
-        }
-        for bad in [
-            "a b", "a@b", "a/b", "a:80:80", "a:abc", "a:", "a:99999", ":80", "", "[::1", "[zz]:1",
-            "a\nb",
-        ] {
-            assert!(!valid_authority(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn framing_refuses_what_cannot_be_passed_on_faithfully() {
-        let req = |f: fn(http::request::Builder) -> http::request::Builder| {
-            f(Request::builder().uri("/")).body(()).expect("request")
-        };
-        assert_eq!(framing(&req(|b| b.header("host", "a"))), Ok(()));
-        assert_eq!(
-            framing(&req(|b| b
-                .header("host", "a")
-                .header("transfer-encoding", "Chunked"))),
-            Ok(())
-        );
-        let status = |r: Result<(), (StatusCode, &str)>| r.err().map(|e| e.0.as_u16());
-        assert_eq!(
-            status(framing(&req(|b| b.header("host", "a").header("host", "b")))),
-            Some(400)
-        );
-        for te in ["gzip, chunked", "chunked, gzip", "gzip"] {
-            let r = Request::builder()
-                .uri("/")
-                .header("transfer-encoding", te)
-                .body(())
-                .expect("request");
-            assert_eq!(status(framing(&r)), Some(501), "{te}");
-        }
-        let twice = req(|b| {
-            b.header("transfer-encoding", "chunked")
-                .header("transfer-encoding", "chunked")
-        });
-        assert_eq!(status(framing(&twice)), Some(501));
-        let connect = Request::builder()
-            .method("CONNECT")
-            .uri("a:443")
-            .body(())
-            .expect("request");
-        assert_eq!(status(framing(&connect)), Some(501));
-        let mismatch = Request::builder()
-            .uri("http://a/")
-            .header("host", "b")
-            .body(())
-            .expect("request");
-        assert_eq!(status(framing(&mismatch)), Some(400));
-        let agree = Request::builder()
-            .uri("http://a:80/")
-            .header("host", "A:80")
-            .body(())
-            .expect("request");
-        assert_eq!(framing(&agree), Ok(()));
-    }
-
-    #[test]
-    fn authority_prefers_the_uri_then_host() {
-        let req = Request::get("http://a.example:8080/x")
-            .header(header::HOST, "b.example")
-            .body(())
-            .expect("request");
-        assert_eq!(authority(&req).as_deref(), Some("a.example:8080"));
-        let req = Request::get("/x")
-            .header(header::HOST, "b.example")
-            .body(())
-            .expect("request");
-        assert_eq!(authority(&req).as_deref(), Some("b.example"));
-        let req = Request::get("/x")
-            .header(header::HOST, "")
-            .body(())
-            .expect("request");
-        assert_eq!(authority(&req), None);
-    }
-}
+mod tests;

@@ -89,12 +89,12 @@ async fn request_phase<'a>(
                 }
                 (body, _) => body,
             };
-            ctx.filtered = Some(Filtered {
+            ctx.filtered = Some(Box::new(Filtered {
                 hook,
                 info,
                 state,
                 route,
-            });
+            }));
             let req = Request::from_parts(parts, body);
             if headers_changed {
                 route::rematch(ctx, &req, host_before.as_ref())?;
@@ -162,7 +162,7 @@ async fn read_request_body(
 /// (and body) changes applied. `Err` is the reply to send instead.
 pub async fn on_response(
     ctx: &mut RequestCtx<'_>,
-    filtered: Filtered<'_>,
+    filtered: Box<Filtered<'_>>,
     parts: &mut http::response::Parts,
     body: Held<Incoming>,
 ) -> Result<ProxyBody, Answer> {
@@ -171,7 +171,7 @@ pub async fn on_response(
         info,
         state,
         route,
-    } = filtered;
+    } = *filtered;
     let limit = route.filter_response_body;
     if limit == 0 {
         // Headers only: the body streams on as it comes.

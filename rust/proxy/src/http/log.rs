@@ -15,6 +15,6 @@ pub fn log(ctx: RequestCtx<'_>, status: StatusCode) {
         }
     }
     if let Some(filtered) = ctx.filtered {
-        filtered.ended(status, &ctx.flags.render());
+        (*filtered).ended(status, &ctx.flags.render());
     }
 }

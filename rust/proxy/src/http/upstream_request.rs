@@ -49,13 +49,14 @@ pub async fn prepare(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let original_pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut authority = authority.to_owned();
+    // Borrowed unless a rewrite changes it: no copy per request.
+    let mut authority = std::borrow::Cow::Borrowed(authority);
     if let Some(rw) = &route.rewrite {
         if let Some(path) = rw.path(original_pq, &route.matched) {
             parts.uri = Uri::try_from(path).map_err(|_| ResponseFlag::DownstreamProtocolError)?;
         }
         if let Some(a) = &rw.authority {
-            authority = a.to_str().unwrap_or_default().to_owned();
+            authority = std::borrow::Cow::Owned(a.to_str().unwrap_or_default().to_owned());
         }
     }
     let path = parts
