@@ -17,13 +17,7 @@ use tokio::net::TcpStream;
 fn limited(up: &Upstream, downstream: ir::Downstream) -> ir::Snapshot {
     ir::Snapshot {
         downstream,
-        ..single_route(
-            ir::RouteAction {
-                clusters: to("c"),
-                ..Default::default()
-            },
-            vec![cluster("c", &[&up.address()])],
-        )
+        ..to_upstream(up)
     }
 }
 

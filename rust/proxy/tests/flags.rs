@@ -23,13 +23,7 @@ fn planted(flags: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
 fn an_upstreams_flags_header_is_not_reported_as_ours() {
     let h = Harness::new(1);
     let up = h.upstream("up", 200);
-    h.apply(&single_route(
-        ir::RouteAction {
-            clusters: to("c"),
-            ..Default::default()
-        },
-        vec![cluster("c", &[&up.address()])],
-    ));
+    h.apply(&to_upstream(&up));
     let r = h.send(LISTENER, planted("UH,URX,NR"));
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -69,13 +63,7 @@ fn our_own_flags_replace_an_upstreams() {
 fn a_clients_flags_header_is_not_forwarded() {
     let h = Harness::new(1);
     let mut up = h.upstream("up", 200);
-    h.apply(&single_route(
-        ir::RouteAction {
-            clusters: to("c"),
-            ..Default::default()
-        },
-        vec![cluster("c", &[&up.address()])],
-    ));
+    h.apply(&to_upstream(&up));
     let req = request(
         "GET",
         "svc",

@@ -3,7 +3,6 @@
 
 mod support;
 
-use meshfast_proxy::ir;
 use std::net::SocketAddr;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,13 +29,7 @@ async fn answer(addr: SocketAddr, raw: &[u8]) -> String {
 
 fn setup(h: &Harness) -> Upstream {
     let up = h.upstream("up", 200);
-    h.apply(&single_route(
-        ir::RouteAction {
-            clusters: to("c"),
-            ..Default::default()
-        },
-        vec![cluster("c", &[&up.address()])],
-    ));
+    h.apply(&to_upstream(&up));
     up
 }
 

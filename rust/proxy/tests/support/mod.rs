@@ -188,13 +188,13 @@ impl Harness {
     /// Starts an upstream that reads a request head and hangs up without answering.
     pub fn hang_up(&self) -> HangUp {
         let _guard = self.rt.enter();
-        HangUp::start()
+        TcpServer::hang_up()
     }
 
     /// Starts a TCP server that echoes every byte back (see [`TcpEcho`]).
     pub fn tcp_echo(&self) -> TcpEcho {
         let _guard = self.rt.enter();
-        TcpEcho::start()
+        TcpServer::echo()
     }
 }
 
@@ -361,39 +361,36 @@ impl Drop for Upstream {
     }
 }
 
-/// A TCP server that reads a request head, then closes without answering:
-/// the proxy sees the connection end before a response (a reset, `UC`).
-pub struct HangUp {
+/// A loopback TCP server that runs one handler per accepted connection and
+/// counts the connections.
+pub struct TcpServer {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl HangUp {
-    fn start() -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind hang-up");
+/// Reads a request head, then closes without answering: the proxy sees the
+/// connection end before a response (a reset, `UC`).
+pub type HangUp = TcpServer;
+/// Echoes every byte back until the peer half-closes.
+pub type TcpEcho = TcpServer;
+
+impl TcpServer {
+    fn start<F, Fut>(handle: F) -> Self
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp server");
         std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("hang-up addr");
+        let addr = std_listener.local_addr().expect("tcp server addr");
         let listener = TcpListener::from_std(std_listener).expect("tokio listener");
         let connections = Arc::new(AtomicUsize::new(0));
         let c = connections.clone();
         let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
+            while let Ok((stream, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    // Dropped: closed with nothing written.
-                });
+                tokio::spawn(handle(stream));
             }
         });
         Self {
@@ -401,6 +398,28 @@ impl HangUp {
             connections,
             task,
         }
+    }
+
+    fn hang_up() -> Self {
+        Self::start(|mut stream| async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            // Dropped: closed with nothing written.
+        })
+    }
+
+    fn echo() -> Self {
+        Self::start(|mut stream| async move {
+            let (mut r, mut w) = stream.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        })
     }
 
     pub fn address(&self) -> String {
@@ -408,49 +427,7 @@ impl HangUp {
     }
 }
 
-impl Drop for HangUp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A plain TCP server echoing every byte back until the peer half-closes.
-pub struct TcpEcho {
-    pub addr: SocketAddr,
-    pub connections: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TcpEcho {
-    fn start() -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp echo");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("tcp echo addr");
-        let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let c = connections.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let (mut r, mut w) = stream.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                    let _ = w.shutdown().await;
-                });
-            }
-        });
-        Self {
-            addr,
-            connections,
-            task,
-        }
-    }
-}
-
-impl Drop for TcpEcho {
+impl Drop for TcpServer {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -642,6 +619,17 @@ pub fn http_snapshot(
         clusters,
         ..Default::default()
     }
+}
+
+/// Every request to `up` (cluster `c`), by one catch-all route.
+pub fn to_upstream(up: &Upstream) -> ir::Snapshot {
+    single_route(
+        ir::RouteAction {
+            clusters: to("c"),
+            ..Default::default()
+        },
+        vec![cluster("c", &[&up.address()])],
+    )
 }
 
 /// A snapshot whose one virtual host (`*`) has one catch-all route.
