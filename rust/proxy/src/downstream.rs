@@ -39,6 +39,9 @@ pub fn http_builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_buf_size(H1_MAX_BUF)
         .max_headers(MAX_HEADERS)
+        // A client may shut its sending side once its request is out and
+        // still read the answer (RFC 9112 §9.6).
+        .half_close(true)
         .header_read_timeout(DownstreamRt::REQUEST_HEADERS_TIMEOUT);
     b.http2()
         .timer(TokioTimer::new())

@@ -99,3 +99,28 @@ fn connect_is_refused_and_never_rewritten() {
     assert!(status.starts_with("HTTP/1.1 501"), "{status}");
     assert_eq!(up.hits(), 0);
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let h = Harness::new(1);
+    let up = setup(&h);
+    let addr = h.addr(HTTP);
+    for _ in 0..20 {
+        let status = h.block_on(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            s.shutdown().await.expect("half-close");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        });
+        assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    }
+    assert_eq!(up.hits(), 20);
+}

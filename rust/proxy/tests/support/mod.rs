@@ -348,6 +348,15 @@ impl Upstream {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// The requests received so far and not yet taken, without waiting.
+    pub fn received(&mut self) -> Vec<Seen> {
+        let mut out = Vec::new();
+        while let Ok(seen) = self.seen.try_recv() {
+            out.push(seen);
+        }
+        out
+    }
+
     /// The next request this upstream receives (bounded by [`DEADLINE`]).
     pub fn next_request(&mut self, h: &Harness) -> Seen {
         h.block_on(self.seen.recv())
