@@ -14,9 +14,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use meshfast_ir as ir;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -114,11 +117,91 @@ struct Http {
 }
 
 /// Requests started on a connection, and those whose response head is not
-/// yet out: what its idle check reads.
+/// yet out: what its idle check reads. `h2`: the client opened with the
+/// whole HTTP/2 preface — an established connection that may rightly sit
+/// without a stream (a gRPC channel), so the idle timeout governs it, not
+/// the headers timeout.
 #[derive(Debug, Default)]
 struct Activity {
     started: AtomicU64,
     active: AtomicU64,
+    h2: std::sync::atomic::AtomicBool,
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The client's stream, watched only for its first 24 bytes (the HTTP/2
+/// preface or not); every read and write passes straight through.
+struct Watched<S> {
+    inner: S,
+    opening: [u8; 24],
+    seen: usize,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            opening: [0; 24],
+            seen: 0,
+            activity,
+        }
+    }
+
+    fn saw(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(24 - self.seen);
+        self.opening[self.seen..self.seen + n].copy_from_slice(&bytes[..n]);
+        self.seen += n;
+        if self.seen == 24 && &self.opening == H2_PREFACE {
+            self.activity.h2.store(true, Relaxed);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.seen < 24 {
+            self.saw(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// One request in flight on its connection.
@@ -175,12 +258,14 @@ impl Http {
             let in_flight = InFlight::start(&requests);
             http::serve(req, ctx.clone(), conn.clone(), in_flight)
         });
+        let stream = Watched::new(stream, activity.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut idle = Idle::new(&limits);
         let headers_deadline = accepted + limits.request_headers_timeout;
-        loop {
-            let first = activity.started.load(Relaxed) == 0;
+        let drained = loop {
+            // Waiting for a first request head, not an established h2 connection.
+            let first = activity.started.load(Relaxed) == 0 && !activity.h2.load(Relaxed);
             let wake = if first {
                 headers_deadline.min(Instant::now() + idle.every)
             } else {
@@ -188,10 +273,10 @@ impl Http {
             };
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = drain.wait_for(|d| *d) => break,
+                _ = drain.wait_for(|d| *d) => break true,
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            if activity.started.load(Relaxed) == 0 {
+            if activity.started.load(Relaxed) == 0 && !activity.h2.load(Relaxed) {
                 if Instant::now() >= headers_deadline {
                     // Not one request head since accept: nothing to finish either.
                     counters.cx_headers_timeout.fetch_add(1, Relaxed);
@@ -201,13 +286,19 @@ impl Http {
             }
             if idle.check(&activity) {
                 counters.cx_idle_timeout.fetch_add(1, Relaxed);
-                break;
+                break false;
             }
-        }
+        };
         // Draining or idle: finish in-flight requests, then close (GOAWAY /
-        // Connection: close).
+        // Connection: close). The drain has its own deadline; an idle close
+        // gets one more idle period (an HTTP/2 client that never acknowledges
+        // the GOAWAY's PING must not keep it open).
         conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+        if drained {
+            let _ = conn.await;
+        } else {
+            let _ = tokio::time::timeout(limits.idle_timeout, conn).await;
+        }
     }
 }
 

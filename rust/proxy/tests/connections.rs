@@ -134,3 +134,36 @@ fn past_the_connection_cap_new_connections_are_closed_and_old_ones_serve_on() {
         assert_eq!(b.send(get("svc", "/b2")).await.status, 200);
     });
 }
+
+#[test]
+fn an_http2_connection_without_streams_is_idle_not_late() {
+    let h = Harness::new(1);
+    let up = h.upstream("up", 200);
+    h.apply(&limited(
+        &up,
+        ir::Downstream {
+            request_headers_timeout_ms: 50,
+            idle_timeout_ms: 300,
+            ..Default::default()
+        },
+    ));
+    let addr = h.addr(HTTP);
+    // The preface and an empty SETTINGS frame, then nothing (a gRPC channel
+    // waiting for its first call).
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    opening.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let frames = h.block_on(closed_after(addr, &opening));
+    let mut types = Vec::new();
+    let mut rest = &frames[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(
+        types.contains(&7),
+        "closed without GOAWAY: frame types {types:?}"
+    );
+    assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 0);
+    assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
+}
