@@ -1,9 +1,10 @@
 //! One accepted client connection, from accept to close: TCP proxying, or
 //! HTTP (plaintext, TLS-terminated, or PERMISSIVE: told apart by the first
 //! byte) served by hyper — under the connection's limits: a first request
-//! head within the headers timeout of accept (a connection that sends
-//! nothing, one byte, or half an HTTP/2 preface is closed), and an idle
-//! timeout once no request is in flight (Envoy's `idle_timeout`).
+//! head within the headers timeout (counted once HTTP serving starts, after
+//! any TLS handshake, itself bounded) — a connection that sends nothing, one
+//! byte, or half an HTTP/2 preface is closed — and an idle timeout once no
+//! request is in flight and no byte moves (Envoy's `idle_timeout`).
 
 use crate::conn::{Conn, ConnCtx};
 use crate::http;
@@ -125,6 +126,9 @@ struct Http {
 struct Activity {
     started: AtomicU64,
     active: AtomicU64,
+    /// Reads and writes that moved bytes: a response or upload still
+    /// streaming keeps its connection out of the idle check.
+    io: AtomicU64,
     h2: std::sync::atomic::AtomicBool,
 }
 
@@ -149,6 +153,12 @@ impl<S> Watched<S> {
         }
     }
 
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.io.fetch_add(1, Relaxed);
+        }
+    }
+
     fn saw(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(24 - self.seen);
         self.opening[self.seen..self.seen + n].copy_from_slice(&bytes[..n]);
@@ -167,8 +177,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.seen < 24 {
-            self.saw(&buf.filled()[before..]);
+        if buf.filled().len() > before {
+            self.activity.io.fetch_add(1, Relaxed);
+            if self.seen < 24 {
+                self.saw(&buf.filled()[before..]);
+            }
         }
         polled
     }
@@ -180,7 +193,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -188,7 +203,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -259,6 +276,13 @@ impl Http {
             http::serve(req, ctx.clone(), conn.clone(), in_flight)
         });
         let stream = Watched::new(stream, activity.clone());
+        // hyper re-arms its HTTP/1.1 head timeout whenever a keep-alive
+        // connection goes idle: it is this listener's headers timeout, so a
+        // keep-alive connection waits that long for its next request.
+        let mut builder = (*builder).clone();
+        builder
+            .http1()
+            .header_read_timeout(limits.request_headers_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut idle = Idle::new(&limits);
@@ -303,10 +327,12 @@ impl Http {
 }
 
 /// The idle check: idle once `IDLE_CHECKS` checks in a row found no request
-/// in flight and none started since the one before.
+/// in flight, none started and no byte moved since the one before (a
+/// response still streaming is not idle; one silent for a whole idle period
+/// is, as Envoy's stream idle timeout would end it sooner).
 struct Idle {
     every: Duration,
-    seen: u64,
+    seen: (u64, u64),
     quiet: u32,
 }
 
@@ -314,15 +340,15 @@ impl Idle {
     fn new(limits: &DownstreamRt) -> Self {
         Self {
             every: (limits.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1)),
-            seen: 0,
+            seen: (0, 0),
             quiet: 0,
         }
     }
 
     fn check(&mut self, activity: &Activity) -> bool {
-        let started = activity.started.load(Relaxed);
-        if started != self.seen || activity.active.load(Relaxed) > 0 {
-            self.seen = started;
+        let now = (activity.started.load(Relaxed), activity.io.load(Relaxed));
+        if now != self.seen || activity.active.load(Relaxed) > 0 {
+            self.seen = now;
             self.quiet = 0;
             return false;
         }
@@ -365,6 +391,10 @@ mod tests {
             !idle.check(&req),
             "a request since the last check resets it"
         );
+        assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
+        // A response still streaming (bytes written) keeps it busy.
+        req.io.fetch_add(1, Relaxed);
+        assert!(!idle.check(&req), "bytes moved since the last check");
         assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
         assert!(idle.check(&req));
     }

@@ -458,6 +458,8 @@ impl Runtime {
     /// of one of them on a loopback or unspecified IP (a wildcard listener
     /// answers there too).
     pub fn is_own(&self, dst: std::net::SocketAddr) -> bool {
+        // `::ffff:127.0.0.1` is 127.0.0.1: compare IPv4-mapped addresses as IPv4.
+        let dst = std::net::SocketAddr::new(dst.ip().to_canonical(), dst.port());
         let protected = self.protected.read();
         self.own_addresses
             .iter()

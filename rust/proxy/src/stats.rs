@@ -269,7 +269,7 @@ fn write_scope(out: &mut String, scope: Scope, sets: &[(String, &Arc<Counters>)]
     }
     let _ = writeln!(
         out,
-        "# HELP meshfast_{s}_response_flags_total local replies by Envoy response flag"
+        "# HELP meshfast_{s}_response_flags_total requests by Envoy response flag (counted on every listener, route and cluster the request reached)"
     );
     let _ = writeln!(out, "# TYPE meshfast_{s}_response_flags_total counter");
     for (name, c) in sets {

@@ -512,7 +512,10 @@ async fn accept(
         let snap = ctx.store.load();
         // The cap counts every worker's connections; past it, close at once
         // (never queue without bound). Existing connections are unaffected.
-        if drain.total.load(Ordering::Relaxed) >= snap.downstream.max_connections {
+        // Counted first, then checked: workers accepting at once cannot
+        // overshoot together.
+        let open = drain.open_one();
+        if drain.total.load(Ordering::Relaxed) > snap.downstream.max_connections {
             if let Some(l) = snap.listener(ctx.listener_id) {
                 l.stats.cx_overflow.fetch_add(1, Ordering::Relaxed);
             }
@@ -536,7 +539,6 @@ async fn accept(
             original_dst,
             identity: None,
         };
-        let open = drain.open_one();
         let (ctx, signal, builder) = (ctx.clone(), drain.signal.clone(), builder.clone());
         tokio::spawn(async move {
             let _open = open;

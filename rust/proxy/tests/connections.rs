@@ -47,19 +47,20 @@ fn a_connection_without_a_request_head_is_closed_after_the_headers_timeout() {
         },
     ));
     let addr = h.addr(HTTP);
-    for sent in [
-        &b""[..],
-        b"G",
-        b"PRI * HTTP/2.0\r\n",
-        b"GET / HTTP/1.1\r\nHost: svc\r\n",
-    ] {
+    // Before the protocol is known (nothing, half an HTTP/2 preface): only
+    // meshfast's check can close them, and counts them.
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
         let got = h.block_on(closed_after(addr, sent));
-        assert!(
-            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
-            "{sent:?}: {got:?}"
-        );
+        assert!(got.is_empty(), "{sent:?}: {got:?}");
     }
-    assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 4);
+    assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 2);
+    // An HTTP/1.1 head begun but never finished: hyper's head timeout (the
+    // same setting) races meshfast's; either way it is closed (hyper: 408).
+    for sent in [&b"G"[..], b"GET / HTTP/1.1\r\nHost: svc\r\n"] {
+        let got = h.block_on(closed_after(addr, sent));
+        let closed = got.is_empty() || got.starts_with(b"HTTP/1.1 408");
+        assert!(closed, "{sent:?}: {got:?}");
+    }
     assert_eq!(up.hits(), 0);
 }
 
@@ -78,6 +79,24 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let got = h.block_on(closed_after(addr, b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"));
     assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
     assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
+}
+
+#[test]
+fn a_keep_alive_connection_waits_for_its_next_request_as_long_as_configured() {
+    let h = Harness::new(1);
+    let up = h.upstream("up", 200);
+    h.apply(&limited(
+        &up,
+        ir::Downstream {
+            request_headers_timeout_ms: 100,
+            ..Default::default()
+        },
+    ));
+    let addr = h.addr(HTTP);
+    // hyper's head timeout follows the listener's setting: a keep-alive
+    // connection that sends no next request is closed, not kept 30 s.
+    let got = h.block_on(closed_after(addr, b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"));
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
 }
 
 #[test]

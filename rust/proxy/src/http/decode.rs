@@ -66,10 +66,23 @@ fn framing<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, (StatusCode, &'s
     if req.method() == Method::CONNECT {
         return Err((StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported\n"));
     }
+    let path = req.uri().path();
+    let asterisk = path == "*" && req.method() == Method::OPTIONS;
+    if !(path.starts_with('/') || asterisk) {
+        // Only origin-form paths are normalized and routed (an HTTP/2 `:path`
+        // of `x/../admin` would otherwise pass unnormalized).
+        return Err((StatusCode::BAD_REQUEST, "the path must start with /\n"));
+    }
     if req.version() >= Version::HTTP_2 {
         // HTTP/2 has no transfer codings (hyper refuses connection-specific
-        // headers) and carries the authority in `:authority`.
-        return Ok(None);
+        // headers) and carries the authority in `:authority`; Host stands in
+        // only where `:authority` is missing.
+        let host = req
+            .uri()
+            .authority()
+            .is_none()
+            .then(|| req.headers().get(header::HOST));
+        return Ok(host.flatten());
     }
     let h = req.headers();
     let mut hosts = h.get_all(header::HOST).iter();

@@ -264,13 +264,16 @@ impl Tries<'_> {
         };
         match result {
             Some(Ok((resp, lease))) => Attempt::Answered(resp, lease),
-            Some(Err(Failed { error, .. })) if error.downstream_fault().is_some() => {
-                Attempt::Downstream(match error.downstream_fault() {
-                    Some(DownstreamFault::Malformed) => ResponseFlag::DownstreamProtocolError,
-                    _ => ResponseFlag::DownstreamConnectionTermination,
-                })
-            }
             Some(Err(Failed { error, request })) => {
+                match error.downstream_fault() {
+                    Some(DownstreamFault::Malformed) => {
+                        return Attempt::Downstream(ResponseFlag::DownstreamProtocolError)
+                    }
+                    Some(DownstreamFault::Gone) => {
+                        return Attempt::Downstream(ResponseFlag::DownstreamConnectionTermination)
+                    }
+                    None => {}
+                }
                 let (outcome, flag) = if error.is_connect() {
                     (
                         Outcome::ConnectFailure,

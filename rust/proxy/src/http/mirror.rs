@@ -39,13 +39,13 @@ pub fn spawn(mirror: &MirrorRt, request: &UpstreamRequest) {
         return;
     };
     let host = request.host().map(str::to_owned);
-    cluster.stats.rq_total.fetch_add(1, Relaxed);
     tokio::spawn(async move {
         let _guard = guard;
         let Some(target) = upstream::select(&cluster, Pick::default()) else {
             cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
             return;
         };
+        cluster.stats.rq_total.fetch_add(1, Relaxed);
         match target.send(host.as_deref(), http2, req).await {
             Ok((resp, lease)) => {
                 cluster.stats.response(resp.status().as_u16());
@@ -53,7 +53,12 @@ pub fn spawn(mirror: &MirrorRt, request: &UpstreamRequest) {
                 let mut body = Held::new(resp.into_body(), target.load, lease);
                 while let Some(Ok(_)) = body.frame().await {}
             }
-            Err(_) => cluster.stats.flag(ResponseFlag::UpstreamConnectFailure),
+            Err(failed) if failed.error.is_connect() => {
+                cluster.stats.flag(ResponseFlag::UpstreamConnectFailure);
+            }
+            Err(_) => cluster
+                .stats
+                .flag(ResponseFlag::UpstreamConnectionTermination),
         }
     });
 }

@@ -77,6 +77,8 @@ fn the_sidecars_own_addresses_are_recognised_on_any_local_ip() {
         .write()
         .push("10.1.2.3:15000".parse().expect("addr"));
     for own in [
+        "[::ffff:127.0.0.1]:15001",
+        "[::ffff:10.1.2.3]:15000",
         "127.0.0.1:15001",
         "127.0.0.2:15001",
         "0.0.0.0:15001",

@@ -107,6 +107,27 @@ fn framing_refuses_what_cannot_be_passed_on_faithfully() {
 }
 
 #[test]
+fn options_asterisk_passes_and_http2_falls_back_to_host() {
+    // (A `:path` without `/` is refused too, though the `http` crate already
+    // refuses to build one.)
+    let options = Request::builder()
+        .method("OPTIONS")
+        .uri("*")
+        .body(())
+        .expect("request");
+    assert!(framing(&options).is_ok(), "OPTIONS * stays allowed");
+    // HTTP/2 without :authority (origin-form URI) but with Host: Host routes.
+    let h2 = Request::builder()
+        .uri("/x")
+        .version(Version::HTTP_2)
+        .header("host", "svc")
+        .body(())
+        .expect("request");
+    let host = framing(&h2).ok().flatten();
+    assert_eq!(authority(&h2, host).as_deref(), Some("svc"));
+}
+
+#[test]
 fn authority_prefers_the_uri_then_host() {
     let req = Request::get("http://a.example:8080/x")
         .header(header::HOST, "b.example")
