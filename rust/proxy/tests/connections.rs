@@ -21,6 +21,15 @@ fn limited(up: &Upstream, downstream: ir::Downstream) -> ir::Snapshot {
     }
 }
 
+/// A proxy (`workers` of them) in front of one upstream, under `downstream`.
+fn proxy(workers: usize, downstream: ir::Downstream) -> (Harness, Upstream, SocketAddr) {
+    let h = Harness::new(workers);
+    let up = h.upstream("up", 200);
+    h.apply(&limited(&up, downstream));
+    let addr = h.addr(HTTP);
+    (h, up, addr)
+}
+
 /// Writes `sent`, then reads until the proxy closes; panics past 20 s.
 async fn closed_after(addr: SocketAddr, sent: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -37,16 +46,13 @@ async fn closed_after(addr: SocketAddr, sent: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_connection_without_a_request_head_is_closed_after_the_headers_timeout() {
-    let h = Harness::new(1);
-    let up = h.upstream("up", 200);
-    h.apply(&limited(
-        &up,
+    let (h, up, addr) = proxy(
+        1,
         ir::Downstream {
             request_headers_timeout_ms: 100,
             ..Default::default()
         },
-    ));
-    let addr = h.addr(HTTP);
+    );
     // Before the protocol is known (nothing, half an HTTP/2 preface): only
     // meshfast's check can close them, and counts them.
     for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
@@ -66,16 +72,13 @@ fn a_connection_without_a_request_head_is_closed_after_the_headers_timeout() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let h = Harness::new(1);
-    let up = h.upstream("up", 200);
-    h.apply(&limited(
-        &up,
+    let (h, _up, addr) = proxy(
+        1,
         ir::Downstream {
             idle_timeout_ms: 200,
             ..Default::default()
         },
-    ));
-    let addr = h.addr(HTTP);
+    );
     let got = h.block_on(closed_after(addr, b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"));
     assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
     assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
@@ -83,16 +86,13 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_keep_alive_connection_waits_for_its_next_request_as_long_as_configured() {
-    let h = Harness::new(1);
-    let up = h.upstream("up", 200);
-    h.apply(&limited(
-        &up,
+    let (h, _up, addr) = proxy(
+        1,
         ir::Downstream {
             request_headers_timeout_ms: 100,
             ..Default::default()
         },
-    ));
-    let addr = h.addr(HTTP);
+    );
     // hyper's head timeout follows the listener's setting: a keep-alive
     // connection that sends no next request is closed, not kept 30 s.
     let got = h.block_on(closed_after(addr, b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"));
@@ -127,16 +127,13 @@ fn a_request_in_flight_outlives_the_idle_timeout() {
 
 #[test]
 fn past_the_connection_cap_new_connections_are_closed_and_old_ones_serve_on() {
-    let h = Harness::new(2);
-    let up = h.upstream("up", 200);
-    h.apply(&limited(
-        &up,
+    let (h, _up, addr) = proxy(
+        2,
         ir::Downstream {
             max_connections: 2,
             ..Default::default()
         },
-    ));
-    let addr = h.addr(HTTP);
+    );
     let (mut a, mut b) = h.block_on(async move {
         let mut a = Client::connect(addr).await;
         let mut b = Client::connect(addr).await;

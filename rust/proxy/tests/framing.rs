@@ -5,26 +5,10 @@ mod support;
 
 use std::net::SocketAddr;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The status line of the answer to `raw`.
 async fn answer(addr: SocketAddr, raw: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(raw).await.expect("write");
-    // Up to the end of the response head (or of the connection).
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    raw_status(addr, raw, false).await
 }
 
 fn setup(h: &Harness) -> Upstream {
@@ -106,20 +90,8 @@ fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     let up = setup(&h);
     let addr = h.addr(HTTP);
     for _ in 0..20 {
-        let status = h.block_on(async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
-                .await
-                .expect("write");
-            s.shutdown().await.expect("half-close");
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out).await;
-            String::from_utf8_lossy(&out)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        });
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        let status = h.block_on(raw_status(addr, raw, true));
         assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
     }
     assert_eq!(up.hits(), 20);

@@ -6,7 +6,6 @@ mod support;
 
 use meshfast_proxy::ir;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `/admin` answers 403 locally; everything else goes to `up`.
 fn guarded(up: &Upstream, how: ir::PathNormalization) -> ir::Snapshot {
@@ -107,19 +106,8 @@ fn a_backslash_path_never_reaches_the_guarded_route_s_upstream() {
     h.apply(&guarded(&up, ir::PathNormalization::Base));
     let addr = h.addr(HTTP);
     // Raw bytes: client libraries refuse to send a backslash.
-    let status = h.block_on(async move {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"GET /public\\..\\admin HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    });
+    let raw = b"GET /public\\..\\admin HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n";
+    let status = h.block_on(raw_status(addr, raw, false));
     assert!(
         status.starts_with("HTTP/1.1 403") || status.starts_with("HTTP/1.1 400"),
         "{status}"

@@ -504,6 +504,27 @@ impl Client {
     }
 }
 
+/// The status line of the answer to `raw` bytes, read up to the end of the
+/// response head (or of the connection); `half_close`: shut the sending side
+/// once written. Empty when the proxy closed without answering.
+pub async fn raw_status(addr: SocketAddr, raw: &[u8], half_close: bool) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    if half_close {
+        s.shutdown().await.expect("half-close");
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&out);
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
 /// `GET path` with `Host: host`.
 pub fn get(host: &str, path: &str) -> Request<Full<Bytes>> {
     request("GET", host, path, &[], Bytes::new())
