@@ -7,7 +7,7 @@ mod support;
 use meshfast_proxy::ir;
 use std::net::SocketAddr;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// One endpoint, ejected after three consecutive failures (for 300 s).
 fn strict(h: &Harness, up: &Upstream) {
@@ -34,16 +34,15 @@ fn strict(h: &Harness, up: &Upstream) {
     ));
 }
 
-/// Sends `raw` and reads what comes back until the proxy closes.
+/// Sends `raw` and reads what comes back until the proxy closes; with
+/// `close_after`, closes at once instead (a client that went away).
 async fn exchange(addr: SocketAddr, raw: &[u8], close_after: bool) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(raw).await.expect("write");
     if close_after {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(raw).await.expect("write");
         return String::new();
     }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&until_closed(addr, raw, false).await).into_owned()
 }
 
 #[test]

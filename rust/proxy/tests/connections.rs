@@ -11,8 +11,6 @@ use meshfast_proxy::ir;
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 fn limited(up: &Upstream, downstream: ir::Downstream) -> ir::Snapshot {
     ir::Snapshot {
@@ -30,18 +28,9 @@ fn proxy(workers: usize, downstream: ir::Downstream) -> (Harness, Upstream, Sock
     (h, up, addr)
 }
 
-/// Writes `sent`, then reads until the proxy closes; panics past 20 s.
+/// Writes `sent`, then reads until the proxy closes (20 s at most).
 async fn closed_after(addr: SocketAddr, sent: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    if !sent.is_empty() {
-        s.write_all(sent).await.expect("write");
-    }
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
-        .await
-        .expect("the proxy never closed the connection")
-        .ok();
-    out
+    until_closed(addr, sent, false).await
 }
 
 #[test]

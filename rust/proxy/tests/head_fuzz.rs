@@ -10,9 +10,7 @@ mod support;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::net::SocketAddr;
-use std::time::Duration;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn piece(options: &'static [&'static str]) -> impl Strategy<Value = String> {
     proptest::sample::select(options).prop_map(str::to_owned)
@@ -86,22 +84,9 @@ fn head() -> impl Strategy<Value = (String, Vec<u8>)> {
 
 /// The first line of the answer, or "" when the proxy closed without one.
 async fn exchange(addr: SocketAddr, head: &[u8], body: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let _ = s.write_all(head).await;
-    let _ = s.write_all(body).await;
-    let _ = s.shutdown().await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
-    assert!(
-        read.is_ok(),
-        "no answer and no close for {:?}",
-        String::from_utf8_lossy(head)
-    );
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    let out = until_closed(addr, &[head, body].concat(), true).await;
+    let text = String::from_utf8_lossy(&out);
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 #[test]

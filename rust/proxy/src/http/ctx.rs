@@ -1,8 +1,9 @@
 //! The one record of a request, created when it is decoded and owned by it to
 //! the log phase: where it came from, the snapshot's route and cluster it
-//! was given, the response flags it collected, its timing marks and its
-//! filters' state. Phases read and add facts here; nothing is carried in
-//! headers and parsed back (Envoy's `StreamInfo`, Pingora's per-request CTX).
+//! was given, the response flags it collected and its filters' state.
+//! Phases read and add facts here; nothing is carried in headers and parsed
+//! back (Envoy's `StreamInfo`, Pingora's per-request CTX). Timing marks join
+//! it with their first reader (the access log).
 
 use super::filters::Filtered;
 use super::respond::{self, ProxyBody};
@@ -15,20 +16,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use meshfast_route::Table;
 use std::sync::Arc;
-use tokio::time::Instant;
-
-/// When the request reached each step. Recorded now; the access log and
-/// spans (the observability issue) are their readers.
-#[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
-pub struct Marks {
-    /// The request head was decoded.
-    pub start: Instant,
-    /// The first try was sent upstream.
-    pub upstream_start: Option<Instant>,
-    /// The upstream's response head arrived.
-    pub upstream_headers: Option<Instant>,
-}
 
 pub struct RequestCtx<'a> {
     pub snap: &'a Runtime,
@@ -43,7 +30,6 @@ pub struct RequestCtx<'a> {
     pub authority: String,
     pub request_id: Option<HeaderValue>,
     pub flags: Flags,
-    pub marks: Marks,
     /// The filters whose request phase let the request through, until their
     /// response or log phase runs. Boxed: only routes with filters have one,
     /// and inline it would grow every request's future by ~300 bytes.
@@ -72,11 +58,6 @@ impl<'a> RequestCtx<'a> {
             authority: String::new(),
             request_id: None,
             flags: Flags::default(),
-            marks: Marks {
-                start: Instant::now(),
-                upstream_start: None,
-                upstream_headers: None,
-            },
             filtered: None,
             cors_origin: None,
             active: [Some(ActiveGuard::request(&listener.stats)), None, None],

@@ -23,7 +23,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
-use tokio::time::Instant;
 
 /// Envoy's header for choosing an original-destination endpoint explicitly.
 const ORIGINAL_DST_HOST: HeaderName = HeaderName::from_static("x-envoy-original-dst-host");
@@ -97,7 +96,6 @@ async fn upstream<'a>(
             mirror::spawn(m, &request);
         }
     }
-    ctx.marks.upstream_start = Some(Instant::now());
     // The future is built inside each arm: a local moved into `timeout` would
     // keep its own slot in this future's state beside the copy (twice the size).
     let tried = match route.timeout {
@@ -108,7 +106,6 @@ async fn upstream<'a>(
         None => tries.run(&mut request).await,
     };
     let tried = tried.map_err(|flag| Box::new(ctx.fail(flag)))?;
-    ctx.marks.upstream_headers = Some(Instant::now());
     if tried.exhausted {
         ctx.flags.insert(ResponseFlag::RetryLimitExceeded);
     }

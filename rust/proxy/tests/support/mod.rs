@@ -504,6 +504,25 @@ impl Client {
     }
 }
 
+/// Everything the proxy sends back to `raw` bytes until it closes the
+/// connection (write errors ignored: it may close before reading them all);
+/// `half_close`: shut the sending side once written. Panics past [`DEADLINE`].
+pub async fn until_closed(addr: SocketAddr, raw: &[u8], half_close: bool) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    if !raw.is_empty() {
+        let _ = s.write_all(raw).await;
+    }
+    if half_close {
+        let _ = s.shutdown().await;
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("the proxy never closed the connection")
+        .ok();
+    out
+}
+
 /// The status line of the answer to `raw` bytes, read up to the end of the
 /// response head (or of the connection); `half_close`: shut the sending side
 /// once written. Empty when the proxy closed without answering.
