@@ -172,3 +172,27 @@ fn an_http2_connection_without_streams_is_idle_not_late() {
     assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 0);
     assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
 }
+
+#[test]
+fn the_connection_count_returns_as_connections_churn() {
+    let (h, _up, addr) = proxy(
+        2,
+        ir::Downstream {
+            max_connections: 2,
+            ..Default::default()
+        },
+    );
+    // Hundreds of connections, one after another (each answered, then
+    // closed): were one not uncounted, the cap of 2 would soon refuse them.
+    for i in 0..300 {
+        let got = h.block_on(closed_after(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n",
+        ));
+        assert!(got.starts_with(b"HTTP/1.1 200"), "connection {i}: {got:?}");
+    }
+    assert_eq!(h.listener_stat(HTTP, "cx_overflow"), 0);
+    h.eventually("all connections closed", || {
+        h.listener_stat(HTTP, "cx_active") == 0
+    });
+}
