@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -63,3 +64,30 @@ def test_upgrade_refused_by_upstream_stays_http(echo, sidecar) -> None:  # type:
         assert r.json()["headers"]["upgrade"] == "websocket"
         # The same connection still speaks HTTP.
         assert c.get("/again").json()["path"] == "/again"
+
+
+def test_a_tunnel_stays_counted_as_a_connection(ws_server: str, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """After the 101, hyper lets go of the connection but the tunnel carries on:
+    it still counts against the listener's `cx_active` and the connection cap."""
+    car = sidecar(service_entry("ws.example.com", 80, [(ws_server, {})]), "--max-connections", "1")
+    host, port = car.outbound.rsplit(":", 1)
+
+    def listener() -> dict[str, int]:
+        return car.stats()["listeners"]["outbound"]  # type: ignore[no-any-return]
+
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    with connect("ws://ws.example.com/chat", sock=sock, open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "echo:hello"
+        assert listener()["cx_active"] == 1
+        # The cap is reached: a second client is closed as accepted.
+        with socket.create_connection((host, int(port)), timeout=10) as other:
+            other.sendall(b"GET / HTTP/1.1\r\nHost: ws.example.com\r\n\r\n")
+            assert other.recv(100) == b""
+        assert listener()["cx_overflow"] == 1
+        ws.send("still")
+        assert ws.recv(timeout=10) == "echo:still"
+    deadline = time.monotonic() + 20
+    while listener()["cx_active"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener()["cx_active"] == 0

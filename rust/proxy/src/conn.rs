@@ -14,7 +14,15 @@ pub struct Conn {
     pub original_dst: Option<SocketAddr>,
     /// The client's SPIFFE ID, when it came over mesh mTLS.
     pub identity: Option<Arc<str>>,
+    /// What keeps the connection counted (the workers' open count, read by
+    /// the connection cap and the drain; its listener's `cx_active`): released
+    /// when the connection and any tunnel it was upgraded into have closed —
+    /// after a 101, hyper lets go of the connection while its bytes still flow.
+    pub held: Held,
 }
+
+/// A connection's counting guards, shared by whatever still carries its bytes.
+pub type Held = Arc<dyn std::any::Any + Send + Sync>;
 
 /// The listener a connection arrived on, and the snapshot store its requests
 /// load from (once per request).

@@ -59,7 +59,7 @@ pub fn http_builder() -> auto::Builder<TokioExecutor> {
 /// Serves `stream` until it closes or the worker drains (`drain` turns true).
 pub async fn serve(
     stream: TcpStream,
-    conn: Conn,
+    mut conn: Conn,
     ctx: Arc<ConnCtx>,
     protocol: ir::ListenerProtocol,
     drain: watch::Receiver<bool>,
@@ -69,7 +69,7 @@ pub async fn serve(
     let Some(listener) = snap.listener(ctx.listener_id) else {
         return;
     };
-    let _cx = ActiveGuard::connection(&listener.stats);
+    conn.held = Arc::new((conn.held, ActiveGuard::connection(&listener.stats)));
     let counters = listener.stats.clone();
     let limits = snap.downstream;
     // The snapshot says whether this listener terminates TLS.
@@ -133,13 +133,22 @@ struct Activity {
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The preface and the head of the frame after it (RFC 9113 §3.4: the
+/// client's SETTINGS).
+const OPENING: usize = 24 + 9;
 
-/// The client's stream, watched only for its first 24 bytes (the HTTP/2
-/// preface or not); every read and write passes straight through.
+/// The client's stream, watched only for its opening (the HTTP/2 preface
+/// and its SETTINGS frame, or not); every read and write passes straight
+/// through. Only a client that sent the whole preface, SETTINGS included,
+/// has an established HTTP/2 connection: the magic alone, or a SETTINGS head
+/// without its payload, is still an opening under the headers timeout.
 struct Watched<S> {
     inner: S,
-    opening: [u8; 24],
+    opening: [u8; OPENING],
+    /// Bytes read so far, counted up to the end of the client's SETTINGS.
     seen: usize,
+    /// Where the client's SETTINGS ends, once its head is read.
+    settings_end: usize,
     activity: Arc<Activity>,
 }
 
@@ -147,10 +156,15 @@ impl<S> Watched<S> {
     fn new(inner: S, activity: Arc<Activity>) -> Self {
         Self {
             inner,
-            opening: [0; 24],
+            opening: [0; OPENING],
             seen: 0,
+            settings_end: usize::MAX,
             activity,
         }
+    }
+
+    fn watching(&self) -> bool {
+        self.seen < OPENING.max(self.settings_end)
     }
 
     fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
@@ -160,10 +174,22 @@ impl<S> Watched<S> {
     }
 
     fn saw(&mut self, bytes: &[u8]) {
-        let n = bytes.len().min(24 - self.seen);
-        self.opening[self.seen..self.seen + n].copy_from_slice(&bytes[..n]);
-        self.seen += n;
-        if self.seen == 24 && &self.opening == H2_PREFACE {
+        if self.seen < OPENING {
+            let n = bytes.len().min(OPENING - self.seen);
+            self.opening[self.seen..self.seen + n].copy_from_slice(&bytes[..n]);
+        }
+        self.seen = self.seen.saturating_add(bytes.len());
+        if self.seen >= 24 && &self.opening[..24] != H2_PREFACE {
+            self.settings_end = 0; // not HTTP/2 prior knowledge: stop watching
+            return;
+        }
+        if self.seen >= OPENING && self.settings_end == usize::MAX {
+            let head = &self.opening[24..];
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            // Type 4 = SETTINGS; anything else is h2's protocol error to report.
+            self.settings_end = if head[3] == 4 { OPENING + len } else { 0 };
+        }
+        if self.settings_end != 0 && self.seen >= self.settings_end {
             self.activity.h2.store(true, Relaxed);
         }
     }
@@ -179,7 +205,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.io.fetch_add(1, Relaxed);
-            if self.seen < 24 {
+            if self.watching() {
                 self.saw(&buf.filled()[before..]);
             }
         }

@@ -538,11 +538,11 @@ async fn accept(
             peer,
             original_dst,
             identity: None,
+            held: Arc::new(open),
         };
         let (ctx, signal, builder) = (ctx.clone(), drain.signal.clone(), builder.clone());
-        tokio::spawn(async move {
-            let _open = open;
-            downstream::serve(stream, conn, ctx, protocol, signal, builder).await;
-        });
+        tokio::spawn(downstream::serve(
+            stream, conn, ctx, protocol, signal, builder,
+        ));
     }
 }

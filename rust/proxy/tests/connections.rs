@@ -49,6 +49,16 @@ fn a_connection_without_a_request_head_is_closed_after_the_headers_timeout() {
         assert!(got.is_empty(), "{sent:?}: {got:?}");
     }
     assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 2);
+    // The HTTP/2 magic without the client's SETTINGS, or with a SETTINGS
+    // head whose payload never comes: not yet an HTTP/2 connection (hyper
+    // answers with its own SETTINGS; nothing else ends them).
+    let magic = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut settings_head = magic.clone();
+    settings_head.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0]);
+    for sent in [magic, settings_head] {
+        h.block_on(closed_after(addr, &sent));
+    }
+    assert_eq!(h.listener_stat(HTTP, "cx_headers_timeout"), 4);
     // An HTTP/1.1 head begun but never finished: hyper's head timeout (the
     // same setting) races meshfast's; either way it is closed (hyper: 408).
     for sent in [&b"G"[..], b"GET / HTTP/1.1\r\nHost: svc\r\n"] {

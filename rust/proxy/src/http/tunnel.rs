@@ -22,8 +22,10 @@ pub fn splice(
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.remove("keep-alive");
     let sinks = ctx.sinks();
+    let held = ctx.conn.held.clone();
     tokio::spawn(async move {
-        let _load = load;
+        // The tunnel is the client connection now: it stays counted.
+        let (_load, _held) = (load, held);
         let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
             return;
         };
