@@ -282,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a client connection with no request in flight this long is closed (default 3600)",
     )
     run.add_argument(
+        "--stream-idle-timeout",
+        default=0.0,
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="a request whose client sends no byte of its body this long ends with 408 SI"
+        " (default 300)",
+    )
+    run.add_argument(
         "--max-connections",
         default=0,
         type=_non_negative_int,
@@ -432,6 +440,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
         s.original_dst_header,
         s.request_headers_timeout,
         s.idle_timeout,
+        s.stream_idle_timeout,
         s.max_connections,
     )
     options = repr(
@@ -553,6 +562,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         original_dst_header=args.original_dst_header,
         request_headers_timeout=args.request_headers_timeout,
         idle_timeout=args.idle_timeout,
+        stream_idle_timeout=args.stream_idle_timeout,
         max_connections=args.max_connections,
     )
     core_class = _import_core()

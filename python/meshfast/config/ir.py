@@ -283,6 +283,7 @@ class Downstream(msgspec.Struct, frozen=True):
 
     request_headers_timeout_ms: int = 0  # first request head, from accept (30 s)
     idle_timeout_ms: int = 0  # no request in flight for this long: closed (1 h)
+    stream_idle_timeout_ms: int = 0  # a request body silent this long: 408 SI (5 min)
     max_connections: int = 0  # open at once, all listeners and workers (65,536)
 
 

@@ -40,9 +40,11 @@ class SidecarSettings(NamedTuple):
     certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
     path_normalization: PathNormalization = "base"  # --path-normalization
     original_dst_header: bool = False  # --original-dst-header
-    # --request-headers-timeout, --idle-timeout (seconds), --max-connections; 0: default
+    # --request-headers-timeout, --idle-timeout, --stream-idle-timeout (seconds),
+    # --max-connections; 0: default
     request_headers_timeout: float = 0.0
     idle_timeout: float = 0.0
+    stream_idle_timeout: float = 0.0
     max_connections: int = 0
 
 
@@ -66,6 +68,7 @@ def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         downstream=ir.Downstream(
             request_headers_timeout_ms=round(s.request_headers_timeout * 1000),
             idle_timeout_ms=round(s.idle_timeout * 1000),
+            stream_idle_timeout_ms=round(s.stream_idle_timeout * 1000),
             max_connections=min(s.max_connections, 2**32 - 1),
         ),
     )

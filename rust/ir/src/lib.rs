@@ -37,6 +37,9 @@ pub struct Downstream {
     /// A connection with no request in flight for this long is closed
     /// (Envoy's `idle_timeout`, default 1 h).
     pub idle_timeout_ms: u64,
+    /// A request whose client sends no byte of its body for this long ends
+    /// with 408 `SI` (Envoy's `stream_idle_timeout`, default 5 min).
+    pub stream_idle_timeout_ms: u64,
     /// Client connections open at once, all listeners and workers together;
     /// past it a new connection is closed as it is accepted (default 65,536).
     pub max_connections: u32,

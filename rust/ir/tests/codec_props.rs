@@ -479,7 +479,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             Just(PathNormalization::DecodeAndMergeSlashes),
         ],
         any::<bool>(),
-        (any::<u64>(), any::<u64>(), any::<u32>()),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()),
     )
         .prop_map(
             |(version, listeners, route_tables, clusters, path_normalization, header, limits)| {
@@ -493,7 +493,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                     downstream: Downstream {
                         request_headers_timeout_ms: limits.0,
                         idle_timeout_ms: limits.1,
-                        max_connections: limits.2,
+                        stream_idle_timeout_ms: limits.2,
+                        max_connections: limits.3,
                     },
                 }
             },

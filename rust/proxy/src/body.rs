@@ -134,16 +134,71 @@ impl Recording {
 /// a channel whose slots are sized by the request type (see the size test).
 pub type UpstreamBody = Box<Metered<RequestBody>>;
 
+/// Set once a streamed request body has been read to its end (or broke):
+/// the timeouts that measure the upstream (the route's, each try's) start
+/// there, as Envoy's do — a client still sending its body is not a slow
+/// upstream, and must not count against the endpoint as one.
+#[derive(Debug, Clone, Default)]
+pub struct BodyEnd(Arc<BodyEndState>);
+
+#[derive(Debug, Default)]
+struct BodyEndState {
+    done: std::sync::atomic::AtomicBool,
+    /// Frames read so far: progress, for the stream idle timeout.
+    frames: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl BodyEnd {
+    fn set(&self) {
+        if !self.0.done.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    fn progress(&self) {
+        self.0
+            .frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the body has ended (true), or once the client sent
+    /// nothing for `idle` (false: Envoy's stream idle timeout).
+    pub async fn wait(&self, idle: std::time::Duration) -> bool {
+        let mut seen = self.0.frames.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a `set` in between still wakes it.
+            notified.as_mut().enable();
+            if self.0.done.load(std::sync::atomic::Ordering::Acquire) {
+                return true;
+            }
+            if tokio::time::timeout(idle, notified).await.is_err() {
+                let now = self.0.frames.load(std::sync::atomic::Ordering::Relaxed);
+                if now == seen {
+                    return false;
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
 /// What goes upstream: the downstream body streamed once, the same while a
 /// copy is recorded, or a recorded copy sent again (retries, mirrors). A
 /// replay also carries response bodies that a filter read whole.
 #[derive(Debug)]
 pub enum RequestBody {
-    Streaming(Incoming),
+    Streaming {
+        inner: Incoming,
+        end: BodyEnd,
+    },
     Teed {
         inner: Incoming,
         record: Arc<parking_lot::Mutex<Recording>>,
         limit: u64,
+        end: BodyEnd,
     },
     Replay {
         frames: std::collections::VecDeque<Bytes>,
@@ -160,11 +215,16 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Self::Streaming(b) => Pin::new(b).poll_frame(cx),
+            Self::Streaming { inner, end } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                track(&polled, inner, end);
+                polled
+            }
             Self::Teed {
                 inner,
                 record,
                 limit,
+                end,
             } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let mut r = record.lock();
@@ -188,6 +248,7 @@ impl Body for RequestBody {
                     Poll::Ready(None) => r.complete = true,
                     _ => {}
                 }
+                track(&polled, inner, end);
                 polled
             }
             Self::Replay { frames, trailers } => Poll::Ready(match frames.pop_front() {
@@ -199,14 +260,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streaming(b) | Self::Teed { inner: b, .. } => b.is_end_stream(),
+            Self::Streaming { inner: b, .. } | Self::Teed { inner: b, .. } => b.is_end_stream(),
             Self::Replay { frames, trailers } => frames.is_empty() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streaming(b) | Self::Teed { inner: b, .. } => b.size_hint(),
+            Self::Streaming { inner: b, .. } | Self::Teed { inner: b, .. } => b.size_hint(),
             Self::Replay {
                 frames,
                 trailers: None,
@@ -215,6 +276,20 @@ impl Body for RequestBody {
         }
     }
 }
+/// Notes a frame of the downstream body on `end`; sets it after the last
+/// frame (or a failure).
+fn track(
+    polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+    inner: &Incoming,
+    end: &BodyEnd,
+) {
+    match polled {
+        Poll::Ready(Some(Ok(_))) if !inner.is_end_stream() => end.progress(),
+        Poll::Ready(_) => end.set(),
+        Poll::Pending => {}
+    }
+}
+
 #[cfg(test)]
 mod size {
     /// hyper's HTTP/1 client queues each request in a channel whose blocks hold 32

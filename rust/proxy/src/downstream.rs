@@ -117,18 +117,17 @@ struct Http {
     counters: Arc<Counters>,
 }
 
-/// Requests started on a connection, and those whose response head is not
-/// yet out: what its idle check reads. `h2`: the client opened with the
-/// whole HTTP/2 preface — an established connection that may rightly sit
-/// without a stream (a gRPC channel), so the idle timeout governs it, not
-/// the headers timeout.
+/// Requests started on a connection, and those not yet over (until the
+/// last byte of the response body is out, or the stream is dropped): what
+/// its idle check reads — PINGs and other control frames keep nothing busy,
+/// as with Envoy's `idle_timeout`. `h2`: the client opened with the whole
+/// HTTP/2 preface, its SETTINGS included — an established connection that
+/// may rightly sit without a stream (a gRPC channel), so the idle timeout
+/// governs it, not the headers timeout.
 #[derive(Debug, Default)]
 struct Activity {
     started: AtomicU64,
     active: AtomicU64,
-    /// Reads and writes that moved bytes: a response or upload still
-    /// streaming keeps its connection out of the idle check.
-    io: AtomicU64,
     h2: std::sync::atomic::AtomicBool,
 }
 
@@ -167,12 +166,6 @@ impl<S> Watched<S> {
         self.seen < OPENING.max(self.settings_end)
     }
 
-    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.activity.io.fetch_add(1, Relaxed);
-        }
-    }
-
     fn saw(&mut self, bytes: &[u8]) {
         if self.seen < OPENING {
             let n = bytes.len().min(OPENING - self.seen);
@@ -203,11 +196,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.io.fetch_add(1, Relaxed);
-            if self.watching() {
-                self.saw(&buf.filled()[before..]);
-            }
+        if self.watching() && buf.filled().len() > before {
+            self.saw(&buf.filled()[before..]);
         }
         polled
     }
@@ -219,9 +209,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(&polled);
-        polled
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -229,9 +217,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(&polled);
-        polled
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -247,7 +233,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// One request in flight on its connection.
+/// One request in flight on its connection: from its head to the end of
+/// its response body (the guard travels with the body).
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
@@ -299,7 +286,14 @@ impl Http {
         let requests = activity.clone();
         let service = service_fn(move |req| {
             let in_flight = InFlight::start(&requests);
-            http::serve(req, ctx.clone(), conn.clone(), in_flight)
+            let answer = http::serve(req, ctx.clone(), conn.clone());
+            async move {
+                let resp = answer.await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
         });
         let stream = Watched::new(stream, activity.clone());
         // hyper re-arms its HTTP/1.1 head timeout whenever a keep-alive
@@ -352,13 +346,38 @@ impl Http {
     }
 }
 
+/// A response body that keeps its request counted in flight until hyper
+/// drops it (its last byte sent, or the stream reset).
+struct Tracked {
+    body: http::ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The idle check: idle once `IDLE_CHECKS` checks in a row found no request
-/// in flight, none started and no byte moved since the one before (a
-/// response still streaming is not idle; one silent for a whole idle period
-/// is, as Envoy's stream idle timeout would end it sooner).
+/// in flight and none started since the one before.
 struct Idle {
     every: Duration,
-    seen: (u64, u64),
+    seen: u64,
     quiet: u32,
 }
 
@@ -366,13 +385,13 @@ impl Idle {
     fn new(limits: &DownstreamRt) -> Self {
         Self {
             every: (limits.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1)),
-            seen: (0, 0),
+            seen: 0,
             quiet: 0,
         }
     }
 
     fn check(&mut self, activity: &Activity) -> bool {
-        let now = (activity.started.load(Relaxed), activity.io.load(Relaxed));
+        let now = activity.started.load(Relaxed);
         if now != self.seen || activity.active.load(Relaxed) > 0 {
             self.seen = now;
             self.quiet = 0;
@@ -399,6 +418,7 @@ mod tests {
         let limits = DownstreamRt {
             request_headers_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(4),
+            stream_idle_timeout: Duration::from_secs(4),
             max_connections: 1,
         };
         let activity = Activity::default();
@@ -417,10 +437,6 @@ mod tests {
             !idle.check(&req),
             "a request since the last check resets it"
         );
-        assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
-        // A response still streaming (bytes written) keeps it busy.
-        req.io.fetch_add(1, Relaxed);
-        assert!(!idle.check(&req), "bytes moved since the last check");
         assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
         assert!(idle.check(&req));
     }

@@ -28,12 +28,15 @@ pub enum ResponseFlag {
     RetryLimitExceeded,
     /// A Python filter raised.
     FilterFailure,
+    /// The client sent no byte of its request body for the stream idle
+    /// timeout (408).
+    StreamIdleTimeout,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 12] = [
+    pub const ALL: [ResponseFlag; 13] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -46,6 +49,7 @@ impl ResponseFlag {
         Self::DelayInjected,
         Self::RetryLimitExceeded,
         Self::FilterFailure,
+        Self::StreamIdleTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl ResponseFlag {
             Self::DelayInjected => "DI",
             Self::RetryLimitExceeded => "URX",
             Self::FilterFailure => "FF",
+            Self::StreamIdleTimeout => "SI",
         }
     }
 
@@ -69,6 +74,7 @@ impl ResponseFlag {
         use http::StatusCode as S;
         match self {
             Self::NoRoute => S::NOT_FOUND,
+            Self::StreamIdleTimeout => S::REQUEST_TIMEOUT,
             Self::UpstreamRequestTimeout => S::GATEWAY_TIMEOUT,
             Self::DownstreamProtocolError => S::BAD_REQUEST,
             Self::DownstreamConnectionTermination => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
@@ -101,6 +107,7 @@ impl ResponseFlag {
             Self::FaultInjected => "fault filter abort\n",
             Self::DelayInjected | Self::RetryLimitExceeded => "",
             Self::FilterFailure => "filter failure\n",
+            Self::StreamIdleTimeout => "stream timeout\n",
         }
     }
 

@@ -43,13 +43,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-/// Serves one request; `in_flight` lives exactly as long as the request's
-/// handling (the connection's idle check counts it).
-pub fn serve<G: Send + 'static>(
+/// Serves one request.
+pub fn serve(
     req: Request<Incoming>,
     conn_ctx: Arc<ConnCtx>,
     conn: Conn,
-    in_flight: G,
 ) -> Pin<Box<impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>> {
     // Boxed once here: hyper moves the service's future around (an HTTP/2 stream's
     // through several frames into its own task) and a request's state is ~6 KB, moved
@@ -58,7 +56,6 @@ pub fn serve<G: Send + 'static>(
     // connection) pay a malloc, +0.1-0.2 µs (A/B runs, bench/RESULTS.md).
     Box::pin(async move {
         // One load per request: this request sees this snapshot to its end.
-        let _in_flight = in_flight;
         let snap = conn_ctx.store.load_full();
         Ok(handle(req, &snap, conn_ctx.listener_id, conn).await)
     })
@@ -70,17 +67,17 @@ async fn handle(
     listener_id: usize,
     conn: Conn,
 ) -> Response<ProxyBody> {
+    // A connection whose listener a reload removed, or turned to TCP.
     let Some(listener) = snap.listener(listener_id) else {
-        return respond::failure(ResponseFlag::NoRoute);
+        return respond::unserved(&req);
     };
     let ListenerKind::Http(table, tls) = &listener.kind else {
-        // A listener that changed kind under a live connection.
         let _active = crate::stats::ActiveGuard::request(&listener.stats);
         listener.stats.flag(ResponseFlag::NoRoute);
         listener
             .stats
             .response(ResponseFlag::NoRoute.status().as_u16());
-        return respond::failure(ResponseFlag::NoRoute);
+        return respond::unserved(&req);
     };
     let mut ctx = RequestCtx::new(snap, listener, table, conn);
     let mut resp = match phases(&mut ctx, tls.as_ref(), req).await {

@@ -149,12 +149,14 @@ impl ListenerKind {
 pub struct DownstreamRt {
     pub request_headers_timeout: Duration,
     pub idle_timeout: Duration,
+    pub stream_idle_timeout: Duration,
     pub max_connections: usize,
 }
 
 impl DownstreamRt {
     pub const REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     pub const MAX_CONNECTIONS: usize = 65_536;
 
     fn build(d: &ir::Downstream) -> Self {
@@ -171,6 +173,7 @@ impl DownstreamRt {
                 Self::REQUEST_HEADERS_TIMEOUT,
             ),
             idle_timeout: ms(d.idle_timeout_ms, Self::IDLE_TIMEOUT),
+            stream_idle_timeout: ms(d.stream_idle_timeout_ms, Self::STREAM_IDLE_TIMEOUT),
             max_connections: match d.max_connections {
                 0 => Self::MAX_CONNECTIONS,
                 n => n as usize,

@@ -151,6 +151,36 @@ fn listeners_added_and_removed_by_a_swap() {
     assert_eq!(h.send("second", get("svc", "/")).upstream(), "one");
 }
 
+#[test]
+fn a_connection_whose_listener_is_gone_gets_no_route_with_the_request_id() {
+    let h = Harness::new(1);
+    let one = echo("one", 200);
+    let v1 = all_to(1, "one", &one.address().to_string());
+    h.apply(&v1);
+    let addr = h.addr(HTTP);
+    let mut c = h.block_on(Client::connect(addr));
+    assert_eq!(h.block_on(c.send(get("svc", "/"))).status, 200);
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    v2.listeners.clear();
+    h.apply(&v2);
+    // The open keep-alive connection outlives its listener.
+    let mut req = get("svc", "/after");
+    req.headers_mut()
+        .insert("x-request-id", http::HeaderValue::from_static("abc-123"));
+    let r = h.block_on(c.send(req));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-meshfast-flags"), Some("NR"));
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    let r = h.block_on(c.send(get("svc", "/again")));
+    assert_eq!(r.header("x-meshfast-flags"), Some("NR"));
+    assert_eq!(
+        r.header("x-request-id").map(str::len),
+        Some(36),
+        "a new UUID"
+    );
+}
+
 /// Like duplicate clusters and route tables. Accepted, the first listener's
 /// sockets are orphaned: not in `listeners()`, answering 404 NR, and never
 /// closed, not even when a later snapshot removes the name.

@@ -206,3 +206,69 @@ fn the_connection_count_returns_as_connections_churn() {
         h.listener_stat(HTTP, "cx_active") == 0
     });
 }
+
+#[test]
+fn a_ping_and_settings_flood_never_keeps_a_connection_from_its_idle_timeout() {
+    // A client that floods PING and SETTINGS and never reads: hyper's h2
+    // answers each before it reads the next frame (one answer queued at a
+    // time, never thousands, however long the flood), and control frames keep
+    // nothing busy: the idle timeout closes the connection while it still
+    // pings. Other clients are served meanwhile.
+    let (h, _up, addr) = proxy(
+        1,
+        ir::Downstream {
+            idle_timeout_ms: 300,
+            ..Default::default()
+        },
+    );
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    for i in 0..20_000u64 {
+        // PING (type 6) with an 8-byte payload, and an empty SETTINGS (type 4).
+        flood.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]);
+        flood.extend_from_slice(&i.to_be_bytes());
+        flood.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    }
+    let (written, closed) = h.block_on(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Written until the proxy stops reading (the write stalls) or all of it.
+        let mut written = 0;
+        for chunk in flood.chunks(16 << 10) {
+            let w = tokio::time::timeout(Duration::from_secs(1), s.write_all(chunk)).await;
+            if !matches!(w, Ok(Ok(()))) {
+                break;
+            }
+            written += chunk.len();
+        }
+        // Still never reading: the proxy must end the connection by itself.
+        let closed = tokio::time::timeout(Duration::from_secs(15), async {
+            let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+            let mut n = 0;
+            loop {
+                let r = s.write_all(&ping).await;
+                n += 1;
+                if n % 20 == 0 {
+                    eprintln!("write {n} {r:?}");
+                }
+                if r.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok();
+        (written, closed)
+    });
+    // Nothing about how much was written is asserted: that is the kernel's buffers.
+    assert!(written > 0);
+    eprintln!(
+        "written {written} idle {} active {}",
+        h.listener_stat(HTTP, "cx_idle_timeout"),
+        h.listener_stat(HTTP, "cx_active")
+    );
+    assert!(closed, "the flooding connection was never closed");
+    assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
+    assert_eq!(h.get("svc", "/after").status, 200);
+}

@@ -173,6 +173,11 @@ fn authority<B>(req: &Request<B>, host: Option<&HeaderValue>) -> Option<String> 
     (!host.is_empty()).then(|| host.to_owned())
 }
 
+/// The request's id: the client's `x-request-id`, or a new one.
+pub fn request_id(h: &HeaderMap) -> HeaderValue {
+    h.get(REQUEST_ID).cloned().unwrap_or_else(new_request_id)
+}
+
 /// A random (version 4) UUID, as Envoy generates for `x-request-id`.
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -10,7 +10,7 @@ use super::respond::{Answer, ProxyBody};
 use super::tunnel;
 use super::upstream_request::{self, Shape, UpstreamRequest};
 use crate::actions;
-use crate::body::{Direction, DownBody, LoadGuard, Metered};
+use crate::body::{BodyEnd, Direction, DownBody, LoadGuard, Metered};
 use crate::cluster::{ClusterRt, Health};
 use crate::flags::ResponseFlag;
 use crate::hashing::Key;
@@ -23,6 +23,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Envoy's header for choosing an original-destination endpoint explicitly.
 const ORIGINAL_DST_HOST: HeaderName = HeaderName::from_static("x-envoy-original-dst-host");
@@ -96,14 +97,17 @@ async fn upstream<'a>(
             mirror::spawn(m, &request);
         }
     }
-    // The future is built inside each arm: a local moved into `timeout` would
+    // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).
-    let tried = match route.timeout {
-        Some(t) => match tokio::time::timeout(t, tries.run(&mut request)).await {
-            Ok(tried) => tried,
-            Err(_) => Err(ResponseFlag::UpstreamRequestTimeout),
-        },
-        None => tries.run(&mut request).await,
+    let tried = match (route.timeout, request.body_end().cloned()) {
+        (None, None) => tries.run(&mut request).await,
+        (timeout, end) => {
+            let idle = ctx.snap.downstream.stream_idle_timeout;
+            tokio::select! {
+                tried = tries.run(&mut request) => tried,
+                flag = expiry(end.as_ref(), idle, timeout) => Err(flag),
+            }
+        }
     };
     let tried = tried.map_err(|flag| Box::new(ctx.fail(flag)))?;
     if tried.exhausted {
@@ -254,9 +258,11 @@ impl Tries<'_> {
         let (host, http2) = (request.host(), request.http2());
         // None: the per-try timeout fired. (The future is built in each arm, as above.)
         let result = match self.retry.and_then(|r| r.per_try_timeout) {
-            Some(t) => tokio::time::timeout(t, target.send(host, http2, req))
-                .await
-                .ok(),
+            Some(t) => tokio::select! {
+                sent = target.send(host, http2, req) => Some(sent),
+                // A client that stalls its body is the route-level expiry's to end.
+                _ = expiry(request.body_end(), Duration::MAX, Some(t)) => None,
+            },
             None => Some(target.send(host, http2, req).await),
         };
         match result {
@@ -292,6 +298,27 @@ impl Tries<'_> {
             },
         }
     }
+}
+
+/// When a request (or a try) runs out of time: `timeout` from the end of
+/// the client's body — Envoy's route and per-try timeouts start when the
+/// downstream request is complete, so a slow client is never a slow
+/// upstream — or as soon as the client sends no byte of its body for `idle`.
+async fn expiry(
+    body_end: Option<&BodyEnd>,
+    idle: Duration,
+    timeout: Option<Duration>,
+) -> ResponseFlag {
+    if let Some(end) = body_end {
+        if !end.wait(idle).await {
+            return ResponseFlag::StreamIdleTimeout;
+        }
+    }
+    match timeout {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending().await,
+    }
+    ResponseFlag::UpstreamRequestTimeout
 }
 
 fn outcome_of(resp: &Response<Incoming>) -> Outcome {

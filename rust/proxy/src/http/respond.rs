@@ -32,6 +32,17 @@ pub fn failure(flag: ResponseFlag) -> Response<ProxyBody> {
     )
 }
 
+/// The answer on a connection whose listener is gone: `NR`, with the
+/// request id (the client's, or a new one) and the flag as every answer has.
+pub fn unserved<B>(req: &http::Request<B>) -> Response<ProxyBody> {
+    let flag = ResponseFlag::NoRoute;
+    let mut resp = failure(flag);
+    let h = resp.headers_mut();
+    h.insert(REQUEST_ID, super::decode::request_id(req.headers()));
+    h.insert(FLAGS_HEADER, HeaderValue::from_static(flag.as_str()));
+    resp
+}
+
 /// A locally generated answer (plain text when it has a body).
 pub fn local(status: StatusCode, body: Option<Bytes>) -> Response<ProxyBody> {
     let has_body = body.is_some();

@@ -3,7 +3,7 @@
 //! and each mirror — can build its own copy, with the body streamed once,
 //! teed for replay, or replayed from memory.
 
-use crate::body::{Direction, DownBody, Metered, Recording, RequestBody};
+use crate::body::{BodyEnd, Direction, DownBody, Metered, Recording, RequestBody};
 use crate::cluster::ClusterRt;
 use crate::flags::ResponseFlag;
 use crate::headers::strip_hop_by_hop;
@@ -144,9 +144,10 @@ async fn body_source(
         BodySource::Teed {
             first: Some(body),
             record: Arc::default(),
+            end: BodyEnd::default(),
         }
     } else {
-        BodySource::Streaming(Some(body))
+        BodySource::Streaming(Some(body), BodyEnd::default())
     })
 }
 
@@ -167,12 +168,13 @@ pub struct UpstreamRequest {
 }
 
 enum BodySource {
-    /// Sent once; None after that.
-    Streaming(Option<Incoming>),
+    /// Sent once; None after that. Its end is signalled as it streams.
+    Streaming(Option<Incoming>, BodyEnd),
     /// Sent once while recording a copy that later tries may replay.
     Teed {
         first: Option<Incoming>,
         record: Arc<parking_lot::Mutex<Recording>>,
+        end: BodyEnd,
     },
     /// Known in full: every try sends the same.
     Replay {
@@ -188,14 +190,23 @@ impl UpstreamRequest {
             return false;
         }
         match &self.body {
-            BodySource::Streaming(first) => first.is_some(),
-            BodySource::Teed { first, record } => first.is_some() || record.lock().replayable(),
+            BodySource::Streaming(first, _) => first.is_some(),
+            BodySource::Teed { first, record, .. } => first.is_some() || record.lock().replayable(),
             BodySource::Replay { .. } => true,
         }
     }
 
     pub fn http2(&self) -> bool {
         self.http2
+    }
+
+    /// The end of a body still streaming from the client; None when the
+    /// whole body is already here.
+    pub fn body_end(&self) -> Option<&BodyEnd> {
+        match &self.body {
+            BodySource::Streaming(_, end) | BodySource::Teed { end, .. } => Some(end),
+            BodySource::Replay { .. } => None,
+        }
     }
 
     /// The authority the upstream will see (Host before any try took it).
@@ -209,12 +220,16 @@ impl UpstreamRequest {
             return None;
         }
         let body = match &mut self.body {
-            BodySource::Streaming(b) => RequestBody::Streaming(b.take()?),
-            BodySource::Teed { first, record } => match first.take() {
+            BodySource::Streaming(b, end) => RequestBody::Streaming {
+                inner: b.take()?,
+                end: end.clone(),
+            },
+            BodySource::Teed { first, record, end } => match first.take() {
                 Some(inner) => RequestBody::Teed {
                     inner,
                     record: record.clone(),
                     limit: REPLAY_LIMIT,
+                    end: end.clone(),
                 },
                 None => {
                     let r = record.lock();
