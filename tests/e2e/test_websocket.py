@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -83,7 +84,9 @@ def test_a_tunnel_stays_counted_as_a_connection(ws_server: str, sidecar) -> None
         # The cap is reached: a second client is closed as accepted.
         with socket.create_connection((host, int(port)), timeout=10) as other:
             other.sendall(b"GET / HTTP/1.1\r\nHost: ws.example.com\r\n\r\n")
-            assert other.recv(100) == b""
+            # Closed with our request unread: a FIN, or a reset.
+            with contextlib.suppress(ConnectionResetError):
+                assert other.recv(100) == b""
         assert listener()["cx_overflow"] == 1
         ws.send("still")
         assert ws.recv(timeout=10) == "echo:still"
