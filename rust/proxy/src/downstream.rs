@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Limits on what a downstream may make the proxy hold (RELIABILITY.md §1.1).
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 const MAX_HEADER_LIST_BYTES: u32 = 60 << 10;
 const H1_MAX_BUF: usize = 64 << 10;
 const H2_MAX_STREAMS: u32 = 100;
@@ -128,6 +128,9 @@ struct Http {
 struct Activity {
     started: AtomicU64,
     active: AtomicU64,
+    /// Reads and writes that moved bytes: with requests in flight and none
+    /// moving for the stream idle timeout, the client has stopped.
+    io: AtomicU64,
     h2: std::sync::atomic::AtomicBool,
 }
 
@@ -159,6 +162,12 @@ impl<S> Watched<S> {
             seen: 0,
             settings_end: usize::MAX,
             activity,
+        }
+    }
+
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.io.fetch_add(1, Relaxed);
         }
     }
 
@@ -196,8 +205,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.watching() && buf.filled().len() > before {
-            self.saw(&buf.filled()[before..]);
+        if buf.filled().len() > before {
+            self.activity.io.fetch_add(1, Relaxed);
+            if self.watching() {
+                self.saw(&buf.filled()[before..]);
+            }
         }
         polled
     }
@@ -209,7 +221,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -217,7 +231,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -305,7 +321,7 @@ impl Http {
             .header_read_timeout(limits.request_headers_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
-        let mut idle = Idle::new(&limits);
+        let mut idle = Idle::new(&limits, accepted);
         let headers_deadline = accepted + limits.request_headers_timeout;
         let drained = loop {
             // Waiting for a first request head, not an established h2 connection.
@@ -328,9 +344,17 @@ impl Http {
                 }
                 continue;
             }
-            if idle.check(&activity) {
-                counters.cx_idle_timeout.fetch_add(1, Relaxed);
-                break false;
+            match idle.check(&activity, Instant::now()) {
+                Some(Quiet::Idle) => {
+                    counters.cx_idle_timeout.fetch_add(1, Relaxed);
+                    break false;
+                }
+                Some(Quiet::Stalled) => {
+                    // Its client stopped reading or sending: nothing to finish.
+                    counters.cx_stream_idle_timeout.fetch_add(1, Relaxed);
+                    return;
+                }
+                None => {}
             }
         };
         // Draining or idle: finish in-flight requests, then close (GOAWAY /
@@ -373,32 +397,61 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// The idle check: idle once `IDLE_CHECKS` checks in a row found no request
-/// in flight and none started since the one before.
+/// Why a connection is quiet enough to close.
+#[derive(Debug, PartialEq, Eq)]
+enum Quiet {
+    /// No request in flight, none started, for the idle timeout (Envoy's
+    /// `idle_timeout`: PINGs and other control frames do not count).
+    Idle,
+    /// Requests in flight but no byte moved either way for twice the stream
+    /// idle timeout (Envoy's `stream_idle_timeout`): a client that stopped
+    /// reading. Twice: a request whose body stalled is answered 408 `SI` once
+    /// the timeout passes, and that answer must get out first.
+    Stalled,
+}
+
+/// The idle checks, run every `every` (a quarter of the shorter timeout):
+/// a connection closes within 1¼ of its timeout.
 struct Idle {
     every: Duration,
-    seen: u64,
-    quiet: u32,
+    idle: Duration,
+    stall: Duration,
+    seen: (u64, u64),
+    /// Since when nothing was in flight and nothing started.
+    quiet_since: Instant,
+    /// Since when no byte moved.
+    still_since: Instant,
 }
 
 impl Idle {
-    fn new(limits: &DownstreamRt) -> Self {
+    fn new(limits: &DownstreamRt, now: Instant) -> Self {
+        let shorter = limits.idle_timeout.min(limits.stream_idle_timeout);
         Self {
-            every: (limits.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1)),
-            seen: 0,
-            quiet: 0,
+            every: (shorter / IDLE_CHECKS).max(Duration::from_millis(1)),
+            idle: limits.idle_timeout,
+            stall: limits.stream_idle_timeout * 2,
+            seen: (0, 0),
+            quiet_since: now,
+            still_since: now,
         }
     }
 
-    fn check(&mut self, activity: &Activity) -> bool {
-        let now = activity.started.load(Relaxed);
-        if now != self.seen || activity.active.load(Relaxed) > 0 {
-            self.seen = now;
-            self.quiet = 0;
-            return false;
+    fn check(&mut self, activity: &Activity, now: Instant) -> Option<Quiet> {
+        let (started, io) = (activity.started.load(Relaxed), activity.io.load(Relaxed));
+        if started != self.seen.0 {
+            self.quiet_since = now;
+            self.still_since = now;
         }
-        self.quiet += 1;
-        self.quiet >= IDLE_CHECKS
+        if io != self.seen.1 {
+            self.still_since = now;
+        }
+        self.seen = (started, io);
+        if activity.active.load(Relaxed) > 0 {
+            self.quiet_since = now;
+            return (now - self.still_since >= self.stall).then_some(Quiet::Stalled);
+        }
+        self.still_since = now;
+        (now - self.quiet_since >= self.idle).then_some(Quiet::Idle)
     }
 }
 
@@ -414,30 +467,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idle_takes_a_full_round_of_quiet_checks() {
+    fn idle_and_stalled_are_told_apart() {
         let limits = DownstreamRt {
             request_headers_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(4),
             stream_idle_timeout: Duration::from_secs(4),
             max_connections: 1,
         };
-        let activity = Activity::default();
-        let mut idle = Idle::new(&limits);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let a = Arc::new(Activity::default());
+        let mut idle = Idle::new(&limits, t0);
         assert_eq!(idle.every, Duration::from_secs(1));
-        let req = Arc::new(activity);
-        let in_flight = InFlight::start(&req);
-        for _ in 0..10 {
-            assert!(!idle.check(&req), "a request in flight is never idle");
+        // A request in flight is never idle; bytes moving keep it from stalling.
+        let in_flight = InFlight::start(&a);
+        for s in 1..=20 {
+            a.io.fetch_add(1, Relaxed);
+            assert_eq!(idle.check(&a, at(s)), None, "moving at {s}s");
         }
+        // In flight with nothing moving: stalled after the stream idle timeout.
+        assert_eq!(idle.check(&a, at(27)), None);
+        assert_eq!(idle.check(&a, at(28)), Some(Quiet::Stalled));
         drop(in_flight);
-        assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
-        let again = InFlight::start(&req);
-        drop(again);
-        assert!(
-            !idle.check(&req),
-            "a request since the last check resets it"
-        );
-        assert!(!idle.check(&req) && !idle.check(&req) && !idle.check(&req));
-        assert!(idle.check(&req));
+        // Nothing in flight: idle after the idle timeout, whatever bytes move (PINGs).
+        assert_eq!(idle.check(&a, at(29)), None);
+        a.io.fetch_add(1, Relaxed);
+        assert_eq!(idle.check(&a, at(31)), None);
+        a.io.fetch_add(1, Relaxed);
+        assert_eq!(idle.check(&a, at(33)), Some(Quiet::Idle));
+        // A new request starts the count again.
+        drop(InFlight::start(&a));
+        assert_eq!(idle.check(&a, at(34)), None);
+        assert_eq!(idle.check(&a, at(38)), Some(Quiet::Idle));
     }
 }

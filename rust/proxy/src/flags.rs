@@ -31,12 +31,15 @@ pub enum ResponseFlag {
     /// The client sent no byte of its request body for the stream idle
     /// timeout (408).
     StreamIdleTimeout,
+    /// The upstream's response could not be passed on faithfully (both
+    /// Content-Length and Transfer-Encoding: a smuggling attempt) (503).
+    UpstreamProtocolError,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 13] = [
+    pub const ALL: [ResponseFlag; 14] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -50,6 +53,7 @@ impl ResponseFlag {
         Self::RetryLimitExceeded,
         Self::FilterFailure,
         Self::StreamIdleTimeout,
+        Self::UpstreamProtocolError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl ResponseFlag {
             Self::RetryLimitExceeded => "URX",
             Self::FilterFailure => "FF",
             Self::StreamIdleTimeout => "SI",
+            Self::UpstreamProtocolError => "UPE",
         }
     }
 
@@ -83,6 +88,7 @@ impl ResponseFlag {
             Self::RetryLimitExceeded => S::SERVICE_UNAVAILABLE,
             Self::FilterFailure => S::INTERNAL_SERVER_ERROR,
             Self::NoCluster
+            | Self::UpstreamProtocolError
             | Self::NoHealthyUpstream
             | Self::UpstreamConnectFailure
             | Self::UpstreamConnectionTermination => S::SERVICE_UNAVAILABLE,
@@ -108,6 +114,7 @@ impl ResponseFlag {
             Self::DelayInjected | Self::RetryLimitExceeded => "",
             Self::FilterFailure => "filter failure\n",
             Self::StreamIdleTimeout => "stream timeout\n",
+            Self::UpstreamProtocolError => "upstream connect error or disconnect/reset before headers. reset reason: protocol error\n",
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Counters {
     pub cx_headers_timeout: AtomicU64,
     /// Listeners: connections closed after the idle timeout.
     pub cx_idle_timeout: AtomicU64,
+    /// Listeners: connections cut with requests in flight but no byte moving
+    /// for the stream idle timeout (a client that stopped reading).
+    pub cx_stream_idle_timeout: AtomicU64,
     /// Body bytes received from the downstream (listener) or sent upstream (cluster).
     pub bytes_in: AtomicU64,
     /// Body bytes sent to the downstream (listener) or received from upstream (cluster).
@@ -147,6 +150,7 @@ impl Registry {
                     obj["cx_overflow"] = c.cx_overflow.load(Relaxed).into();
                     obj["cx_headers_timeout"] = c.cx_headers_timeout.load(Relaxed).into();
                     obj["cx_idle_timeout"] = c.cx_idle_timeout.load(Relaxed).into();
+                    obj["cx_stream_idle_timeout"] = c.cx_stream_idle_timeout.load(Relaxed).into();
                 }
                 // Upstream connections opened (pool misses), and outlier ejections.
                 Scope::Cluster => {
@@ -191,7 +195,7 @@ type Family = (
 const ALL_SCOPES: &[Scope] = &[Scope::Listener, Scope::Route, Scope::Cluster];
 const LISTENER: &[Scope] = &[Scope::Listener];
 
-const FAMILIES: [Family; 8] = [
+const FAMILIES: [Family; 9] = [
     (
         "requests_active",
         "gauge",
@@ -247,6 +251,13 @@ const FAMILIES: [Family; 8] = [
         "connections closed after the idle timeout",
         LISTENER,
         |c| c.cx_idle_timeout.load(Relaxed),
+    ),
+    (
+        "connections_stream_idle_timeout_total",
+        "counter",
+        "connections cut with requests in flight and no byte moving",
+        LISTENER,
+        |c| c.cx_stream_idle_timeout.load(Relaxed),
     ),
 ];
 

@@ -15,6 +15,9 @@ use hyper::body::Incoming;
 use meshfast_route::normalize_path;
 use std::borrow::Cow;
 
+/// The longest request target passed on (RELIABILITY.md §3 case 11: 414 past 8 KiB).
+const MAX_TARGET: usize = 8 << 10;
+
 /// Envoy's header for the client certificate's identity (Istio: `By=...;URI=...`).
 const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
@@ -40,22 +43,38 @@ pub fn decode(
     }
     let host = match framing(&req) {
         Ok(host) => host,
-        Err((status, why)) => {
-            let body = bytes::Bytes::from_static(why.as_bytes());
-            let flag = Some(ResponseFlag::DownstreamProtocolError);
-            return Err(Box::new(ctx.local(status, flag, Some(body))));
-        }
+        Err((status, why)) => return Err(refuse(ctx, &req, status, why)),
     };
     let Some(authority) = authority(&req, host).filter(|a| valid_authority(a)) else {
-        return Err(Box::new(ctx.fail(ResponseFlag::DownstreamProtocolError)));
+        return Err(refuse(ctx, &req, StatusCode::BAD_REQUEST, "bad request\n"));
     };
     if let Cow::Owned(path) = normalize_path(req.uri().path(), ctx.snap.path_normalization) {
         if set_path(&mut req, &path).is_none() {
-            return Err(Box::new(ctx.fail(ResponseFlag::DownstreamProtocolError)));
+            return Err(refuse(ctx, &req, StatusCode::BAD_REQUEST, "bad request\n"));
         }
     }
     ctx.authority = authority;
     Ok(req.map(DownBody::Streaming))
+}
+
+/// A request this proxy will not pass on: answered `DPE`, and on HTTP/1.1
+/// the connection is closed after the answer — after bytes it could not
+/// frame, nothing later on the connection can be trusted (RELIABILITY.md §3
+/// case 10: no pipelined request after a framing error).
+fn refuse<B>(
+    ctx: &mut RequestCtx<'_>,
+    req: &Request<B>,
+    status: StatusCode,
+    why: &'static str,
+) -> Answer {
+    let body = bytes::Bytes::from_static(why.as_bytes());
+    let flag = Some(ResponseFlag::DownstreamProtocolError);
+    let mut resp = ctx.local(status, flag, Some(body));
+    if req.version() < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Box::new(resp)
 }
 
 /// What this proxy refuses to pass on however it is routed (RFC 9112/9110):
@@ -66,6 +85,9 @@ fn framing<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, (StatusCode, &'s
     if req.method() == Method::CONNECT {
         return Err((StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported\n"));
     }
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_TARGET {
+        return Err((StatusCode::URI_TOO_LONG, "request target too long\n"));
+    }
     let path = req.uri().path();
     let asterisk = path == "*" && req.method() == Method::OPTIONS;
     if !(path.starts_with('/') || asterisk) {
@@ -74,6 +96,13 @@ fn framing<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, (StatusCode, &'s
         return Err((StatusCode::BAD_REQUEST, "the path must start with /\n"));
     }
     if req.version() >= Version::HTTP_2 {
+        // HTTP/1.1 heads are counted by hyper's parser; HTTP/2 lists only by size.
+        if req.headers().len() > crate::downstream::MAX_HEADERS {
+            return Err((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many headers\n",
+            ));
+        }
         // HTTP/2 has no transfer codings (hyper refuses connection-specific
         // headers) and carries the authority in `:authority`; Host stands in
         // only where `:authority` is missing.

@@ -266,6 +266,12 @@ impl Tries<'_> {
             None => Some(target.send(host, http2, req).await),
         };
         match result {
+            // Dropped unread: the connection is not reused.
+            Some(Ok((resp, _))) if smuggles(&resp) => Attempt::Failed {
+                outcome: Outcome::Reset,
+                flag: ResponseFlag::UpstreamProtocolError,
+                unsent: None,
+            },
             Some(Ok((resp, lease))) => Attempt::Answered(resp, lease),
             Some(Err(Failed { error, request })) => {
                 match error.downstream_fault() {
@@ -319,6 +325,14 @@ async fn expiry(
         None => std::future::pending().await,
     }
     ResponseFlag::UpstreamRequestTimeout
+}
+
+/// An HTTP/1.1 response framed by both Content-Length and Transfer-Encoding
+/// (RFC 9112 §6.3: "ought to be handled as an error"; its body was read by
+/// the coding, and the length would be passed on wrong).
+fn smuggles(resp: &Response<Incoming>) -> bool {
+    let h = resp.headers();
+    h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH)
 }
 
 fn outcome_of(resp: &Response<Incoming>) -> Outcome {
