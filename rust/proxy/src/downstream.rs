@@ -7,6 +7,7 @@
 //! request is in flight and no byte moves (Envoy's `idle_timeout`).
 
 use crate::conn::{Conn, ConnCtx};
+use crate::h2_flood::FrameBudget;
 use crate::http;
 use crate::runtime::{DownstreamRt, ListenerKind};
 use crate::stats::{ActiveGuard, Counters};
@@ -132,6 +133,8 @@ struct Activity {
     /// moving for the stream idle timeout, the client has stopped.
     io: AtomicU64,
     h2: std::sync::atomic::AtomicBool,
+    /// Closed for a flood of HTTP/2 control frames.
+    flooded: std::sync::atomic::AtomicBool,
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -151,6 +154,8 @@ struct Watched<S> {
     seen: usize,
     /// Where the client's SETTINGS ends, once its head is read.
     settings_end: usize,
+    /// The client's frames after the preface, against their budget.
+    budget: Option<FrameBudget>,
     activity: Arc<Activity>,
 }
 
@@ -161,13 +166,19 @@ impl<S> Watched<S> {
             opening: [0; OPENING],
             seen: 0,
             settings_end: usize::MAX,
+            budget: None,
             activity,
         }
     }
 
-    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.activity.io.fetch_add(1, Relaxed);
+    fn wrote(&mut self, polled: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = polled {
+            if *n > 0 {
+                self.activity.io.fetch_add(1, Relaxed);
+                if let Some(b) = &mut self.budget {
+                    b.wrote(*n);
+                }
+            }
         }
     }
 
@@ -175,7 +186,10 @@ impl<S> Watched<S> {
         self.seen < OPENING.max(self.settings_end)
     }
 
-    fn saw(&mut self, bytes: &[u8]) {
+    /// Reads the opening; returns where in `bytes` the frames after the
+    /// preface begin (`bytes.len()` when they do not, or not yet).
+    fn saw(&mut self, bytes: &[u8]) -> usize {
+        let before = self.seen;
         if self.seen < OPENING {
             let n = bytes.len().min(OPENING - self.seen);
             self.opening[self.seen..self.seen + n].copy_from_slice(&bytes[..n]);
@@ -183,7 +197,12 @@ impl<S> Watched<S> {
         self.seen = self.seen.saturating_add(bytes.len());
         if self.seen >= 24 && &self.opening[..24] != H2_PREFACE {
             self.settings_end = 0; // not HTTP/2 prior knowledge: stop watching
-            return;
+            return bytes.len();
+        }
+        let mut frames_from = bytes.len();
+        if before < 24 && self.seen >= 24 {
+            self.budget = Some(FrameBudget::new(Instant::now()));
+            frames_from = 24 - before;
         }
         if self.seen >= OPENING && self.settings_end == usize::MAX {
             let head = &self.opening[24..];
@@ -194,6 +213,7 @@ impl<S> Watched<S> {
         if self.settings_end != 0 && self.seen >= self.settings_end {
             self.activity.h2.store(true, Relaxed);
         }
+        frames_from
     }
 }
 
@@ -207,8 +227,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.io.fetch_add(1, Relaxed);
-            if self.watching() {
-                self.saw(&buf.filled()[before..]);
+            let had_budget = self.budget.is_some();
+            let bytes = &buf.filled()[before..];
+            let from = if self.watching() {
+                self.saw(bytes)
+            } else {
+                bytes.len()
+            };
+            let from = if had_budget { 0 } else { from };
+            if let Some(b) = &mut self.budget {
+                if b.read(&bytes[from..], Instant::now).is_err() {
+                    self.activity.flooded.store(true, Relaxed);
+                    let flood = std::io::Error::other("HTTP/2 control-frame flood");
+                    return Poll::Ready(Err(flood));
+                }
             }
         }
         polled
@@ -332,7 +364,12 @@ impl Http {
                 Instant::now() + idle.every
             };
             tokio::select! {
-                _ = conn.as_mut() => return,
+                _ = conn.as_mut() => {
+                    if activity.flooded.load(Relaxed) {
+                        counters.cx_h2_flood.fetch_add(1, Relaxed);
+                    }
+                    return;
+                }
                 _ = drain.wait_for(|d| *d) => break true,
                 _ = tokio::time::sleep_until(wake) => {}
             }

@@ -15,6 +15,7 @@ pub mod echo;
 mod filter_body;
 pub mod filters;
 mod flags;
+mod h2_flood;
 mod hashing;
 mod headers;
 mod http;

@@ -45,6 +45,9 @@ pub struct Counters {
     /// Listeners: connections cut with requests in flight but no byte moving
     /// for the stream idle timeout (a client that stopped reading).
     pub cx_stream_idle_timeout: AtomicU64,
+    /// Listeners: HTTP/2 connections closed for overdrawing their budget of
+    /// control frames (PING, SETTINGS, PRIORITY, WINDOW_UPDATE floods).
+    pub cx_h2_flood: AtomicU64,
     /// Body bytes received from the downstream (listener) or sent upstream (cluster).
     pub bytes_in: AtomicU64,
     /// Body bytes sent to the downstream (listener) or received from upstream (cluster).
@@ -151,6 +154,7 @@ impl Registry {
                     obj["cx_headers_timeout"] = c.cx_headers_timeout.load(Relaxed).into();
                     obj["cx_idle_timeout"] = c.cx_idle_timeout.load(Relaxed).into();
                     obj["cx_stream_idle_timeout"] = c.cx_stream_idle_timeout.load(Relaxed).into();
+                    obj["cx_h2_flood"] = c.cx_h2_flood.load(Relaxed).into();
                 }
                 // Upstream connections opened (pool misses), and outlier ejections.
                 Scope::Cluster => {
@@ -195,7 +199,7 @@ type Family = (
 const ALL_SCOPES: &[Scope] = &[Scope::Listener, Scope::Route, Scope::Cluster];
 const LISTENER: &[Scope] = &[Scope::Listener];
 
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 10] = [
     (
         "requests_active",
         "gauge",
@@ -258,6 +262,13 @@ const FAMILIES: [Family; 9] = [
         "connections cut with requests in flight and no byte moving",
         LISTENER,
         |c| c.cx_stream_idle_timeout.load(Relaxed),
+    ),
+    (
+        "connections_h2_flood_total",
+        "counter",
+        "HTTP/2 connections closed for a flood of control frames",
+        LISTENER,
+        |c| c.cx_h2_flood.load(Relaxed),
     ),
 ];
 
