@@ -1023,11 +1023,6 @@ def test_a_stalled_upload_is_ended_by_a_timeout(proxied_idle) -> None:  # type: 
 # --- Cases 19-25: HTTP/2 ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open gap (issue 13): the listener speaks HTTP/1.1 and h2c on one port; to HTTP/1.1"
-    " these bytes are a bad request (400)",
-)
 @pytest.mark.parametrize(
     "preface",
     [b"INVALID CONNECTION PREFACE\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"],

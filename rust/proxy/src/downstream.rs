@@ -135,6 +135,8 @@ struct Activity {
     h2: std::sync::atomic::AtomicBool,
     /// Closed for a flood of HTTP/2 control frames.
     flooded: std::sync::atomic::AtomicBool,
+    /// Closed for an opening that is neither HTTP/1.x nor HTTP/2.
+    invalid: std::sync::atomic::AtomicBool,
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -156,7 +158,59 @@ struct Watched<S> {
     settings_end: usize,
     /// The client's frames after the preface, against their budget.
     budget: Option<FrameBudget>,
+    /// Until the first line is known to end in an HTTP version.
+    first_line: Option<FirstLine>,
+    /// Bytes of that line read but not yet handed over.
+    held: Vec<u8>,
     activity: Arc<Activity>,
+}
+
+/// The first line a client sends must end in an `HTTP/` version (HTTP/1.x's
+/// request line, or the HTTP/2 preface's `PRI * HTTP/2.0`). Bytes that are
+/// neither protocol's — h2spec 3.5/2 sends `INVALID CONNECTION PREFACE` —
+/// get no answer in either: the connection is closed, as RFC 9113 §3.4 has
+/// an HTTP/2 server do. A request line with a wrong HTTP version is
+/// HTTP/1.1's to refuse (400/505).
+#[derive(Debug, Default)]
+struct FirstLine {
+    /// The first bytes of the line's current token.
+    token: [u8; 5],
+    token_len: usize,
+    started: bool,
+    scanned: usize,
+}
+
+/// Past this, the line is hyper's to limit (414/431).
+const FIRST_LINE_SCAN: usize = 64 << 10;
+
+impl FirstLine {
+    /// `Some(true)`: the line ends in an HTTP version (or is too long to
+    /// tell); `Some(false)`: it does not; `None`: not yet at its end.
+    fn feed(&mut self, bytes: &[u8]) -> Option<bool> {
+        for &b in bytes {
+            self.scanned += 1;
+            match b {
+                // Empty lines before a request line are ignored (RFC 9112 §2.2).
+                b'\r' | b'\n' if !self.started => {}
+                b'\r' | b'\n' => return Some(self.token_len >= 5 && &self.token == b"HTTP/"),
+                b' ' => {
+                    self.started = true;
+                    self.token_len = 0;
+                }
+                _ => {
+                    self.started = true;
+                    if self.token_len < 5 {
+                        self.token[self.token_len] = b;
+                    }
+                    self.token_len += 1;
+                }
+            }
+            if self.scanned > FIRST_LINE_SCAN {
+                return Some(true);
+            }
+        }
+        None
+    }
 }
 
 impl<S> Watched<S> {
@@ -167,6 +221,8 @@ impl<S> Watched<S> {
             seen: 0,
             settings_end: usize::MAX,
             budget: None,
+            first_line: Some(FirstLine::default()),
+            held: Vec::new(),
             activity,
         }
     }
@@ -197,6 +253,10 @@ impl<S> Watched<S> {
         self.seen = self.seen.saturating_add(bytes.len());
         if self.seen >= 24 && &self.opening[..24] != H2_PREFACE {
             self.settings_end = 0; // not HTTP/2 prior knowledge: stop watching
+            if self.opening[..18] == H2_PREFACE[..18] {
+                // An HTTP/2 client whose preface went wrong after its first line.
+                self.activity.invalid.store(true, Relaxed);
+            }
             return bytes.len();
         }
         let mut frames_from = bytes.len();
@@ -217,31 +277,97 @@ impl<S> Watched<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> Watched<S> {
+    /// Reads until the first line is known to end in an HTTP version (see
+    /// [`FirstLine`]): bytes of a line still open are held back, so hyper
+    /// never answers a line that turns out to be no HTTP at all. Then hands
+    /// over what was held. Most first reads hold a whole line: nothing is
+    /// held then.
+    fn poll_opening(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let Some(line) = &mut self.first_line else {
+                let n = self.held.len().min(buf.remaining());
+                buf.put_slice(&self.held[..n]);
+                self.held.drain(..n);
+                if self.held.is_empty() {
+                    self.held = Vec::new();
+                }
+                return Poll::Ready(Ok(()));
+            };
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            let fresh = buf.filled().len() - before;
+            if fresh == 0 {
+                if !matches!(polled, Poll::Ready(Ok(()))) || self.held.is_empty() {
+                    return polled; // pending, failed, or closed with nothing held
+                }
+                self.first_line = None; // closed mid-line: hyper judges what came
+                continue;
+            }
+            match line.feed(&buf.filled()[before..]) {
+                Some(false) => {
+                    self.activity.invalid.store(true, Relaxed);
+                    let invalid = std::io::Error::other("neither HTTP/1.x nor HTTP/2");
+                    return Poll::Ready(Err(invalid));
+                }
+                Some(true) if self.held.is_empty() => {
+                    self.first_line = None;
+                    return Poll::Ready(Ok(())); // the whole line came at once
+                }
+                decided => {
+                    self.held.extend_from_slice(&buf.filled()[before..]);
+                    buf.set_filled(before);
+                    if decided.is_some() {
+                        self.first_line = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What hyper is handed: counted, and watched for the HTTP/2 opening
+    /// and the frame budget.
+    fn handed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.activity.io.fetch_add(1, Relaxed);
+        let had_budget = self.budget.is_some();
+        let from = if self.watching() {
+            self.saw(bytes)
+        } else {
+            bytes.len()
+        };
+        if self.activity.invalid.load(Relaxed) {
+            return Err(std::io::Error::other("neither HTTP/1.x nor HTTP/2"));
+        }
+        let from = if had_budget { 0 } else { from };
+        if let Some(b) = &mut self.budget {
+            if b.read(&bytes[from..], Instant::now).is_err() {
+                self.activity.flooded.store(true, Relaxed);
+                return Err(std::io::Error::other("HTTP/2 control-frame flood"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let polled = if this.first_line.is_some() || !this.held.is_empty() {
+            this.poll_opening(cx, buf)
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
         if buf.filled().len() > before {
-            self.activity.io.fetch_add(1, Relaxed);
-            let had_budget = self.budget.is_some();
-            let bytes = &buf.filled()[before..];
-            let from = if self.watching() {
-                self.saw(bytes)
-            } else {
-                bytes.len()
-            };
-            let from = if had_budget { 0 } else { from };
-            if let Some(b) = &mut self.budget {
-                if b.read(&bytes[from..], Instant::now).is_err() {
-                    self.activity.flooded.store(true, Relaxed);
-                    let flood = std::io::Error::other("HTTP/2 control-frame flood");
-                    return Poll::Ready(Err(flood));
-                }
-            }
+            this.handed(&buf.filled()[before..])?;
         }
         polled
     }
@@ -367,6 +493,9 @@ impl Http {
                 _ = conn.as_mut() => {
                     if activity.flooded.load(Relaxed) {
                         counters.cx_h2_flood.fetch_add(1, Relaxed);
+                    }
+                    if activity.invalid.load(Relaxed) {
+                        counters.cx_protocol_error.fetch_add(1, Relaxed);
                     }
                     return;
                 }
@@ -502,6 +631,27 @@ async fn opens_with_tls(stream: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_line_must_end_in_an_http_version() {
+        let verdict = |chunks: &[&[u8]]| {
+            let mut line = FirstLine::default();
+            chunks.iter().find_map(|c| line.feed(c))
+        };
+        assert_eq!(verdict(&[b"GET / HTTP/1.1\r\n"]), Some(true));
+        assert_eq!(verdict(&[b"GET / HT", b"TP/1.1\r\nHost"]), Some(true));
+        assert_eq!(verdict(&[b"\r\n\r\nGET / HTTP/1.0\n"]), Some(true));
+        assert_eq!(verdict(&[b"PRI * HTTP/2.0\r\n\r\nSM"]), Some(true));
+        assert_eq!(
+            verdict(&[b"GET / HTTP/3.0\r\n"]),
+            Some(true),
+            "HTTP/1.1's to refuse"
+        );
+        assert_eq!(verdict(&[b"INVALID CONNECTION PREFACE\r\n"]), Some(false));
+        assert_eq!(verdict(&[b"hello\n"]), Some(false));
+        assert_eq!(verdict(&[b"GET / HTTP"]), None);
+        assert_eq!(verdict(&[&[b'a'; FIRST_LINE_SCAN + 1]]), Some(true));
+    }
 
     #[test]
     fn idle_and_stalled_are_told_apart() {

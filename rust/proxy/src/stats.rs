@@ -48,6 +48,9 @@ pub struct Counters {
     /// Listeners: HTTP/2 connections closed for overdrawing their budget of
     /// control frames (PING, SETTINGS, PRIORITY, WINDOW_UPDATE floods).
     pub cx_h2_flood: AtomicU64,
+    /// Listeners: connections closed for an opening that is neither HTTP/1.x
+    /// nor HTTP/2 (an invalid HTTP/2 preface).
+    pub cx_protocol_error: AtomicU64,
     /// Body bytes received from the downstream (listener) or sent upstream (cluster).
     pub bytes_in: AtomicU64,
     /// Body bytes sent to the downstream (listener) or received from upstream (cluster).
@@ -155,6 +158,7 @@ impl Registry {
                     obj["cx_idle_timeout"] = c.cx_idle_timeout.load(Relaxed).into();
                     obj["cx_stream_idle_timeout"] = c.cx_stream_idle_timeout.load(Relaxed).into();
                     obj["cx_h2_flood"] = c.cx_h2_flood.load(Relaxed).into();
+                    obj["cx_protocol_error"] = c.cx_protocol_error.load(Relaxed).into();
                 }
                 // Upstream connections opened (pool misses), and outlier ejections.
                 Scope::Cluster => {
@@ -199,7 +203,7 @@ type Family = (
 const ALL_SCOPES: &[Scope] = &[Scope::Listener, Scope::Route, Scope::Cluster];
 const LISTENER: &[Scope] = &[Scope::Listener];
 
-const FAMILIES: [Family; 10] = [
+const FAMILIES: [Family; 11] = [
     (
         "requests_active",
         "gauge",
@@ -269,6 +273,13 @@ const FAMILIES: [Family; 10] = [
         "HTTP/2 connections closed for a flood of control frames",
         LISTENER,
         |c| c.cx_h2_flood.load(Relaxed),
+    ),
+    (
+        "connections_protocol_error_total",
+        "counter",
+        "connections closed for an opening that is neither HTTP/1.x nor HTTP/2",
+        LISTENER,
+        |c| c.cx_protocol_error.load(Relaxed),
     ),
 ];
 

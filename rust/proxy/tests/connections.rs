@@ -259,3 +259,27 @@ fn pings_never_keep_a_connection_from_its_idle_timeout() {
     assert_eq!(h.listener_stat(HTTP, "cx_idle_timeout"), 1);
     assert_eq!(h.listener_stat(HTTP, "cx_h2_flood"), 0);
 }
+
+#[test]
+fn an_opening_that_is_neither_http1_nor_http2_is_closed_without_an_answer() {
+    // h2spec 3.5/2: an invalid preface is a connection error for HTTP/2, and
+    // to HTTP/1.1 these bytes are no request line: neither answers.
+    let (h, up, addr) = proxy(1, ir::Downstream::default());
+    for sent in [
+        &b"INVALID CONNECTION PREFACE\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+    ] {
+        let got = h.block_on(closed_after(addr, sent));
+        assert!(
+            got.is_empty(),
+            "{sent:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(h.listener_stat(HTTP, "cx_protocol_error"), 2);
+    // A request line with a wrong version is still HTTP/1.1's to refuse.
+    let got = h.block_on(closed_after(addr, b"GET / HTTP/1.2\r\nHost: svc\r\n\r\n"));
+    assert!(got.starts_with(b"HTTP/1.1 "), "{got:?}");
+    assert_eq!(up.hits(), 0);
+    assert_eq!(h.get("svc", "/after").status, 200);
+}
