@@ -31,12 +31,15 @@ pub enum ResponseFlag {
     /// The client sent no byte of its request body for the stream idle
     /// timeout (408).
     StreamIdleTimeout,
+    /// A connection-pool limit (circuit breaker) was reached (503); on a
+    /// passed-on answer: a retry was not made past `maxRetries`.
+    UpstreamOverflow,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 13] = [
+    pub const ALL: [ResponseFlag; 14] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -50,6 +53,7 @@ impl ResponseFlag {
         Self::RetryLimitExceeded,
         Self::FilterFailure,
         Self::StreamIdleTimeout,
+        Self::UpstreamOverflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl ResponseFlag {
             Self::RetryLimitExceeded => "URX",
             Self::FilterFailure => "FF",
             Self::StreamIdleTimeout => "SI",
+            Self::UpstreamOverflow => "UO",
         }
     }
 
@@ -85,7 +90,8 @@ impl ResponseFlag {
             Self::NoCluster
             | Self::NoHealthyUpstream
             | Self::UpstreamConnectFailure
-            | Self::UpstreamConnectionTermination => S::SERVICE_UNAVAILABLE,
+            | Self::UpstreamConnectionTermination
+            | Self::UpstreamOverflow => S::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -108,6 +114,9 @@ impl ResponseFlag {
             Self::DelayInjected | Self::RetryLimitExceeded => "",
             Self::FilterFailure => "filter failure\n",
             Self::StreamIdleTimeout => "stream timeout\n",
+            Self::UpstreamOverflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow\n"
+            }
         }
     }
 

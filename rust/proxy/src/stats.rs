@@ -37,7 +37,18 @@ pub struct Counters {
     pub cx_total: AtomicU64,
     pub cx_active: AtomicU64,
     /// Listeners: connections closed at accept, over the connection cap.
+    /// Clusters: Envoy's `upstream_cx_overflow`, times a request found the
+    /// cluster at `maxConnections` (it waits as pending, or a TCP
+    /// connection is closed).
     pub cx_overflow: AtomicU64,
+    /// Clusters: Envoy's `upstream_rq_pending_overflow`, requests failed
+    /// with `UO` past `http1MaxPendingRequests` or `http2MaxRequests`.
+    pub rq_pending_overflow: AtomicU64,
+    /// Clusters: Envoy's `upstream_rq_retry_overflow`, retries not made
+    /// past `maxRetries`.
+    pub rq_retry_overflow: AtomicU64,
+    /// Clusters: connection-pool limits' gauges (only limited ones count).
+    pub breaker: crate::breaker::Gauges,
     /// Listeners: connections closed for sending no request head in time.
     pub cx_headers_timeout: AtomicU64,
     /// Listeners: connections closed after the idle timeout.
@@ -152,6 +163,18 @@ impl Registry {
                 Scope::Cluster => {
                     obj["cx_total"] = c.cx_total.load(Relaxed).into();
                     obj["ejections_total"] = c.ejections.load(Relaxed).into();
+                    // Connection-pool limits, by Envoy's names.
+                    obj["upstream_cx_overflow"] = c.cx_overflow.load(Relaxed).into();
+                    obj["upstream_rq_pending_overflow"] =
+                        c.rq_pending_overflow.load(Relaxed).into();
+                    obj["upstream_rq_retry_overflow"] = c.rq_retry_overflow.load(Relaxed).into();
+                    let b = &c.breaker;
+                    obj["circuit_breakers"] = serde_json::json!({
+                        "cx_open": b.connections(),
+                        "rq_pending_open": b.pending(),
+                        "rq_open": b.requests(),
+                        "rq_retry_open": b.retries(),
+                    });
                 }
                 Scope::Route => {}
             }
@@ -191,7 +214,9 @@ type Family = (
 const ALL_SCOPES: &[Scope] = &[Scope::Listener, Scope::Route, Scope::Cluster];
 const LISTENER: &[Scope] = &[Scope::Listener];
 
-const FAMILIES: [Family; 8] = [
+const CLUSTER: &[Scope] = &[Scope::Cluster];
+
+const FAMILIES: [Family; 11] = [
     (
         "requests_active",
         "gauge",
@@ -247,6 +272,27 @@ const FAMILIES: [Family; 8] = [
         "connections closed after the idle timeout",
         LISTENER,
         |c| c.cx_idle_timeout.load(Relaxed),
+    ),
+    (
+        "upstream_cx_overflow_total",
+        "counter",
+        "requests (or TCP connections) that found the cluster at maxConnections",
+        CLUSTER,
+        |c| c.cx_overflow.load(Relaxed),
+    ),
+    (
+        "upstream_rq_pending_overflow_total",
+        "counter",
+        "requests failed with UO past http1MaxPendingRequests or http2MaxRequests",
+        CLUSTER,
+        |c| c.rq_pending_overflow.load(Relaxed),
+    ),
+    (
+        "upstream_rq_retry_overflow_total",
+        "counter",
+        "retries not made past maxRetries",
+        CLUSTER,
+        |c| c.rq_retry_overflow.load(Relaxed),
     ),
 ];
 
