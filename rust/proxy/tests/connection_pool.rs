@@ -58,6 +58,7 @@ fn assert_overflow(r: &Reply) {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("x-meshfast-flags"), Some("UO"));
     assert_eq!(r.text(), OVERFLOW_BODY);
+    assert_eq!(r.header("x-envoy-overloaded"), Some("true"));
 }
 
 fn breakers(h: &Harness) -> serde_json::Value {
@@ -223,6 +224,7 @@ fn past_max_retries_the_retry_is_not_made() {
     assert_eq!(r.status, 503);
     assert_eq!(r.upstream(), "failing", "the upstream's own answer");
     assert_eq!(r.header("x-meshfast-flags"), Some("UO"));
+    assert_eq!(r.header("x-envoy-overloaded"), None, "not a local reply");
     assert_eq!(failing.hits(), 1, "no retry was made");
     assert_eq!(h.cluster_stat("c", "upstream_rq_retry_overflow"), 1);
     assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 0);
