@@ -228,7 +228,7 @@ mod tests {
             stats: &stats,
         };
         let held = b.request().expect("first").expect("counted");
-        assert_eq!(b.request().unwrap_err(), Overflow);
+        assert_eq!(b.request().expect_err("over the limit"), Overflow);
         assert_eq!(stats.rq_pending_overflow.load(Relaxed), 1);
         drop(held);
         assert_eq!(stats.breaker.requests(), 0);
