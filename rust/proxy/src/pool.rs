@@ -273,18 +273,24 @@ pub async fn send(
                 Err(_) => return Err(overflow(req)),
             }
         }
-        let reusable = || {
-            if http2 {
-                has_h2(&key)
-            } else {
-                has_idle_h1(&key)
+        let slot = if breaker.limits_connections() {
+            let reusable = || {
+                if http2 {
+                    has_h2(&key)
+                } else {
+                    has_idle_h1(&key)
+                }
+            };
+            // Boxed: only limited clusters wait here; the others' futures stay small.
+            match Box::pin(admit(&dial, reusable)).await {
+                Admit::Dial(slot) => slot,
+                Admit::Reuse => continue,
             }
-        };
-        let Admit::Dial(slot) = admit(&dial, reusable).await else {
-            continue;
+        } else {
+            None
         };
         let admitted = Admitted {
-            _pending: pending.flatten(),
+            pending: pending.flatten(),
             slot,
         };
         // Boxed: connecting (and a TLS handshake) is rare next to pooled sends, and
@@ -316,7 +322,7 @@ enum Admit {
 /// (given back once connected) and its connection's slot (held by the
 /// connection for as long as it is open).
 struct Admitted {
-    _pending: Option<Slot>,
+    pending: Option<Slot>,
     slot: Option<Slot>,
 }
 
@@ -408,7 +414,7 @@ async fn send_h1_new(
     };
     let (io, req) = connect_keeping(dial, req).await?;
     // Connected: no longer pending.
-    drop(admitted._pending);
+    drop(admitted.pending);
     dial.breaker.stats.cx_total.fetch_add(1, Relaxed);
     let (mut sender, conn) = http1::Builder::new()
         .handshake(io)
@@ -483,7 +489,7 @@ async fn send_h2_new(
         _slot: admitted.slot,
     };
     let (io, req) = connect_keeping(dial, req).await?;
-    drop(admitted._pending);
+    drop(admitted.pending);
     dial.breaker.stats.cx_total.fetch_add(1, Relaxed);
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
