@@ -296,3 +296,44 @@ fn tcp_connections_past_max_connections_are_closed() {
     assert_eq!(h.cluster_stat("c", "upstream_cx_overflow"), 1);
     assert_eq!(h.cluster_flag("c", "UO"), 1);
 }
+
+/// The gauges live with the cluster's counters, not the snapshot: requests in
+/// flight under v1 still count under v2, and a limit v2 raises applies at once.
+#[test]
+fn requests_in_flight_stay_counted_across_a_config_swap() {
+    let h = Harness::new(1);
+    let (mut up, gate) = h.gated_upstream("slow");
+    let address = up.address();
+    let snap = |version: u64, max_requests: u32| ir::Snapshot {
+        version,
+        ..all_to_c(
+            limited(
+                &address,
+                ir::UpstreamProtocol::Http1,
+                ir::ConnectionLimits {
+                    max_requests,
+                    ..Default::default()
+                },
+            ),
+            None,
+        )
+    };
+    h.apply(&snap(1, 1));
+    let mut held = send_concurrently(&h, 1, "/held");
+    assert_eq!(up.next_request(&h).path, "/held0");
+
+    h.apply(&snap(2, 1));
+    assert_overflow(&h.get("svc", "/same-limit"));
+    assert_eq!(breakers(&h)["rq_open"], 1);
+
+    h.apply(&snap(3, 2));
+    let mut second = send_concurrently(&h, 1, "/raised");
+    assert_eq!(up.next_request(&h).path, "/raised0");
+    assert_overflow(&h.get("svc", "/over"));
+
+    gate.add_permits(2);
+    assert_eq!(next(&h, &mut held).status, 200);
+    assert_eq!(next(&h, &mut second).status, 200);
+    h.eventually("the slots given back", || breakers(&h)["rq_open"] == 0);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 2);
+}
