@@ -122,9 +122,7 @@ def test_pending_overflow_is_503_uo_at_once_and_counted(sidecar, held) -> None: 
     assert held.next_arrival() == "/first"
     # The one connection is busy: the next request waits for it (pending)...
     second = in_background(car.url, "/second")
-    eventually(
-        "a pending request", lambda: cluster_stats(car)["circuit_breakers"]["rq_pending_open"] == 1
-    )
+    eventually("a pending request", lambda: cluster_stats(car)["connection_pool"]["pending"] == 1)
     # ...and past the pending limit requests fail at once, the gate still closed.
     with httpx.Client(
         base_url=car.url, headers={"host": "held.example.com"}, timeout=DEADLINE_S
@@ -160,11 +158,11 @@ def test_max_requests_overflow_is_503_uo_across_workers(sidecar, held) -> None: 
         for i in range(4):
             r = c.get(f"/over{i}")
             assert (r.status_code, r.headers["x-meshfast-flags"]) == (503, "UO")
-        assert cluster_stats(car)["upstream_rq_pending_overflow"] == 4
+        assert cluster_stats(car)["upstream_rq_active_overflow"] == 4
         held.gate.set()
         for q in first:
             assert q.get(timeout=DEADLINE_S).status_code == 200
         eventually(
-            "the slots given back", lambda: cluster_stats(car)["circuit_breakers"]["rq_open"] == 0
+            "the slots given back", lambda: cluster_stats(car)["connection_pool"]["requests"] == 0
         )
         assert c.get("/after").status_code == 200

@@ -142,16 +142,21 @@ impl<'a> Breaker<'a> {
     }
 
     /// A request in flight (`http2MaxRequests`); overflow counts as
-    /// `upstream_rq_pending_overflow`, as Envoy counts it.
+    /// `upstream_rq_active_overflow`, as Envoy (1.40) counts it.
     pub fn request(&self) -> Result<Option<Slot>, Overflow> {
         self.take(Resource::Request, self.limits.requests)
-            .inspect_err(|_| self.pending_overflow())
+            .inspect_err(|_| {
+                self.stats.rq_active_overflow.fetch_add(1, Relaxed);
+            })
     }
 
-    /// A request waiting for a connection (`http1MaxPendingRequests`).
+    /// A request waiting for a connection (`http1MaxPendingRequests`);
+    /// overflow counts as `upstream_rq_pending_overflow`.
     pub fn pending(&self) -> Result<Option<Slot>, Overflow> {
         self.take(Resource::Pending, self.limits.pending)
-            .inspect_err(|_| self.pending_overflow())
+            .inspect_err(|_| {
+                self.stats.rq_pending_overflow.fetch_add(1, Relaxed);
+            })
     }
 
     /// A retry in flight (`maxRetries`), held until the retry's outcome is
@@ -187,10 +192,6 @@ impl<'a> Breaker<'a> {
 
     pub fn cx_overflow(&self) {
         self.stats.cx_overflow.fetch_add(1, Relaxed);
-    }
-
-    fn pending_overflow(&self) {
-        self.stats.rq_pending_overflow.fetch_add(1, Relaxed);
     }
 
     /// Resolves at the next [`notify`]; enable it before looking, so that a
@@ -229,7 +230,8 @@ mod tests {
         };
         let held = b.request().expect("first").expect("counted");
         assert_eq!(b.request().expect_err("over the limit"), Overflow);
-        assert_eq!(stats.rq_pending_overflow.load(Relaxed), 1);
+        assert_eq!(stats.rq_active_overflow.load(Relaxed), 1);
+        assert_eq!(stats.rq_pending_overflow.load(Relaxed), 0);
         drop(held);
         assert_eq!(stats.breaker.requests(), 0);
         assert!(b.request().is_ok());

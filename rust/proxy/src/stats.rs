@@ -42,8 +42,11 @@ pub struct Counters {
     /// connection is closed).
     pub cx_overflow: AtomicU64,
     /// Clusters: Envoy's `upstream_rq_pending_overflow`, requests failed
-    /// with `UO` past `http1MaxPendingRequests` or `http2MaxRequests`.
+    /// with `UO` past `http1MaxPendingRequests`.
     pub rq_pending_overflow: AtomicU64,
+    /// Clusters: Envoy's `upstream_rq_active_overflow`, requests failed
+    /// with `UO` past `http2MaxRequests`.
+    pub rq_active_overflow: AtomicU64,
     /// Clusters: Envoy's `upstream_rq_retry_overflow`, retries not made
     /// past `maxRetries`.
     pub rq_retry_overflow: AtomicU64,
@@ -167,13 +170,15 @@ impl Registry {
                     obj["upstream_cx_overflow"] = c.cx_overflow.load(Relaxed).into();
                     obj["upstream_rq_pending_overflow"] =
                         c.rq_pending_overflow.load(Relaxed).into();
+                    obj["upstream_rq_active_overflow"] = c.rq_active_overflow.load(Relaxed).into();
                     obj["upstream_rq_retry_overflow"] = c.rq_retry_overflow.load(Relaxed).into();
+                    // What the limits count now (only limited resources are counted).
                     let b = &c.breaker;
-                    obj["circuit_breakers"] = serde_json::json!({
-                        "cx_open": b.connections(),
-                        "rq_pending_open": b.pending(),
-                        "rq_open": b.requests(),
-                        "rq_retry_open": b.retries(),
+                    obj["connection_pool"] = serde_json::json!({
+                        "connections": b.connections(),
+                        "pending": b.pending(),
+                        "requests": b.requests(),
+                        "retries": b.retries(),
                     });
                 }
                 Scope::Route => {}
@@ -216,7 +221,7 @@ const LISTENER: &[Scope] = &[Scope::Listener];
 
 const CLUSTER: &[Scope] = &[Scope::Cluster];
 
-const FAMILIES: [Family; 11] = [
+const FAMILIES: [Family; 12] = [
     (
         "requests_active",
         "gauge",
@@ -283,9 +288,16 @@ const FAMILIES: [Family; 11] = [
     (
         "upstream_rq_pending_overflow_total",
         "counter",
-        "requests failed with UO past http1MaxPendingRequests or http2MaxRequests",
+        "requests failed with UO past http1MaxPendingRequests",
         CLUSTER,
         |c| c.rq_pending_overflow.load(Relaxed),
+    ),
+    (
+        "upstream_rq_active_overflow_total",
+        "counter",
+        "requests failed with UO past http2MaxRequests",
+        CLUSTER,
+        |c| c.rq_active_overflow.load(Relaxed),
     ),
     (
         "upstream_rq_retry_overflow_total",

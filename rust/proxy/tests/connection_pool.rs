@@ -62,7 +62,7 @@ fn assert_overflow(r: &Reply) {
 }
 
 fn breakers(h: &Harness) -> serde_json::Value {
-    h.stats()["clusters"]["c"]["circuit_breakers"].clone()
+    h.stats()["clusters"]["c"]["connection_pool"].clone()
 }
 
 /// maxConnections 1 and http1MaxPendingRequests 1: with the one connection
@@ -103,10 +103,11 @@ fn past_the_pending_limit_requests_fail_at_once_with_uo() {
     assert!(up.received().is_empty());
     assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 18);
     assert_eq!(h.cluster_stat("c", "upstream_cx_overflow"), 1);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_active_overflow"), 0);
     assert_eq!(h.cluster_flag("c", "UO"), 18);
     let b = breakers(&h);
-    assert_eq!(b["cx_open"], 1, "{b}");
-    assert_eq!(b["rq_pending_open"], 1, "{b}");
+    assert_eq!(b["connections"], 1, "{b}");
+    assert_eq!(b["pending"], 1, "{b}");
 
     // The gate opens: the first answer frees the connection for the pending one.
     gate.add_permits(2);
@@ -119,7 +120,7 @@ fn past_the_pending_limit_requests_fail_at_once_with_uo() {
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 18);
     let b = breakers(&h);
-    assert_eq!(b["rq_pending_open"], 0, "{b}");
+    assert_eq!(b["pending"], 0, "{b}");
 
     // Prometheus has the counters too.
     let prom = h.proxy.stats().render_prometheus();
@@ -133,7 +134,9 @@ fn past_the_pending_limit_requests_fail_at_once_with_uo() {
 
 /// http2MaxRequests 2 over an HTTP/2 upstream, across two workers: two
 /// requests in flight, the third and later fail at once; once they finish,
-/// requests pass again.
+/// requests pass again. Counted as Envoy 1.40 counts it:
+/// `upstream_rq_active_overflow` (older Envoys counted these as pending
+/// overflow).
 #[test]
 fn past_max_requests_in_flight_requests_fail_at_once_with_uo() {
     let h = Harness::new(2);
@@ -158,20 +161,21 @@ fn past_max_requests_in_flight_requests_fail_at_once_with_uo() {
         assert_overflow(&next(&h, &mut over));
     }
     assert_eq!(up.hits(), 2);
-    assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 3);
-    assert_eq!(breakers(&h)["rq_open"], 2);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_active_overflow"), 3);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 0);
+    assert_eq!(breakers(&h)["requests"], 2);
 
     gate.add_permits(2);
     for _ in 0..2 {
         assert_eq!(next(&h, &mut held).status, 200);
     }
     h.eventually("the requests' slots are given back", || {
-        breakers(&h)["rq_open"] == 0
+        breakers(&h)["requests"] == 0
     });
     gate.add_permits(1);
     let r = h.get("svc", "/after");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 3);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_active_overflow"), 3);
 }
 
 fn tcp_snapshot(upstream: &str) -> ir::Snapshot {
@@ -228,6 +232,7 @@ fn past_max_retries_the_retry_is_not_made() {
     assert_eq!(failing.hits(), 1, "no retry was made");
     assert_eq!(h.cluster_stat("c", "upstream_rq_retry_overflow"), 1);
     assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 0);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_active_overflow"), 0);
 }
 
 /// maxRetries 1: one retry at a time is allowed, and its slot comes back
@@ -258,7 +263,7 @@ fn retries_under_max_retries_are_made_and_given_back() {
         "each request: a first try and two retries"
     );
     assert_eq!(h.cluster_stat("c", "upstream_rq_retry_overflow"), 0);
-    assert_eq!(breakers(&h)["rq_retry_open"], 0);
+    assert_eq!(breakers(&h)["retries"], 0);
 }
 
 /// TCP: maxConnections holds for proxied connections; past it a connection
@@ -324,7 +329,7 @@ fn requests_in_flight_stay_counted_across_a_config_swap() {
 
     h.apply(&snap(2, 1));
     assert_overflow(&h.get("svc", "/same-limit"));
-    assert_eq!(breakers(&h)["rq_open"], 1);
+    assert_eq!(breakers(&h)["requests"], 1);
 
     h.apply(&snap(3, 2));
     let mut second = send_concurrently(&h, 1, "/raised");
@@ -334,6 +339,6 @@ fn requests_in_flight_stay_counted_across_a_config_swap() {
     gate.add_permits(2);
     assert_eq!(next(&h, &mut held).status, 200);
     assert_eq!(next(&h, &mut second).status, 200);
-    h.eventually("the slots given back", || breakers(&h)["rq_open"] == 0);
-    assert_eq!(h.cluster_stat("c", "upstream_rq_pending_overflow"), 2);
+    h.eventually("the slots given back", || breakers(&h)["requests"] == 0);
+    assert_eq!(h.cluster_stat("c", "upstream_rq_active_overflow"), 2);
 }
