@@ -342,3 +342,36 @@ fn requests_in_flight_stay_counted_across_a_config_swap() {
     h.eventually("the slots given back", || breakers(&h)["requests"] == 0);
     assert_eq!(h.cluster_stat("c", "upstream_rq_active_overflow"), 2);
 }
+
+/// maxConnections 1 with an HTTP/2 upstream: requests that find the one
+/// connection still opening wait for it (pending), then all share it. (How
+/// many of them waited depends on when the connection came up — usually 7 —
+/// so only the outcome is asserted.)
+#[test]
+fn http2_requests_at_max_connections_share_the_one_connection() {
+    let h = Harness::new(1);
+    let (mut up, gate) = h.gated_upstream("slow");
+    h.apply(&all_to_c(
+        limited(
+            &up.address(),
+            ir::UpstreamProtocol::Http2,
+            ir::ConnectionLimits {
+                max_connections: 1,
+                ..Default::default()
+            },
+        ),
+        None,
+    ));
+    let mut replies = send_concurrently(&h, 8, "/shared");
+    for _ in 0..8 {
+        assert_eq!(up.next_request(&h).version, http::Version::HTTP_2);
+    }
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(breakers(&h)["connections"], 1);
+    assert_eq!(breakers(&h)["pending"], 0);
+    gate.add_permits(8);
+    for _ in 0..8 {
+        assert_eq!(next(&h, &mut replies).status, 200);
+    }
+    assert_eq!(h.cluster_flag("c", "UO"), 0);
+}
