@@ -209,6 +209,14 @@ snapshot = st.builds(
                 max_ejection_percent=st.integers(0, 100),
                 min_health_percent=st.integers(0, 100),
             ),
+            limits=st.none()
+            | st.builds(
+                ir.ConnectionLimits,
+                max_connections=st.integers(0, 2**32 - 1),
+                max_pending_requests=st.integers(0, 2**32 - 1),
+                max_requests=st.integers(0, 2**32 - 1),
+                max_retries=st.integers(0, 2**32 - 1),
+            ),
             warmup=st.none()
             | st.builds(
                 ir.Warmup,

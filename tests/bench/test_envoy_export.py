@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -530,6 +531,22 @@ def test_consistent_hashing_and_localities() -> None:
     assert [len(g["lb_endpoints"]) for g in groups] == [2, 1]
     assert all("priority" not in g for g in groups)
     assert "locality" not in b["load_assignment"]["endpoints"][0]
+
+
+def test_connection_pool_limits_become_circuit_breakers() -> None:
+    base = compiled()
+    limited = msgspec.structs.replace(
+        base.clusters[0], limits=ir.ConnectionLimits(max_connections=3, max_retries=0)
+    )
+    snap = msgspec.structs.replace(base, clusters=(limited, *base.clusters[1:]))
+    (threshold,) = _cluster(bootstrap(snap), limited.name)["circuit_breakers"]["thresholds"]
+    assert threshold == {
+        "priority": "DEFAULT",
+        "max_connections": 3,
+        "max_pending_requests": envoy_export.CIRCUIT_BREAKER_MAX,
+        "max_requests": envoy_export.CIRCUIT_BREAKER_MAX,
+        "max_retries": 0,
+    }
 
 
 def test_cli_writes_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -268,14 +268,14 @@ def test_dr_not_implemented_and_passthrough() -> None:
             host: r
             workloadSelector: {matchLabels: {a: b}}
             trafficPolicy:
-              connectionPool: {tcp: {maxConnections: 1}}
+              connectionPool: {tcp: {maxConnections: 1, tcpKeepalive: {time: 1s}}}
               outlierDetection: {splitExternalLocalOriginErrors: true}
               loadBalancer: {consistentHash: {useSourceIp: true}, zoneAwareLbSetting: {}}
               tunnel: {targetHost: h, targetPort: 1}
               portLevelSettings:
               - port: {number: 80}
                 tls: {mode: SIMPLE}
-                connectionPool: {}
+                connectionPool: {http: {maxRetries: 1, h2UpgradePolicy: UPGRADE}}
                 outlierDetection:
                   consecutiveLocalOriginFailures: 3
                   outlierDetectionHttpErrorCodes: [500]
@@ -287,14 +287,17 @@ def test_dr_not_implemented_and_passthrough() -> None:
     )
     assert got == [
         ("$.spec.workloadSelector", "not implemented yet"),
-        ("$.spec.trafficPolicy.connectionPool", "not implemented yet"),
+        ("$.spec.trafficPolicy.connectionPool.tcp.tcpKeepalive", "not implemented yet"),
         (
             "$.spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
             "not implemented yet",
         ),
         ("$.spec.trafficPolicy.loadBalancer.zoneAwareLbSetting", "not implemented yet"),
         ("$.spec.trafficPolicy.tunnel", "not implemented yet"),
-        ("$.spec.trafficPolicy.portLevelSettings[0].connectionPool", "not implemented yet"),
+        (
+            "$.spec.trafficPolicy.portLevelSettings[0].connectionPool.http.h2UpgradePolicy",
+            "not implemented yet",
+        ),
         (
             "$.spec.trafficPolicy.portLevelSettings[0].outlierDetection"
             ".consecutiveLocalOriginFailures",

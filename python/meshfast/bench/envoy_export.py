@@ -751,9 +751,27 @@ def _locality(text: str) -> Json:
     return {k: v for k, v in zip(("region", "zone", "sub_zone"), parts, strict=True) if v}
 
 
+def _thresholds(limits: ir.ConnectionLimits | None) -> Json:
+    """The cluster's connectionPool limits as Envoy's circuit breakers; what is not limited is
+    raised to ``CIRCUIT_BREAKER_MAX`` (Envoy's own defaults, e.g. 1024 requests, would trip)."""
+    limits = limits or ir.ConnectionLimits()
+
+    def threshold(value: int) -> int:
+        return CIRCUIT_BREAKER_MAX if value >= ir.UNLIMITED else value
+
+    return {
+        "priority": "DEFAULT",
+        "max_connections": threshold(limits.max_connections),
+        "max_pending_requests": threshold(limits.max_pending_requests),
+        "max_requests": threshold(limits.max_requests),
+        "max_retries": threshold(limits.max_retries),
+    }
+
+
 def _cluster(cluster: ir.Cluster) -> Json:
     where = f"cluster {cluster.name}"
-    _refuse(cluster, ("name", "lb", "protocol", "connect_timeout_ms", "endpoints", "hash"), where)
+    handled = ("name", "lb", "protocol", "connect_timeout_ms", "endpoints", "hash", "limits")
+    _refuse(cluster, handled, where)
     # One LocalityLbEndpoints per locality, all at priority 0 and without locality weights:
     # Envoy balances over the union, as meshfast (which does not use localities yet) does.
     by_locality: dict[str, list[Json]] = {}
@@ -780,17 +798,7 @@ def _cluster(cluster: ir.Cluster) -> Json:
         "connect_timeout": _duration(cluster.connect_timeout_ms),
         "lb_policy": cluster.lb,
         "load_assignment": {"cluster_name": cluster.name, "endpoints": endpoints},
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "max_connections": CIRCUIT_BREAKER_MAX,
-                    "max_pending_requests": CIRCUIT_BREAKER_MAX,
-                    "max_requests": CIRCUIT_BREAKER_MAX,
-                    "max_retries": CIRCUIT_BREAKER_MAX,
-                }
-            ]
-        },
+        "circuit_breakers": {"thresholds": [_thresholds(cluster.limits)]},
     }
     if cluster.hash is not None:
         # Consistent hashing replaces the cluster's policy (the key comes from the routes).

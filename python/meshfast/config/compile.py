@@ -199,7 +199,9 @@ class _Compiler:
             name=name,
             lb=policy.LB[lb.simple if lb else None],
             protocol=protocol,
-            connect_timeout_ms=CONNECT_TIMEOUT_MS,
+            connect_timeout_ms=policy.connect_timeout_ms(
+                applied.connection_pool, CONNECT_TIMEOUT_MS
+            ),
             endpoints=tuple(endpoints),
             hash=policy.hash_policy(lb.consistent_hash if lb else None),
             outlier=policy.outlier_detection(applied.outlier_detection),
@@ -208,6 +210,7 @@ class _Compiler:
             tls=policy.upstream_tls(
                 applied.tls, lambda path: self.source_path(dr, path), self.options.mesh
             ),
+            limits=policy.connection_limits(applied.connection_pool),
         )
 
     def source_path(self, dr: r.DestinationRule | None, path: str) -> str:

@@ -263,6 +263,19 @@ class UpstreamTls(msgspec.Struct, frozen=True):
     trust_domain: str | None = None
 
 
+UNLIMITED = 2**32 - 1  # Istio's default for every connectionPool limit: none
+
+
+class ConnectionLimits(msgspec.Struct, frozen=True):
+    """DestinationRule ``connectionPool`` limits (Envoy's cluster circuit breakers), per
+    cluster per sidecar, shared by all workers; ``UNLIMITED`` is no limit."""
+
+    max_connections: int = UNLIMITED  # tcp.maxConnections: connections open at once
+    max_pending_requests: int = UNLIMITED  # http.http1MaxPendingRequests: waiting for one
+    max_requests: int = UNLIMITED  # http.http2MaxRequests: requests in flight
+    max_retries: int = UNLIMITED  # http.maxRetries: retries in flight
+
+
 class Cluster(msgspec.Struct, frozen=True):
     name: str
     lb: LbPolicy = "LEAST_REQUEST"
@@ -276,6 +289,7 @@ class Cluster(msgspec.Struct, frozen=True):
     # the iptables-redirected address, or the x-envoy-original-dst-host header.
     original_dst: bool = False
     tls: UpstreamTls | None = None
+    limits: ConnectionLimits | None = None  # connectionPool; None: no limits
 
 
 class Downstream(msgspec.Struct, frozen=True):

@@ -21,10 +21,20 @@ for ``P`` (step 1 ends the search).  Within one ``portLevelSettings`` list the f
 ``P`` wins (istiod does the same; validation reports duplicates).  ``loadBalancer`` blocks are
 replaced as wholes, never merged field by field.  The default cluster (no subset) starts at 3.
 
-``outlierDetection`` is chosen the same way, independently of ``loadBalancer``
-(:func:`traffic_policy_for` returns both): a subset that sets only ``outlierDetection`` keeps
-the DestinationRule's ``loadBalancer`` and the other way round, while a port-level entry for
-``P`` without ``outlierDetection`` means no outlier detection for that port.
+``outlierDetection``, ``tls`` and ``connectionPool`` are chosen the same way, each
+independently of ``loadBalancer`` (:func:`traffic_policy_for` returns them all): a subset
+that sets only ``outlierDetection`` keeps the DestinationRule's ``loadBalancer`` and the
+other way round, while a port-level entry for ``P`` without ``outlierDetection`` means no
+outlier detection for that port (nor connection-pool limits without ``connectionPool``).
+
+Connection pool (``connectionPool`` → ``ir.ConnectionLimits``, ``connect_timeout_ms``)
+---------------------------------------------------------------------------------------
+
+Each limit is set only when its field is > 0, as istiod does (proto3 cannot tell 0 from
+unset): unset and 0 both mean 2^32-1, no limit; no limit at all gives ``limits=None``.
+``tcp.connectTimeout`` unset → the mesh's 10 s.  ``tcp.maxConnections`` → connections open
+at once; ``http.http1MaxPendingRequests`` → requests waiting for a connection;
+``http.http2MaxRequests`` → requests in flight; ``http.maxRetries`` → retries in flight.
 
 Outlier detection (``outlierDetection`` → ``ir.OutlierDetection``)
 --------------------------------------------------------------------
@@ -193,6 +203,7 @@ class Applied:
     load_balancer: r.LoadBalancerSettings | None = None
     outlier_detection: r.OutlierDetection | None = None
     tls: r.ClientTLSSettings | None = None
+    connection_pool: r.ConnectionPoolSettings | None = None
 
 
 def traffic_policy_for(
@@ -203,7 +214,38 @@ def traffic_policy_for(
         load_balancer_for(dr, subset, port),
         outlier_detection_for(dr, subset, port),
         _block_for(dr, subset, port, lambda b: b.tls),
+        _block_for(dr, subset, port, lambda b: b.connection_pool),
     )
+
+
+# --- connection pool ----------------------------------------------------------------------
+
+
+def connection_limits(cp: r.ConnectionPoolSettings | None) -> ir.ConnectionLimits | None:
+    """The limits of a (validated) ``connectionPool`` block: istiod sets each of Envoy's
+    thresholds only when the field is > 0, so unset and 0 both mean 2^32-1 (no limit).  None
+    when nothing is limited."""
+    if cp is None:
+        return None
+
+    def limit(value: int | None) -> int:
+        return value if value else ir.UNLIMITED
+
+    tcp, http = cp.tcp, cp.http
+    limits = ir.ConnectionLimits(
+        max_connections=limit(tcp.max_connections if tcp else None),
+        max_pending_requests=limit(http.http1_max_pending_requests if http else None),
+        max_requests=limit(http.http2_max_requests if http else None),
+        max_retries=limit(http.max_retries if http else None),
+    )
+    return None if limits == ir.ConnectionLimits() else limits
+
+
+def connect_timeout_ms(cp: r.ConnectionPoolSettings | None, default: int) -> int:
+    """``connectionPool.tcp.connectTimeout`` in milliseconds, else ``default`` (the mesh's)."""
+    if cp is None or cp.tcp is None or cp.tcp.connect_timeout is None:
+        return default
+    return round(parse_ms(cp.tcp.connect_timeout))
 
 
 def upstream_tls(

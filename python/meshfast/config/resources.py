@@ -184,10 +184,44 @@ class ClientTLSSettings(IstioStruct, frozen=True):
     insecure_skip_verify: bool | None = None
 
 
-class PortTrafficPolicy(IstioStruct, frozen=True):
-    NOT_IMPLEMENTED = frozenset({"connectionPool"})
+class TCPSettings(IstioStruct, frozen=True):
+    """``connectionPool.tcp``; 0 (or unset) limits nothing, as in istiod."""
 
+    NOT_IMPLEMENTED = frozenset({"tcpKeepalive", "maxConnectionDuration", "idleTimeout"})
+
+    max_connections: Int32 | None = None  # Envoy max_connections; unset, 0: 2^32-1
+    connect_timeout: str | None = None  # unset: the mesh default, 10s
+
+
+class HTTPSettings(IstioStruct, frozen=True):
+    """``connectionPool.http``; 0 (or unset) limits nothing, as in istiod."""
+
+    NOT_IMPLEMENTED = frozenset(
+        {
+            "maxRequestsPerConnection",
+            "idleTimeout",
+            "h2UpgradePolicy",
+            "useClientProtocol",
+            "maxConcurrentStreams",
+            "http2KeepAlive",
+        }
+    )
+
+    http1_max_pending_requests: Int32 | None = None  # Envoy max_pending_requests
+    http2_max_requests: Int32 | None = None  # Envoy max_requests (HTTP/1.1 and HTTP/2)
+    max_retries: Int32 | None = None  # Envoy max_retries
+
+
+class ConnectionPoolSettings(IstioStruct, frozen=True):
+    """``connectionPool``: the cluster's circuit-breaking limits (per sidecar)."""
+
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+
+class PortTrafficPolicy(IstioStruct, frozen=True):
     port: PortSelector
+    connection_pool: ConnectionPoolSettings | None = None
     load_balancer: LoadBalancerSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
@@ -196,13 +230,13 @@ class PortTrafficPolicy(IstioStruct, frozen=True):
 class TrafficPolicy(IstioStruct, frozen=True):
     NOT_IMPLEMENTED = frozenset(
         {
-            "connectionPool",
             "tunnel",
             "proxyProtocol",
             "retryBudget",
         }
     )
 
+    connection_pool: ConnectionPoolSettings | None = None
     load_balancer: LoadBalancerSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None

@@ -47,6 +47,7 @@ def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
     yield from load_balancer(tp.load_balancer, f"{path}.loadBalancer")
     yield from outlier_detection(tp.outlier_detection, f"{path}.outlierDetection")
     yield from client_tls(tp.tls, f"{path}.tls")
+    yield from connection_pool(tp.connection_pool, f"{path}.connectionPool")
     seen: dict[int, int] = {}
     for i, pls in enumerate(tp.port_level_settings):
         p = f"{path}.portLevelSettings[{i}]"
@@ -57,13 +58,28 @@ def traffic_policy(tp: r.TrafficPolicy | None, path: str) -> Iterator[Issue]:
                 f"duplicate port {number} (portLevelSettings[{seen[number]}] already sets it)",
             )
         seen.setdefault(number, i)
-        if pls.load_balancer is None and pls.outlier_detection is None and pls.tls is None:
-            # The only other field (connectionPool) is reported as not implemented by the
-            # structural check, which stops before this one.
+        if (
+            pls.load_balancer is None
+            and pls.outlier_detection is None
+            and pls.tls is None
+            and pls.connection_pool is None
+        ):
             yield p, "port traffic policy must have at least one field besides port"
+        yield from connection_pool(pls.connection_pool, f"{p}.connectionPool")
         yield from load_balancer(pls.load_balancer, f"{p}.loadBalancer")
         yield from outlier_detection(pls.outlier_detection, f"{p}.outlierDetection")
         yield from client_tls(pls.tls, f"{p}.tls")
+
+
+def connection_pool(cp: r.ConnectionPoolSettings | None, path: str) -> Iterator[Issue]:
+    """istiod's ``validateConnectionPool``: at least one of tcp and http; limits are
+    non-negative (the structural check); ``connectTimeout`` a duration of at least 1ms."""
+    if cp is None:
+        return
+    if cp.tcp is None and cp.http is None:
+        yield path, "connection pool must have at least one field"
+    if cp.tcp is not None and cp.tcp.connect_timeout is not None:
+        yield from duration(cp.tcp.connect_timeout, f"{path}.tcp.connectTimeout")
 
 
 def client_tls(tls: r.ClientTLSSettings | None, path: str) -> Iterator[Issue]:

@@ -382,6 +382,35 @@ pub struct Cluster {
     pub original_dst: bool,
     /// Originate TLS to the endpoints (DestinationRule `tls` SIMPLE / MUTUAL).
     pub tls: Option<UpstreamTls>,
+    /// Connection-pool limits (DestinationRule `connectionPool`); None: none.
+    pub limits: Option<ConnectionLimits>,
+}
+
+/// Istio's `connectionPool` limits, Envoy's cluster circuit breakers: per
+/// cluster per sidecar, shared by all workers. Istio's default for each,
+/// 2^32-1 (`u32::MAX`), is no limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ConnectionLimits {
+    /// `tcp.maxConnections`: upstream connections open at once.
+    pub max_connections: u32,
+    /// `http.http1MaxPendingRequests`: requests waiting for a connection.
+    pub max_pending_requests: u32,
+    /// `http.http2MaxRequests`: requests in flight at once.
+    pub max_requests: u32,
+    /// `http.maxRetries`: retries in flight at once.
+    pub max_retries: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: u32::MAX,
+            max_pending_requests: u32::MAX,
+            max_requests: u32::MAX,
+            max_retries: u32::MAX,
+        }
+    }
 }
 
 /// TLS origination from PEM files. Without `ca_certs` the system's roots are

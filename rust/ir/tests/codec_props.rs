@@ -421,6 +421,14 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 trust_domain: td,
             },
         );
+    let limits = (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+        |(max_connections, max_pending_requests, max_requests, max_retries)| ConnectionLimits {
+            max_connections,
+            max_pending_requests,
+            max_requests,
+            max_retries,
+        },
+    );
     (
         (
             name(),
@@ -442,6 +450,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
         option::of(warmup),
         any::<bool>(),
         option::of(tls),
+        option::of(limits),
     )
         .prop_map(
             |(
@@ -451,6 +460,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 warmup,
                 original_dst,
                 tls,
+                limits,
             )| Cluster {
                 name,
                 lb,
@@ -462,6 +472,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 warmup,
                 original_dst,
                 tls,
+                limits,
             },
         )
 }

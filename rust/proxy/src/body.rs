@@ -1,6 +1,7 @@
 //! Bodies that stream through the proxy frame by frame (never buffered whole),
 //! counting bytes as they pass.
 
+use crate::breaker::Slot;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -21,19 +22,25 @@ pub enum Direction {
 }
 
 /// Ends an endpoint's in-flight request when dropped (at the end of the
-/// response body, or earlier on error).
+/// response body, or earlier on error), and with it the request's slot
+/// under its cluster's `http2MaxRequests`, when it holds one.
 #[derive(Debug)]
-pub struct LoadGuard(Option<Arc<Load>>);
+pub struct LoadGuard(Option<Arc<Load>>, Option<Slot>);
 
 impl LoadGuard {
     pub fn start(load: &Arc<Load>) -> Self {
         load.start();
-        Self(Some(load.clone()))
+        Self(Some(load.clone()), None)
     }
 
     /// For a destination that is not an endpoint (nothing balances on it).
     pub fn untracked() -> Self {
-        Self(None)
+        Self(None, None)
+    }
+
+    /// Holds `slot` (a request in flight to the cluster) as long as this.
+    pub fn hold(&mut self, slot: Option<Slot>) {
+        self.1 = slot;
     }
 }
 

@@ -10,6 +10,7 @@
 //!
 //! Time is tokio's: outlier and warmup tests run on paused time.
 
+use crate::breaker::{Breaker, Limits};
 use crate::hashing::HashRt;
 use crate::stats::{self, Counters, Scope};
 use crate::upstream_tls::UpstreamTlsRt;
@@ -158,6 +159,8 @@ pub struct ClusterRt {
     pub original_dst: bool,
     /// TLS origination (DestinationRule `tls`).
     pub tls: Option<UpstreamTlsRt>,
+    /// Connection-pool limits; their gauges live in `stats` (across swaps).
+    pub limits: Limits,
     pub stats: Arc<Counters>,
 }
 
@@ -237,8 +240,17 @@ impl ClusterRt {
                 })
                 .transpose()?,
             endpoints,
+            limits: Limits::from_ir(c.limits.as_ref()),
             stats: registry.get(Scope::Cluster, &c.name),
         })
+    }
+
+    /// The cluster's connection-pool limits with their shared gauges.
+    pub fn breaker(&self) -> Breaker<'_> {
+        Breaker {
+            limits: &self.limits,
+            stats: &self.stats,
+        }
     }
 
     pub fn pick(&self) -> Option<&EndpointRt> {

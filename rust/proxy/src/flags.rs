@@ -34,12 +34,15 @@ pub enum ResponseFlag {
     /// The upstream's response could not be passed on faithfully (both
     /// Content-Length and Transfer-Encoding: a smuggling attempt) (503).
     UpstreamProtocolError,
+    /// A connection-pool limit (circuit breaker) was reached (503); on a
+    /// passed-on answer: a retry was not made past `maxRetries`.
+    UpstreamOverflow,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 14] = [
+    pub const ALL: [ResponseFlag; 15] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -54,6 +57,7 @@ impl ResponseFlag {
         Self::FilterFailure,
         Self::StreamIdleTimeout,
         Self::UpstreamProtocolError,
+        Self::UpstreamOverflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,7 @@ impl ResponseFlag {
             Self::FilterFailure => "FF",
             Self::StreamIdleTimeout => "SI",
             Self::UpstreamProtocolError => "UPE",
+            Self::UpstreamOverflow => "UO",
         }
     }
 
@@ -91,7 +96,8 @@ impl ResponseFlag {
             | Self::UpstreamProtocolError
             | Self::NoHealthyUpstream
             | Self::UpstreamConnectFailure
-            | Self::UpstreamConnectionTermination => S::SERVICE_UNAVAILABLE,
+            | Self::UpstreamConnectionTermination
+            | Self::UpstreamOverflow => S::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -115,6 +121,9 @@ impl ResponseFlag {
             Self::FilterFailure => "filter failure\n",
             Self::StreamIdleTimeout => "stream timeout\n",
             Self::UpstreamProtocolError => "upstream connect error or disconnect/reset before headers. reset reason: protocol error\n",
+            Self::UpstreamOverflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow\n"
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod actions;
 mod body;
+mod breaker;
 mod cluster;
 mod conn;
 mod downstream;

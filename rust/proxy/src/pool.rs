@@ -8,6 +8,8 @@
 
 use crate::body::LoadGuard;
 pub use crate::body::UpstreamBody;
+use crate::breaker::{self, Breaker, Slot};
+use crate::stats::Counters;
 use crate::upstream_tls::UpstreamTlsRt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -17,6 +19,8 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -47,6 +51,9 @@ pub enum SendError {
     },
     #[error("TLS to {address}: {message}")]
     Tls { address: String, message: String },
+    /// A connection-pool limit was reached (Envoy's overflow: `UO`).
+    #[error("connection pool overflow")]
+    Overflow,
     #[error("upstream {address}: {source}")]
     Http {
         address: String,
@@ -98,6 +105,8 @@ impl SendError {
 struct Pool {
     h1: HashMap<String, Vec<(Instant, H1Sender)>>,
     h2: HashMap<String, H2Sender>,
+    /// Connections open or opening, idle or not, by key.
+    live: HashMap<String, usize>,
 }
 
 thread_local! {
@@ -110,6 +119,9 @@ pub struct Lease {
     address: String,
     sender: Option<H1Sender>,
     pub complete: bool,
+    /// The cluster's counters, when it limits connections: its pending
+    /// requests hear that a connection came back idle.
+    notify: Option<Arc<Counters>>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -137,6 +149,9 @@ impl Drop for Lease {
                 idle.push((Instant::now(), sender));
             }
         });
+        if let Some(stats) = &self.notify {
+            breaker::notify(stats);
+        }
     }
 }
 
@@ -215,12 +230,18 @@ impl From<SendError> for Failed {
 /// Sends `req` to `address` over a pooled or new connection. A request that a
 /// reused connection closed before sending is moved to another connection
 /// (never resent once any of it was written).
+///
+/// The cluster's connection-pool limits (`breaker`) apply to new
+/// connections: with none idle, the request is pending until it has one;
+/// at `maxConnections` it waits for a connection of its worker to come back
+/// idle, or for any of the cluster's to close. Past the pending limit it
+/// fails at once ([`SendError::Overflow`]).
 pub async fn send(
     address: &str,
     http2: bool,
     connect_timeout: Duration,
     tls: Option<(&UpstreamTlsRt, &str)>,
-    new_connection: impl Fn(),
+    breaker: Breaker<'_>,
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
     // TLS connections are pooled apart from plaintext ones, per cluster and SNI.
@@ -233,96 +254,243 @@ pub async fn send(
         key: &key,
         timeout: connect_timeout,
         tls,
+        breaker,
     };
-    if http2 {
-        return send_h2(&dial, new_connection, req).await;
-    }
     let mut req = req;
-    while let Some(mut sender) = checkout_h1(&key) {
+    let mut pending = None;
+    loop {
+        req = match if http2 {
+            send_h2_pooled(&dial, req).await
+        } else {
+            send_h1_pooled(&dial, req).await
+        } {
+            Reused::Sent(sent) => return sent,
+            Reused::Not(req) => req,
+        };
+        if pending.is_none() {
+            match breaker.pending() {
+                Ok(slot) => pending = Some(slot),
+                Err(_) => return Err(overflow(req)),
+            }
+        }
+        let slot = if breaker.limits_connections() {
+            let reusable = || {
+                if http2 {
+                    has_h2(&key)
+                } else {
+                    has_idle_h1(&key)
+                }
+            };
+            // Boxed: only limited clusters wait here; the others' futures stay small.
+            match Box::pin(admit(&dial, reusable)).await {
+                Admit::Dial(slot) => slot,
+                Admit::Reuse => continue,
+            }
+        } else {
+            None
+        };
+        let admitted = Admitted {
+            pending: pending.flatten(),
+            slot,
+        };
+        // Boxed: connecting (and a TLS handshake) is rare next to pooled sends, and
+        // inline it would grow every request's future by its whole state.
+        return if http2 {
+            Box::pin(send_h2_new(&dial, admitted, req)).await
+        } else {
+            Box::pin(send_h1_new(&dial, admitted, req)).await
+        };
+    }
+}
+
+fn overflow(req: http::Request<UpstreamBody>) -> Failed {
+    Failed {
+        error: SendError::Overflow,
+        request: Some(req),
+    }
+}
+
+/// What a request may do about a new connection.
+enum Admit {
+    /// Open one, holding this slot (None: connections are not limited).
+    Dial(Option<Slot>),
+    /// A pooled connection became usable: take it instead.
+    Reuse,
+}
+
+/// What a pending request holds while it connects: its pending slot
+/// (given back once connected) and its connection's slot (held by the
+/// connection for as long as it is open).
+struct Admitted {
+    pending: Option<Slot>,
+    slot: Option<Slot>,
+}
+
+/// Waits, as long as the cluster is at `maxConnections` and nothing of this
+/// worker's pool became usable, for a connection to close or come back.
+/// A worker with no connection at all to the endpoint opens one anyway
+/// (Envoy's exception: otherwise its requests would wait on connections
+/// that only other workers can use).
+async fn admit(dial: &Dial<'_>, reusable: impl Fn() -> bool) -> Admit {
+    let breaker = dial.breaker;
+    let mut counted = false;
+    loop {
+        if let Some(slot) = breaker.connection() {
+            return Admit::Dial(slot);
+        }
+        if !counted {
+            breaker.cx_overflow();
+            counted = true;
+        }
+        if live(dial.key) == 0 {
+            return Admit::Dial(Some(breaker.forced_connection()));
+        }
+        let changed = breaker.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        // Looked at after enabling: a change in between is not lost.
+        if reusable() {
+            return Admit::Reuse;
+        }
+        if let Some(slot) = breaker.connection() {
+            return Admit::Dial(slot);
+        }
+        changed.await;
+        if reusable() {
+            return Admit::Reuse;
+        }
+    }
+}
+
+/// A send over a pooled connection, or the request back when there is none.
+enum Reused {
+    Sent(Result<Sent, Failed>),
+    Not(http::Request<UpstreamBody>),
+}
+
+async fn send_h1_pooled(dial: &Dial<'_>, req: http::Request<UpstreamBody>) -> Reused {
+    let mut req = req;
+    while let Some(mut sender) = checkout_h1(dial.key) {
         if sender.ready().await.is_err() {
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, Some(lease(&key, sender)))),
+            Ok(resp) => return Reused::Sent(Ok((resp, Some(lease(dial, sender))))),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
-                None => return Err(http_error(address, e.into_error()).into()),
+                None => return Reused::Sent(Err(http_error(dial.address, e.into_error()).into())),
             },
         }
     }
-    // Boxed: connecting (and a TLS handshake) is rare next to pooled sends, and
-    // inline it would grow every request's future by its whole state.
-    Box::pin(send_h1_new(&dial, new_connection, req)).await
+    Reused::Not(req)
 }
 
-/// Where a request goes: the endpoint, its pool's key, and how to connect to it.
+/// Where a request goes: the endpoint, its pool's key, how to connect to
+/// it, and its cluster's limits.
 struct Dial<'a> {
     address: &'a str,
     key: &'a str,
     timeout: Duration,
     tls: Option<(&'a UpstreamTlsRt, &'a str)>,
+    breaker: Breaker<'a>,
+}
+
+/// Keeps an opened connection counted (its worker's live count for the
+/// endpoint, and its connection slot) until its task ends.
+struct Open {
+    _live: Live,
+    _slot: Option<Slot>,
 }
 
 async fn send_h1_new(
     dial: &Dial<'_>,
-    new_connection: impl Fn(),
+    admitted: Admitted,
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
     let address = dial.address;
+    let open = Open {
+        _live: Live::start(dial.key),
+        _slot: admitted.slot,
+    };
     let (io, req) = connect_keeping(dial, req).await?;
-    new_connection();
+    // Connected: no longer pending.
+    drop(admitted.pending);
+    dial.breaker.stats.cx_total.fetch_add(1, Relaxed);
     let (mut sender, conn) = http1::Builder::new()
         .handshake(io)
         .await
         .map_err(|e| http_error(address, e))?;
     // with_upgrades: a 101 hands the connection over to a tunnel.
-    tokio::spawn(conn.with_upgrades());
+    tokio::spawn(async move {
+        let _open = open;
+        let _ = conn.with_upgrades().await;
+    });
     let resp = sender
         .send_request(req)
         .await
         .map_err(|e| http_error(address, e))?;
-    Ok((resp, Some(lease(dial.key, sender))))
+    Ok((resp, Some(lease(dial, sender))))
 }
 
-async fn send_h2(
-    dial: &Dial<'_>,
-    new_connection: impl Fn(),
-    req: http::Request<UpstreamBody>,
-) -> Result<Sent, Failed> {
-    let pooled = POOL.with(|p| {
+async fn send_h2_pooled(dial: &Dial<'_>, req: http::Request<UpstreamBody>) -> Reused {
+    let Some(mut sender) = pooled_h2(dial.key) else {
+        return Reused::Not(req);
+    };
+    let mut req = req;
+    if sender.ready().await.is_ok() {
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Reused::Sent(Ok((resp, None))),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Reused::Sent(Err(http_error(dial.address, e.into_error()).into())),
+            },
+        }
+    }
+    // Not usable: forget it, so the next look opens a new one.
+    POOL.with(|p| p.borrow_mut().h2.remove(dial.key));
+    Reused::Not(req)
+}
+
+fn pooled_h2(key: &str) -> Option<H2Sender> {
+    POOL.with(|p| {
         let mut p = p.borrow_mut();
-        match p.h2.get(dial.key) {
+        match p.h2.get(key) {
             Some(s) if !s.is_closed() => Some(s.clone()),
             Some(_) => {
-                p.h2.remove(dial.key);
+                p.h2.remove(key);
                 None
             }
             None => None,
         }
-    });
-    let mut req = req;
-    if let Some(mut sender) = pooled {
-        if sender.ready().await.is_ok() {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, None)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(http_error(dial.address, e.into_error()).into()),
-                },
-            }
-        }
-    }
-    Box::pin(send_h2_new(dial, new_connection, req)).await
+    })
+}
+
+fn has_h2(key: &str) -> bool {
+    POOL.with(|p| p.borrow().h2.get(key).is_some_and(|s| !s.is_closed()))
+}
+
+fn has_idle_h1(key: &str) -> bool {
+    POOL.with(|p| {
+        p.borrow()
+            .h1
+            .get(key)
+            .is_some_and(|idle| idle.iter().any(|(_, s)| !s.is_closed()))
+    })
 }
 
 async fn send_h2_new(
     dial: &Dial<'_>,
-    new_connection: impl Fn(),
+    admitted: Admitted,
     req: http::Request<UpstreamBody>,
 ) -> Result<Sent, Failed> {
     let address = dial.address;
+    let open = Open {
+        _live: Live::start(dial.key),
+        _slot: admitted.slot,
+    };
     let (io, req) = connect_keeping(dial, req).await?;
-    new_connection();
+    drop(admitted.pending);
+    dial.breaker.stats.cx_total.fetch_add(1, Relaxed);
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)
@@ -330,17 +498,54 @@ async fn send_h2_new(
         .handshake(io)
         .await
         .map_err(|e| http_error(address, e))?;
-    tokio::spawn(conn);
+    tokio::spawn(async move {
+        let _open = open;
+        let _ = conn.await;
+    });
     POOL.with(|p| {
         p.borrow_mut()
             .h2
             .insert(dial.key.to_owned(), sender.clone())
     });
+    if dial.breaker.limits_connections() {
+        breaker::notify(dial.breaker.stats);
+    }
     let resp = sender
         .send_request(req)
         .await
         .map_err(|e| http_error(address, e))?;
     Ok((resp, None))
+}
+
+/// Connections open (or opening) from this worker to a pool key.
+fn live(key: &str) -> usize {
+    POOL.with(|p| p.borrow().live.get(key).copied().unwrap_or(0))
+}
+
+/// Counts one connection in its worker's live count for its key while it
+/// is open (or opening).
+struct Live(String);
+
+impl Live {
+    fn start(key: &str) -> Self {
+        POOL.with(|p| *p.borrow_mut().live.entry(key.to_owned()).or_default() += 1);
+        Self(key.to_owned())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // try_with: during thread teardown the pool may already be gone.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if let Some(n) = p.live.get_mut(&self.0) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    p.live.remove(&self.0);
+                }
+            }
+        });
+    }
 }
 
 fn checkout_h1(address: &str) -> Option<H1Sender> {
@@ -362,11 +567,15 @@ fn checkout_h1(address: &str) -> Option<H1Sender> {
     })
 }
 
-fn lease(address: &str, sender: H1Sender) -> Lease {
+fn lease(dial: &Dial<'_>, sender: H1Sender) -> Lease {
     Lease {
-        address: address.to_owned(),
+        address: dial.key.to_owned(),
         sender: Some(sender),
         complete: false,
+        notify: dial
+            .breaker
+            .limits_connections()
+            .then(|| dial.breaker.stats.clone()),
     }
 }
 

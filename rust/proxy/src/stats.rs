@@ -37,7 +37,21 @@ pub struct Counters {
     pub cx_total: AtomicU64,
     pub cx_active: AtomicU64,
     /// Listeners: connections closed at accept, over the connection cap.
+    /// Clusters: Envoy's `upstream_cx_overflow`, times a request found the
+    /// cluster at `maxConnections` (it waits as pending, or a TCP
+    /// connection is closed).
     pub cx_overflow: AtomicU64,
+    /// Clusters: Envoy's `upstream_rq_pending_overflow`, requests failed
+    /// with `UO` past `http1MaxPendingRequests`.
+    pub rq_pending_overflow: AtomicU64,
+    /// Clusters: Envoy's `upstream_rq_active_overflow`, requests failed
+    /// with `UO` past `http2MaxRequests`.
+    pub rq_active_overflow: AtomicU64,
+    /// Clusters: Envoy's `upstream_rq_retry_overflow`, retries not made
+    /// past `maxRetries`.
+    pub rq_retry_overflow: AtomicU64,
+    /// Clusters: connection-pool limits' gauges (only limited ones count).
+    pub breaker: crate::breaker::Gauges,
     /// Listeners: connections closed for sending no request head in time.
     pub cx_headers_timeout: AtomicU64,
     /// Listeners: connections closed after the idle timeout.
@@ -164,6 +178,20 @@ impl Registry {
                 Scope::Cluster => {
                     obj["cx_total"] = c.cx_total.load(Relaxed).into();
                     obj["ejections_total"] = c.ejections.load(Relaxed).into();
+                    // Connection-pool limits, by Envoy's names.
+                    obj["upstream_cx_overflow"] = c.cx_overflow.load(Relaxed).into();
+                    obj["upstream_rq_pending_overflow"] =
+                        c.rq_pending_overflow.load(Relaxed).into();
+                    obj["upstream_rq_active_overflow"] = c.rq_active_overflow.load(Relaxed).into();
+                    obj["upstream_rq_retry_overflow"] = c.rq_retry_overflow.load(Relaxed).into();
+                    // What the limits count now (only limited resources are counted).
+                    let b = &c.breaker;
+                    obj["connection_pool"] = serde_json::json!({
+                        "connections": b.connections(),
+                        "pending": b.pending(),
+                        "requests": b.requests(),
+                        "retries": b.retries(),
+                    });
                 }
                 Scope::Route => {}
             }
@@ -203,7 +231,9 @@ type Family = (
 const ALL_SCOPES: &[Scope] = &[Scope::Listener, Scope::Route, Scope::Cluster];
 const LISTENER: &[Scope] = &[Scope::Listener];
 
-const FAMILIES: [Family; 11] = [
+const CLUSTER: &[Scope] = &[Scope::Cluster];
+
+const FAMILIES: [Family; 15] = [
     (
         "requests_active",
         "gauge",
@@ -280,6 +310,34 @@ const FAMILIES: [Family; 11] = [
         "connections closed for an opening that is neither HTTP/1.x nor HTTP/2",
         LISTENER,
         |c| c.cx_protocol_error.load(Relaxed),
+    ),
+    (
+        "upstream_cx_overflow_total",
+        "counter",
+        "requests (or TCP connections) that found the cluster at maxConnections",
+        CLUSTER,
+        |c| c.cx_overflow.load(Relaxed),
+    ),
+    (
+        "upstream_rq_pending_overflow_total",
+        "counter",
+        "requests failed with UO past http1MaxPendingRequests",
+        CLUSTER,
+        |c| c.rq_pending_overflow.load(Relaxed),
+    ),
+    (
+        "upstream_rq_active_overflow_total",
+        "counter",
+        "requests failed with UO past http2MaxRequests",
+        CLUSTER,
+        |c| c.rq_active_overflow.load(Relaxed),
+    ),
+    (
+        "upstream_rq_retry_overflow_total",
+        "counter",
+        "retries not made past maxRetries",
+        CLUSTER,
+        |c| c.rq_retry_overflow.load(Relaxed),
     ),
 ];
 

@@ -55,6 +55,14 @@ pub async fn serve(
         cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
         return;
     };
+    // `maxConnections` holds for TCP too: past it the connection is closed
+    // at once (Envoy's `UO`), its slot held while the connection is open.
+    let Some(_slot) = cluster.breaker().connection() else {
+        cluster.breaker().cx_overflow();
+        listener.stats.flag(ResponseFlag::UpstreamOverflow);
+        cluster.stats.flag(ResponseFlag::UpstreamOverflow);
+        return;
+    };
     let connect = TcpStream::connect(target.address);
     let upstream = match tokio::time::timeout(cluster.connect_timeout, connect).await {
         Ok(Ok(s)) => {

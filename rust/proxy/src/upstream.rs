@@ -1,13 +1,13 @@
 //! Upstream selection: the one place that picks an endpoint of a cluster —
 //! for HTTP tries, TCP connections and mirrors alike — holds its in-flight
 //! count while it is used, and hears how the use went (outlier detection).
-//! Connection-pool limits and the circuit breaker belong here too.
+//! Connection-pool limits (the cluster's circuit breakers) apply in
+//! [`Target::send`]'s pool and around each try (`crate::breaker`).
 
 use crate::body::LoadGuard;
 use crate::cluster::{ClusterRt, Health};
 use crate::pool::{self, Failed, Sent, UpstreamBody};
 use crate::upstream_tls::UpstreamTlsRt;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Envoy tries this many times to pick a host other than the last one.
 const HOST_SELECTION_ATTEMPTS: usize = 5;
@@ -100,11 +100,9 @@ impl Target<'_> {
             .tls
             .as_ref()
             .map(|t| (t, sni(t, host, self.address)));
-        let new_connection = || {
-            cluster.stats.cx_total.fetch_add(1, Relaxed);
-        };
         let timeout = cluster.connect_timeout;
-        pool::send(self.address, http2, timeout, tls, new_connection, req).await
+        let breaker = cluster.breaker();
+        pool::send(self.address, http2, timeout, tls, breaker, req).await
     }
 }
 

@@ -11,11 +11,12 @@ use super::tunnel;
 use super::upstream_request::{self, Shape, UpstreamRequest};
 use crate::actions;
 use crate::body::{BodyEnd, Direction, DownBody, LoadGuard, Metered};
+use crate::breaker::Overflow;
 use crate::cluster::{ClusterRt, Health};
-use crate::flags::ResponseFlag;
+use crate::flags::{Flags, ResponseFlag};
 use crate::hashing::Key;
 use crate::headers::strip_hop_by_hop;
-use crate::pool::{DownstreamFault, Failed, Held, Lease, UpstreamBody};
+use crate::pool::{DownstreamFault, Failed, Held, Lease, SendError, UpstreamBody};
 use crate::retry::{Outcome, Retries, RetryRt, Step};
 use crate::runtime::{Destination, RouteRt};
 use crate::upstream::{self, Pick, Target};
@@ -100,11 +101,11 @@ async fn upstream<'a>(
     // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).
     let tried = match (route.timeout, request.body_end().cloned()) {
-        (None, None) => tries.run(&mut request).await,
+        (None, None) => tries.run(&mut request, &mut ctx.flags).await,
         (timeout, end) => {
             let idle = ctx.snap.downstream.stream_idle_timeout;
             tokio::select! {
-                tried = tries.run(&mut request) => tried,
+                tried = tries.run(&mut request, &mut ctx.flags) => tried,
                 flag = expiry(end.as_ref(), idle, timeout) => Err(flag),
             }
         }
@@ -177,6 +178,9 @@ enum Attempt {
     /// The client broke its own request (a malformed or cut-short body):
     /// nothing the endpoint did, nothing to retry.
     Downstream(ResponseFlag),
+    /// A connection-pool limit was reached: 503 `UO` at once, never retried
+    /// nor held against the endpoint (Envoy never retries an overflow).
+    Overflow,
     /// `unsent`: the request, when none of it was written (it may go elsewhere).
     Failed {
         outcome: Outcome,
@@ -186,24 +190,51 @@ enum Attempt {
 }
 
 impl Tries<'_> {
-    async fn run(&self, request: &mut UpstreamRequest) -> Result<Tried, ResponseFlag> {
+    /// The tries; `flags` hears of a retry not made past `maxRetries` (`UO`).
+    async fn run(
+        &self,
+        request: &mut UpstreamRequest,
+        flags: &mut Flags,
+    ) -> Result<Tried, ResponseFlag> {
+        let breaker = self.cluster.breaker();
         let mut retries = Retries::new(self.retry);
         let mut previous = None;
         let mut pending: Option<Request<UpstreamBody>> = None;
+        // The retry in flight (`maxRetries`), from when it is decided until
+        // its outcome is known, as Envoy holds it.
+        let mut retry_slot = None;
         loop {
-            let target = self
+            let mut target = self
                 .target(&retries, previous)
                 .ok_or(ResponseFlag::NoHealthyUpstream)?;
             previous = target.index;
+            // A request in flight (`http2MaxRequests`) until its response ends.
+            match breaker.request() {
+                Ok(slot) => target.load.hold(slot),
+                Err(Overflow) => return Err(ResponseFlag::UpstreamOverflow),
+            }
             let Some(req) = pending.take().or_else(|| request.build()) else {
                 // A streamed body was already sent once: nothing left to retry with.
                 return Err(ResponseFlag::UpstreamConnectionTermination);
             };
-            let backoff = match self.attempt(&target, request, req).await {
+            let attempt = self.attempt(&target, request, req).await;
+            // The retry before this try (if any) has its outcome.
+            drop(retry_slot.take());
+            let backoff = match attempt {
                 Attempt::Answered(resp, lease) => {
                     let outcome = outcome_of(&resp);
                     target.record(health(outcome));
-                    match retries.after(outcome, request.replayable()) {
+                    let mut step = retries.after(outcome, request.replayable());
+                    if let Step::Retry(_) = step {
+                        match breaker.retry() {
+                            Ok(slot) => retry_slot = slot,
+                            Err(Overflow) => {
+                                flags.insert(ResponseFlag::UpstreamOverflow);
+                                step = Step::Stop { exhausted: false };
+                            }
+                        }
+                    }
+                    match step {
                         Step::Stop { exhausted } => {
                             let load = target.load;
                             return Ok(Tried {
@@ -217,6 +248,7 @@ impl Tries<'_> {
                     }
                 }
                 Attempt::Downstream(flag) => return Err(flag),
+                Attempt::Overflow => return Err(ResponseFlag::UpstreamOverflow),
                 Attempt::Failed {
                     outcome,
                     flag,
@@ -227,7 +259,16 @@ impl Tries<'_> {
                     let replayable = pending.is_some() || request.replayable();
                     match retries.after(outcome, replayable) {
                         Step::Stop { .. } => return Err(flag),
-                        Step::Retry(backoff) => backoff,
+                        Step::Retry(backoff) => match breaker.retry() {
+                            Ok(slot) => {
+                                retry_slot = slot;
+                                backoff
+                            }
+                            Err(Overflow) => {
+                                flags.insert(ResponseFlag::UpstreamOverflow);
+                                return Err(flag);
+                            }
+                        },
                     }
                 }
             };
@@ -273,6 +314,10 @@ impl Tries<'_> {
                 unsent: None,
             },
             Some(Ok((resp, lease))) => Attempt::Answered(resp, lease),
+            Some(Err(Failed {
+                error: SendError::Overflow,
+                ..
+            })) => Attempt::Overflow,
             Some(Err(Failed { error, request })) => {
                 match error.downstream_fault() {
                     Some(DownstreamFault::Malformed) => {

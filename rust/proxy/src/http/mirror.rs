@@ -3,7 +3,7 @@
 
 use super::upstream_request::UpstreamRequest;
 use crate::flags::ResponseFlag;
-use crate::pool::Held;
+use crate::pool::{Held, SendError};
 use crate::runtime::MirrorRt;
 use crate::upstream::{self, Pick};
 use http_body_util::BodyExt;
@@ -41,10 +41,18 @@ pub fn spawn(mirror: &MirrorRt, request: &UpstreamRequest) {
     let host = request.host().map(str::to_owned);
     tokio::spawn(async move {
         let _guard = guard;
-        let Some(target) = upstream::select(&cluster, Pick::default()) else {
+        let Some(mut target) = upstream::select(&cluster, Pick::default()) else {
             cluster.stats.flag(ResponseFlag::NoHealthyUpstream);
             return;
         };
+        // A mirror is a request to its cluster: under its limits too.
+        match cluster.breaker().request() {
+            Ok(slot) => target.load.hold(slot),
+            Err(_) => {
+                cluster.stats.flag(ResponseFlag::UpstreamOverflow);
+                return;
+            }
+        }
         cluster.stats.rq_total.fetch_add(1, Relaxed);
         match target.send(host.as_deref(), http2, req).await {
             Ok((resp, lease)) => {
@@ -52,6 +60,9 @@ pub fn spawn(mirror: &MirrorRt, request: &UpstreamRequest) {
                 // Read to the end so the connection can go back to the pool.
                 let mut body = Held::new(resp.into_body(), target.load, lease);
                 while let Some(Ok(_)) = body.frame().await {}
+            }
+            Err(failed) if matches!(failed.error, SendError::Overflow) => {
+                cluster.stats.flag(ResponseFlag::UpstreamOverflow);
             }
             Err(failed) if failed.error.is_connect() => {
                 cluster.stats.flag(ResponseFlag::UpstreamConnectFailure);

@@ -23,13 +23,22 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// is the rarer path, and every phase's `Result` stays small.
 pub type Answer = Box<Response<ProxyBody>>;
 
-/// The local reply for a failure: the flag's status, Envoy's words as the body.
+/// Envoy's mark on a reply refused by a cluster's circuit breakers.
+const OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+
+/// The local reply for a failure: the flag's status, Envoy's words as the body
+/// (and, past a connection-pool limit, Envoy's `x-envoy-overloaded: true`).
 pub fn failure(flag: ResponseFlag) -> Response<ProxyBody> {
     let body = flag.body();
-    local(
+    let mut resp = local(
         flag.status(),
         (!body.is_empty()).then(|| Bytes::from_static(body.as_bytes())),
-    )
+    );
+    if flag == ResponseFlag::UpstreamOverflow {
+        resp.headers_mut()
+            .insert(OVERLOADED, HeaderValue::from_static("true"));
+    }
+    resp
 }
 
 /// The answer on a connection whose listener is gone: `NR`, with the
