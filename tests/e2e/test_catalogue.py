@@ -464,9 +464,6 @@ def test_bad_chunk_syntax_is_400_closed_and_never_completes_upstream(proxied) ->
     assert_serving(car)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open gap (issue 13): request trailers are passed on unchecked"
-)
 def test_a_trailer_carrying_content_length_or_transfer_encoding_is_400_and_closed(proxied) -> None:  # type: ignore[no-untyped-def]
     """RELIABILITY §3 case 8: a chunked trailer section with Content-Length or
     Transfer-Encoding -> 400 + close, the upstream request not completed."""

@@ -213,14 +213,109 @@ pub enum RequestBody {
     },
 }
 
+/// Why a body stopped: its stream failed, or the client's trailers carry a
+/// field no trailer may (RFC 9110 §6.5.1) — refused, never passed on where
+/// a recipient might take it for the message's own (a Content-Length or
+/// Transfer-Encoding that reframes it, a Host that reroutes it).
+#[derive(Debug)]
+pub enum BodyError {
+    Stream(hyper::Error),
+    ForbiddenTrailer(http::HeaderName),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream(e) => write!(f, "body stream: {e}"),
+            Self::ForbiddenTrailer(name) => write!(f, "`{name}` is not allowed in trailers"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Stream(e) => Some(e),
+            Self::ForbiddenTrailer(_) => None,
+        }
+    }
+}
+
+impl From<hyper::Error> for BodyError {
+    fn from(e: hyper::Error) -> Self {
+        Self::Stream(e)
+    }
+}
+
+/// A field that may not be sent as a trailer: framing, routing, request
+/// modifiers, authentication and content metadata (RFC 9110 §6.5.1).
+fn forbidden_trailer(trailers: &http::HeaderMap) -> Option<http::HeaderName> {
+    use http::header as h;
+    const FORBIDDEN: [h::HeaderName; 16] = [
+        h::CONTENT_LENGTH,
+        h::TRANSFER_ENCODING,
+        h::HOST,
+        h::CONNECTION,
+        h::UPGRADE,
+        h::TE,
+        h::TRAILER,
+        h::CONTENT_TYPE,
+        h::CONTENT_ENCODING,
+        h::CONTENT_RANGE,
+        h::AUTHORIZATION,
+        h::PROXY_AUTHORIZATION,
+        h::EXPECT,
+        h::RANGE,
+        h::CACHE_CONTROL,
+        h::MAX_FORWARDS,
+    ];
+    FORBIDDEN
+        .into_iter()
+        .find(|name| trailers.contains_key(name))
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(match std::task::ready!(self.poll_stream(cx)) {
+            Some(Ok(frame)) => match frame.trailers_ref().and_then(forbidden_trailer) {
+                Some(name) => Some(Err(BodyError::ForbiddenTrailer(name))),
+                None => Some(Ok(frame)),
+            },
+            Some(Err(e)) => Some(Err(BodyError::Stream(e))),
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streaming { inner: b, .. } | Self::Teed { inner: b, .. } => b.is_end_stream(),
+            Self::Replay { frames, trailers } => frames.is_empty() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streaming { inner: b, .. } | Self::Teed { inner: b, .. } => b.size_hint(),
+            Self::Replay {
+                frames,
+                trailers: None,
+            } => SizeHint::with_exact(frames.iter().map(|f| f.len() as u64).sum()),
+            Self::Replay { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl RequestBody {
+    fn poll_stream(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Streaming { inner, end } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
@@ -262,24 +357,6 @@ impl Body for RequestBody {
                 Some(d) => Some(Ok(Frame::data(d))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Streaming { inner: b, .. } | Self::Teed { inner: b, .. } => b.is_end_stream(),
-            Self::Replay { frames, trailers } => frames.is_empty() && trailers.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Streaming { inner: b, .. } | Self::Teed { inner: b, .. } => b.size_hint(),
-            Self::Replay {
-                frames,
-                trailers: None,
-            } => SizeHint::with_exact(frames.iter().map(|f| f.len() as u64).sum()),
-            Self::Replay { .. } => SizeHint::default(),
         }
     }
 }

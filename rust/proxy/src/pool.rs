@@ -701,6 +701,9 @@ fn malformed(error: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
+        if let Some(crate::body::BodyError::ForbiddenTrailer(_)) = e.downcast_ref() {
+            return true;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return matches!(
                 io.kind(),

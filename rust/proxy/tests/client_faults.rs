@@ -181,3 +181,32 @@ fn a_client_that_stalls_its_body_gets_408_si_and_the_endpoint_stays_healthy() {
     assert_eq!(h.health("c")[0].1, "HEALTHY");
     assert_eq!(h.get("svc", "/after").status, 200);
 }
+
+#[test]
+fn forbidden_trailers_are_400_close_the_connection_and_never_eject_the_endpoint() {
+    // RFC 9110 §6.5.1: a trailer may not reframe (Content-Length,
+    // Transfer-Encoding) or reroute (Host) the message it ends.
+    let h = Harness::new(1);
+    let up = h.upstream("up", 200);
+    strict(&h, &up);
+    let addr = h.addr(HTTP);
+    for trailer in ["Content-Length: 5", "Transfer-Encoding: chunked", "Host: evil"] {
+        let raw = format!(
+            "POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n{trailer}\r\n\r\nGET /probe HTTP/1.1\r\nHost: svc\r\n\r\n"
+        );
+        let reply = h.block_on(exchange(addr, raw.as_bytes(), false));
+        assert!(reply.starts_with("HTTP/1.1 400"), "{trailer}: {reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("x-meshfast-flags: dpe"),
+            "{reply}"
+        );
+        assert_eq!(
+            reply.matches("HTTP/1.1 ").count(),
+            1,
+            "{trailer}: the pipelined request was answered: {reply}"
+        );
+    }
+    assert_eq!(h.health("c")[0].1, "HEALTHY");
+    assert_eq!(h.get("svc", "/after").status, 200);
+}

@@ -29,6 +29,8 @@ pub struct RequestCtx<'a> {
     /// `:authority` or Host; a filter that changes Host moves it.
     pub authority: String,
     pub request_id: Option<HeaderValue>,
+    /// HTTP/1.x (a refusal of its framing closes the connection).
+    pub http1: bool,
     pub flags: Flags,
     /// The filters whose request phase let the request through, until their
     /// response or log phase runs. Boxed: only routes with filters have one,
@@ -57,6 +59,7 @@ impl<'a> RequestCtx<'a> {
             cluster: None,
             authority: String::new(),
             request_id: None,
+            http1: false,
             flags: Flags::default(),
             filtered: None,
             cors_origin: None,

@@ -26,6 +26,7 @@ pub fn decode(
     tls: Option<&ListenerTls>,
     mut req: Request<Incoming>,
 ) -> Result<Request<DownBody>, Answer> {
+    ctx.http1 = req.version() < Version::HTTP_2;
     let h = req.headers_mut();
     let id = match h.get(REQUEST_ID) {
         Some(id) => id.clone(),

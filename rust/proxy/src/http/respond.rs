@@ -6,7 +6,7 @@
 //! of an upstream meshfast) can make us report a flag we did not set.
 
 use super::ctx::RequestCtx;
-use crate::body::{Metered, RequestBody};
+use crate::body::{BodyError, Metered, RequestBody};
 use crate::flags::ResponseFlag;
 use crate::pool::Held;
 use bytes::Bytes;
@@ -71,6 +71,11 @@ pub fn finish(ctx: &mut RequestCtx<'_>, resp: &mut Response<ProxyBody>) {
         h.entry(REQUEST_ID).or_insert_with(|| id.clone());
     }
     h.remove(FLAGS_HEADER);
+    if ctx.http1 && ctx.flags.contains(ResponseFlag::DownstreamProtocolError) {
+        // After bytes it could not frame or pass on, nothing later on the
+        // connection can be trusted: no pipelined request behind it is read.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if !ctx.flags.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&ctx.flags.render()) {
             h.insert(FLAGS_HEADER, v);
@@ -89,14 +94,16 @@ pub enum ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Stream))),
             Self::Buffered(b) => Pin::new(b).poll_frame(cx),
             Self::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
