@@ -72,17 +72,7 @@ XFAIL: dict[str, str] = {
     "telemetry-valid#0": "Telemetry is not checked",
     "telemetry-valid#1": "Telemetry is not checked",
     "telemetry-valid#2": "Telemetry is not checked",
-    "serviceentry-invalid#2": "workloadSelector.labels values are not checked",
-    "serviceentry-invalid#5": "CIDR addresses with resolution DNS are accepted",
-    "serviceentry-invalid#6": "duplicate port names are accepted",
-    "serviceentry-invalid#10": "resolution NONE with endpoints is accepted",
-    "serviceentry-invalid#11": "DNS_ROUND_ROBIN with several endpoints is accepted",
     "serviceentry-valid#0": "001:db8:: in a flow sequence is a PyYAML syntax error",
-    "workloadentry-invalid#2": "unix socket addresses are not checked",
-    "workloadentry-invalid#3": "unix socket addresses are not checked",
-    "workloadentry-invalid#4": "unix socket addresses are not checked",
-    "workloadentry-invalid#6": "WorkloadEntry port names are not checked",
-    "workloadentry-valid#1": "a WorkloadEntry with network and no address is rejected",
 }
 
 

@@ -479,14 +479,20 @@ def test_service_entry_resolutions() -> None:
         se("hosts: ['*.example.com']\nports: [{number: 80, name: http}]\nresolution: DNS\n")
     ) == [("$.spec.hosts[0]", "a wildcard host with DNS resolution needs endpoints")]
     got = messages(
-        se(base + "endpoints: [{address: 'unix:///tmp/s'}]\nworkloadSelector: {labels: {a: b}}\n")
+        se(
+            base + "resolution: STATIC\nendpoints: [{address: 'unix:///tmp/s'}]\n"
+            "workloadSelector: {labels: {a: b}}\n"
+        )
     )
     assert got == [
         ("$.spec.endpoints[0].address", "unix domain socket endpoints are not implemented yet"),
         ("$.spec.workloadSelector", "workloadSelector and endpoints are mutually exclusive"),
     ]
     load_config_text(se(base + "resolution: DNS\n"))
-    load_config_text(se(base + "endpoints: [{address: 10.0.0.1}]\n"))  # NONE with endpoints
+    assert messages(se(base + "endpoints: [{address: 10.0.0.1}]\n")) == [
+        ("$.spec.endpoints", "resolution NONE cannot have endpoints (use STATIC or DNS)")
+    ]
+    load_config_text(se(base + "resolution: STATIC\nendpoints: [{address: 10.0.0.1}]\n"))
 
 
 def test_unknown_kinds() -> None:
@@ -660,7 +666,7 @@ def test_workload_entry_problems() -> None:
     got = messages(
         "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\nspec: {}\n"
     )
-    assert got == [("$.spec", 'missing required field "address"')]
+    assert got == [("$.spec", 'missing required field "address" (or "network")')]
 
 
 def test_every_problem_of_every_document_at_once() -> None:
@@ -675,4 +681,63 @@ def test_every_problem_of_every_document_at_once() -> None:
         (10, "VirtualService", "not implemented yet"),
         (18, "DestinationRule", 'unknown field "bogus"'),
         (20, "WorkloadGroup", "WorkloadGroup is not implemented yet"),
+    ]
+
+
+def test_service_entry_rules_of_istios_crd() -> None:
+    base = "hosts: [a.example.com]\n"
+    assert messages(se(base + "workloadSelector: {labels: {app: 'web*'}}\n")) == [
+        ("$.spec.workloadSelector.labels.app", '"web*": a wildcard is not supported in a selector')
+    ]
+    assert messages(se(base + "addresses: [10.0.0.0/16]\nresolution: DNS\n")) == [
+        (
+            "$.spec.addresses[0]",
+            'CIDR address "10.0.0.0/16" is allowed only with resolution NONE or STATIC'
+            " (resolution is DNS)",
+        )
+    ]
+    load_config_text(se(base + "addresses: [10.0.0.0/16]\nports: [{number: 80, name: a}]\n"))
+    assert messages(se(base + "ports: [{number: 80, name: a}, {number: 81, name: a}]\n")) == [
+        ("$.spec.ports[1].name", 'duplicate port name "a"')
+    ]
+    rr = "resolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.internal}, {address: b.internal}]\n"
+    assert messages(se(base + rr)) == [
+        ("$.spec.endpoints[1]", "resolution DNS_ROUND_ROBIN allows at most one endpoint")
+    ]
+    load_config_text(se(base + "resolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.internal}]\n"))
+
+
+def test_workload_entry_rules_of_istios_crd() -> None:
+    def we(spec: str) -> str:
+        return (
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\n"
+            f"spec: {spec}\n"
+        )
+
+    assert messages(we("{address: 10.0.0.1, ports: {'@': 80, http-2: 81}}")) == [
+        (
+            '$.spec.ports["@"]',
+            'port name "@" must be at most 62 letters, digits and "-",'
+            " starting and ending with a letter or digit",
+        )
+    ]
+    # Istio allows a network without an address; meshfast does not serve it yet.
+    assert messages(we("{network: net}")) == [
+        (
+            "$.spec.network",
+            "an endpoint without address (reached through its network's gateway)"
+            " is not implemented yet",
+        )
+    ]
+    assert messages(we("{address: 'unix://relative'}")) == [
+        ("$.spec.address", '"unix://relative": UDS must be an absolute path or abstract socket')
+    ]
+    assert messages(we("{address: 'unix:///dir/'}")) == [
+        ("$.spec.address", '"unix:///dir/": UDS may not be a dir')
+    ]
+    assert messages(we("{address: 'unix://@foo', ports: {http: 80}}")) == [
+        ("$.spec.ports", "UDS may not include ports")
+    ]
+    assert messages(we("{address: 'unix://@foo'}")) == [
+        ("$.spec.address", "unix domain socket endpoints are not implemented yet")
     ]
