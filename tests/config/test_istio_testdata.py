@@ -72,7 +72,6 @@ XFAIL: dict[str, str] = {
     "telemetry-valid#0": "Telemetry is not checked",
     "telemetry-valid#1": "Telemetry is not checked",
     "telemetry-valid#2": "Telemetry is not checked",
-    "serviceentry-valid#0": "001:db8:: in a flow sequence is a PyYAML syntax error",
 }
 
 
