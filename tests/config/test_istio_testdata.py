@@ -32,18 +32,6 @@ _NOT_IMPLEMENTED = "not implemented yet"
 
 # Documents meshfast does not get right yet, by id: strict, so a fix turns them red.
 XFAIL: dict[str, str] = {
-    "authz-invalid#0": "AuthorizationPolicy is not checked",
-    "authz-invalid#1": "AuthorizationPolicy is not checked",
-    "authz-valid#0": "AuthorizationPolicy is not checked",
-    "authz-valid#1": "AuthorizationPolicy is not checked",
-    "peerauth-invalid#0": "PeerAuthentication is not checked",
-    "peerauth-invalid#1": "PeerAuthentication is not checked",
-    "peerauth-invalid#2": "PeerAuthentication is not checked",
-    "peerauth-invalid#3": "PeerAuthentication is not checked",
-    "peerauth-invalid#4": "PeerAuthentication is not checked",
-    "peerauth-invalid#5": "PeerAuthentication is not checked",
-    "peerauth-valid#0": "PeerAuthentication is not checked",
-    "peerauth-valid#1": "PeerAuthentication is not checked",
     "reqauth-invalid#0": "RequestAuthentication is not checked",
     "reqauth-invalid#1": "RequestAuthentication is not checked",
     "reqauth-invalid#2": "RequestAuthentication is not checked",

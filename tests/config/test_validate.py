@@ -741,3 +741,70 @@ def test_workload_entry_rules_of_istios_crd() -> None:
     assert messages(we("{address: 'unix://@foo'}")) == [
         ("$.spec.address", "unix domain socket endpoints are not implemented yet")
     ]
+
+
+def test_kinds_checked_but_not_served() -> None:
+    got = problems(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {name: pa}
+        spec:
+          mtls: {mode: STRICT}
+          portLevelMtls: {"8080": {mode: SOMETIMES}}
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: ap}
+        spec:
+          action: CUSTOM
+          rules:
+          - from: [{source: {serviceAccounts: [ns/sa], namespaces: [ns], ipBlocks: [10.0.0.0/33]}}]
+            to: [{operation: {ports: [http]}}]
+            when: [{key: 'request.headers[x]'}]
+          bogus: 1
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: ok}
+        spec:
+          selector: {matchLabels: {app: web}}
+          rules: [{from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]}]
+        """
+    )
+    assert [str(p) for p in got] == [
+        "t.yaml:2: PeerAuthentication/pa: $.kind: PeerAuthentication is not implemented yet",
+        't.yaml:6: PeerAuthentication/pa: $.spec.portLevelMtls["8080"].mode: must be one of'
+        " DISABLE, PERMISSIVE, STRICT, UNSET; got 'SOMETIMES'",
+        "t.yaml:9: AuthorizationPolicy/ap: $.kind: AuthorizationPolicy is not implemented yet",
+        't.yaml:17: AuthorizationPolicy/ap: $.spec.bogus: unknown field "bogus"',
+        "t.yaml:20: AuthorizationPolicy/ok: $.kind: AuthorizationPolicy is not implemented yet",
+    ]
+    # Without the unknown field, the semantic checks run.
+    text = textwrap.dedent(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: ap}
+        spec:
+          action: CUSTOM
+          rules:
+          - from: [{source: {serviceAccounts: [ns/sa], namespaces: [ns], ipBlocks: [10.0.0.0/33]}}]
+            to: [{operation: {ports: [http]}}]
+            when: [{key: 'request.headers[x]'}]
+        """
+    )
+    assert messages(text) == [
+        ("$.kind", "AuthorizationPolicy is not implemented yet"),
+        ("$.spec.provider", "a CUSTOM action needs provider.name"),
+        (
+            "$.spec.rules[0].from[0].source",
+            "cannot set serviceAccounts with namespaces or principals",
+        ),
+        (
+            "$.spec.rules[0].from[0].source.ipBlocks[0]",
+            '"10.0.0.0/33" is not an IP address or CIDR',
+        ),
+        ("$.spec.rules[0].to[0].operation.ports[0]", '"http" is not a port number (0 to 65535)'),
+        ("$.spec.rules[0].when[0]", '"request.headers[x]": values or notValues is required'),
+    ]

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
+from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
 from meshfast.config import duration
 from meshfast.config import registry as reg
@@ -435,15 +436,9 @@ _SEMANTIC: dict[type[Any], Any] = {
 }
 
 
-# Istio kinds meshfast does not serve yet but checks: Struct, apiVersions, semantic checks.
-# A document of one of these kinds always draws "KIND is not implemented yet" (it is not
-# served), and its errors besides.
-_VALIDATION_ONLY: dict[str, tuple[type[Any], frozenset[str], Any]] = {}
-
-
 def checks_kind(kind: str) -> bool:
     """Whether ``validate`` checks the fields of ``kind`` (served, or checked only)."""
-    return kind in r.KINDS or kind in _VALIDATION_ONLY
+    return kind in r.KINDS or kind in co.CHECKED_ONLY
 
 
 # --- the pipeline -------------------------------------------------------------------------
@@ -461,6 +456,18 @@ def _name_of(data: object) -> tuple[str, str]:
     )
 
 
+def _api_version(api_version: object, kind: str, versions: frozenset[str]) -> list[Issue]:
+    if api_version is None or api_version in versions:
+        return []
+    return [
+        (
+            "$.apiVersion",
+            f'apiVersion "{api_version}" is not supported for {kind}'
+            f" (use {', '.join(sorted(versions))})",
+        )
+    ]
+
+
 def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issue]]:
     data = doc.data
     issues: list[Issue] = list(doc.problems)
@@ -470,6 +477,16 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
     if not isinstance(kind, str) or not kind:
         issues.append(("$", 'missing required field "kind"'))
         return None, issues
+    checked_only = co.CHECKED_ONLY.get(kind)
+    if checked_only is not None:
+        # Checked like the others, never served: "not implemented yet" whatever else is found.
+        cls, versions, semantic = checked_only
+        issues.append(("$.kind", f"{kind} is not implemented yet"))
+        issues.extend(_api_version(data.get("apiVersion"), kind, versions))
+        check(data, _type_info(cls), "$", issues)
+        if len(issues) == 1 + len(doc.problems):
+            issues.extend(semantic(msgspec.convert(data, cls)))
+        return None, issues
     entry = r.KINDS.get(kind)
     if entry is None:
         if kind in r.ISTIO_KINDS_NOT_IMPLEMENTED:
@@ -478,15 +495,7 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
             issues.append(("$.kind", f"{kind} is not supported"))
         return None, issues
     cls, versions = entry
-    api_version = data.get("apiVersion")
-    if api_version is not None and api_version not in versions:
-        issues.append(
-            (
-                "$.apiVersion",
-                f'apiVersion "{api_version}" is not supported for {kind}'
-                f" (use {', '.join(sorted(versions))})",
-            )
-        )
+    issues.extend(_api_version(data.get("apiVersion"), kind, versions))
     check(data, _type_info(cls), "$", issues)
     if issues:
         return None, issues
