@@ -53,13 +53,6 @@ XFAIL: dict[str, str] = {
     "reqauth-invalid#18": "RequestAuthentication is not checked",
     "reqauth-invalid#19": "RequestAuthentication is not checked",
     "reqauth-valid#0": "RequestAuthentication is not checked",
-    "telemetry-invalid#0": "Telemetry is not checked",
-    "telemetry-invalid#1": "Telemetry is not checked",
-    "telemetry-invalid#2": "Telemetry is not checked",
-    "telemetry-invalid#3": "Telemetry is not checked",
-    "telemetry-valid#0": "Telemetry is not checked",
-    "telemetry-valid#1": "Telemetry is not checked",
-    "telemetry-valid#2": "Telemetry is not checked",
 }
 
 

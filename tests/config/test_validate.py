@@ -808,3 +808,49 @@ def test_kinds_checked_but_not_served() -> None:
         ("$.spec.rules[0].to[0].operation.ports[0]", '"http" is not a port number (0 to 65535)'),
         ("$.spec.rules[0].when[0]", '"request.headers[x]": values or notValues is required'),
     ]
+
+
+def test_telemetry_is_checked_but_not_served() -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t}
+        spec:
+          selector: {matchLabels: {app: "*"}}
+          targetRefs: [{kind: Service, name: web}]
+          metrics:
+          - reportingInterval: 0s
+            overrides:
+            - match: {metric: REQUEST_COUNT, customMetric: mine}
+              tagOverrides: {a: {operation: UPSERT}, b: {operation: REMOVE, value: x}}
+          tracing:
+          - randomSamplingPercentage: 101
+            customTags: {env: {}}
+        """
+    )
+    assert messages(text) == [
+        ("$.kind", "Telemetry is not implemented yet"),
+        ("$.spec.tracing[0].randomSamplingPercentage", "must be between 0 and 100, got 101"),
+    ]
+    assert messages(
+        text.replace("randomSamplingPercentage: 101", "disableSpanReporting: true")
+    ) == [
+        ("$.kind", "Telemetry is not implemented yet"),
+        ("$.spec", "only one of selector, targetRef or targetRefs can be set"),
+        ("$.spec.selector.matchLabels.app", '"*": a wildcard is not allowed in a label value'),
+        ("$.spec.metrics[0].reportingInterval", 'duration "0s" must be >= 1ms'),
+        ("$.spec.metrics[0].overrides[0].match", "only one of metric or customMetric can be set"),
+        (
+            "$.spec.metrics[0].overrides[0].tagOverrides.a",
+            "value must be set when operation is UPSERT",
+        ),
+        (
+            "$.spec.metrics[0].overrides[0].tagOverrides.b.value",
+            "value must not be set when operation is REMOVE",
+        ),
+        (
+            "$.spec.tracing[0].customTags.env",
+            "exactly one of literal, environment, header or formatter is required",
+        ),
+    ]

@@ -14,13 +14,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from meshfast.config import duration
 from meshfast.config.load import child
 from meshfast.config.resources import ObjectMeta
-from meshfast.config.structs import IstioStruct
+from meshfast.config.structs import IstioStruct, Percentage
 
 Issue = tuple[str, str]
 
@@ -273,9 +274,147 @@ def authorization_policy(ap: AuthorizationPolicy) -> Iterator[Issue]:
                 yield f"{p}.when[{j}]", f'"{c.key}": values or notValues is required'
 
 
+# --- Telemetry ----------------------------------------------------------------------------
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+WorkloadMode = Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"]
+MetricName = Literal[
+    "ALL_METRICS",
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS",
+    "TCP_SENT_BYTES",
+    "TCP_RECEIVED_BYTES",
+    "GRPC_REQUEST_MESSAGES",
+    "GRPC_RESPONSE_MESSAGES",
+]
+
+
+class ProviderRef(IstioStruct, frozen=True):
+    name: NonEmpty
+
+
+class ModeSelector(IstioStruct, frozen=True):
+    mode: WorkloadMode | None = None
+
+
+class MetricSelector(IstioStruct, frozen=True):
+    metric: MetricName | None = None
+    custom_metric: NonEmpty | None = None
+    mode: WorkloadMode | None = None
+
+
+class TagOverride(IstioStruct, frozen=True):
+    operation: Literal["UPSERT", "REMOVE"] | None = None
+    value: str | None = None
+
+
+class MetricsOverrides(IstioStruct, frozen=True):
+    match: MetricSelector | None = None
+    disabled: bool | None = None
+    tag_overrides: dict[str, TagOverride] = {}
+
+
+class Metrics(IstioStruct, frozen=True):
+    providers: tuple[ProviderRef, ...] = ()
+    overrides: tuple[MetricsOverrides, ...] = ()
+    reporting_interval: str | None = None
+
+
+class Filter(IstioStruct, frozen=True):
+    expression: str = ""
+
+
+class AccessLogging(IstioStruct, frozen=True):
+    match: ModeSelector | None = None
+    providers: tuple[ProviderRef, ...] = ()
+    disabled: bool | None = None
+    filter: Filter | None = None
+
+
+class LiteralValue(IstioStruct, frozen=True):
+    value: NonEmpty
+
+
+class Environment(IstioStruct, frozen=True):
+    name: NonEmpty
+    default_value: str = ""
+
+
+class RequestHeader(IstioStruct, frozen=True):
+    name: NonEmpty
+    default_value: str = ""
+
+
+class CustomTag(IstioStruct, frozen=True):
+    literal: LiteralValue | None = None
+    environment: Environment | None = None
+    header: RequestHeader | None = None
+    formatter: LiteralValue | None = None
+
+
+class Tracing(IstioStruct, frozen=True):
+    match: ModeSelector | None = None
+    providers: tuple[ProviderRef, ...] = ()
+    random_sampling_percentage: Percentage | None = None
+    disable_span_reporting: bool | None = None
+    disable_context_propagation: bool | None = None
+    enable_istio_tags: bool | None = None
+    use_request_id_for_trace_sampling: bool | None = None
+    custom_tags: dict[str, CustomTag] = {}
+
+
+class TelemetrySpec(IstioStruct, frozen=True):
+    selector: WorkloadSelector | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    tracing: tuple[Tracing, ...] = ()
+    metrics: tuple[Metrics, ...] = ()
+    access_logging: tuple[AccessLogging, ...] = ()
+
+
+class Telemetry(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: TelemetrySpec = TelemetrySpec()
+    status: Any = None
+
+
+def telemetry(t: Telemetry) -> Iterator[Issue]:
+    spec = t.spec
+    yield from _targets(spec.selector, spec.target_ref, spec.target_refs)
+    for i, m in enumerate(spec.metrics):
+        p = f"$.spec.metrics[{i}]"
+        if m.reporting_interval is not None:
+            yield from duration.problems(m.reporting_interval, f"{p}.reportingInterval")
+        for j, o in enumerate(m.overrides):
+            op = f"{p}.overrides[{j}]"
+            if o.match is not None and o.match.metric is not None and o.match.custom_metric:
+                yield f"{op}.match", "only one of metric or customMetric can be set"
+            for name, tag in o.tag_overrides.items():
+                tp = child(f"{op}.tagOverrides", name)
+                if tag.operation == "UPSERT" and not tag.value:
+                    yield tp, "value must be set when operation is UPSERT"
+                if tag.operation == "REMOVE" and tag.value is not None:
+                    yield f"{tp}.value", "value must not be set when operation is REMOVE"
+    for i, tr in enumerate(spec.tracing):
+        for name, custom in tr.custom_tags.items():
+            kinds = (custom.literal, custom.environment, custom.header, custom.formatter)
+            if sum(x is not None for x in kinds) != 1:
+                yield (
+                    child(f"$.spec.tracing[{i}].customTags", name),
+                    "exactly one of literal, environment, header or formatter is required",
+                )
+
+
 # --- the table validate uses --------------------------------------------------------------
 
 CHECKED_ONLY: dict[str, tuple[type[Any], frozenset[str], Any]] = {
     "PeerAuthentication": (PeerAuthentication, SECURITY_VERSIONS, peer_authentication),
     "AuthorizationPolicy": (AuthorizationPolicy, SECURITY_VERSIONS, authorization_policy),
+    "Telemetry": (Telemetry, TELEMETRY_VERSIONS, telemetry),
 }
