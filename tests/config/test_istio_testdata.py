@@ -31,29 +31,7 @@ _KIND = re.compile(r"^kind:\s*(\S+)\s*$", re.MULTILINE)
 _NOT_IMPLEMENTED = "not implemented yet"
 
 # Documents meshfast does not get right yet, by id: strict, so a fix turns them red.
-XFAIL: dict[str, str] = {
-    "reqauth-invalid#0": "RequestAuthentication is not checked",
-    "reqauth-invalid#1": "RequestAuthentication is not checked",
-    "reqauth-invalid#2": "RequestAuthentication is not checked",
-    "reqauth-invalid#3": "RequestAuthentication is not checked",
-    "reqauth-invalid#4": "RequestAuthentication is not checked",
-    "reqauth-invalid#5": "RequestAuthentication is not checked",
-    "reqauth-invalid#6": "RequestAuthentication is not checked",
-    "reqauth-invalid#7": "RequestAuthentication is not checked",
-    "reqauth-invalid#8": "RequestAuthentication is not checked",
-    "reqauth-invalid#9": "RequestAuthentication is not checked",
-    "reqauth-invalid#10": "RequestAuthentication is not checked",
-    "reqauth-invalid#11": "RequestAuthentication is not checked",
-    "reqauth-invalid#12": "RequestAuthentication is not checked",
-    "reqauth-invalid#13": "RequestAuthentication is not checked",
-    "reqauth-invalid#14": "RequestAuthentication is not checked",
-    "reqauth-invalid#15": "RequestAuthentication is not checked",
-    "reqauth-invalid#16": "RequestAuthentication is not checked",
-    "reqauth-invalid#17": "RequestAuthentication is not checked",
-    "reqauth-invalid#18": "RequestAuthentication is not checked",
-    "reqauth-invalid#19": "RequestAuthentication is not checked",
-    "reqauth-valid#0": "RequestAuthentication is not checked",
-}
+XFAIL: dict[str, str] = {}
 
 
 def split(text: str) -> list[str]:

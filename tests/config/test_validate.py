@@ -854,3 +854,29 @@ def test_telemetry_is_checked_but_not_served() -> None:
             "exactly one of literal, environment, header or formatter is required",
         ),
     ]
+
+
+def test_request_authentication_is_checked_but_not_served() -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt}
+        spec:
+          jwtRules:
+          - jwksUri: ftp://example.com/jwks
+            jwks: "{}"
+            timeout: 5s
+          - issuer: https://example.com
+            jwksUri: https://example.com/jwks
+        """
+    )
+    assert messages(text) == [
+        ("$.kind", "RequestAuthentication is not implemented yet"),
+        ("$.spec.jwtRules[0]", 'missing required field "issuer"'),
+        ("$.spec.jwtRules[0]", "only one of jwks or jwksUri can be set"),
+        (
+            "$.spec.jwtRules[0].jwksUri",
+            '"ftp://example.com/jwks": the url must have scheme http:// or https://',
+        ),
+    ]

@@ -15,6 +15,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -411,10 +412,84 @@ def telemetry(t: Telemetry) -> Iterator[Issue]:
                 )
 
 
+# --- RequestAuthentication ----------------------------------------------------------------
+
+_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
+
+
+class JWTHeader(IstioStruct, frozen=True):
+    name: NonEmpty
+    prefix: str = ""
+
+
+class ClaimToHeader(IstioStruct, frozen=True):
+    header: NonEmpty
+    claim: NonEmpty
+
+
+class JWTRule(IstioStruct, frozen=True):
+    issuer: NonEmpty | None = None
+    audiences: tuple[NonEmpty, ...] = ()
+    jwks_uri: str | None = None
+    jwks: str | None = None
+    from_headers: tuple[JWTHeader, ...] = ()
+    from_params: tuple[NonEmpty, ...] = ()
+    from_cookies: tuple[NonEmpty, ...] = ()
+    output_payload_to_header: str | None = None
+    forward_original_token: bool | None = None
+    output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
+    space_delimited_claims: tuple[NonEmpty, ...] = ()
+    timeout: str | None = None
+    presence: Literal["OPTIONAL", "REQUIRED"] | None = None
+
+
+class RequestAuthenticationSpec(IstioStruct, frozen=True):
+    selector: WorkloadSelector | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    jwt_rules: tuple[JWTRule, ...] = ()
+
+
+class RequestAuthentication(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: RequestAuthenticationSpec = RequestAuthenticationSpec()
+    status: Any = None
+
+
+def request_authentication(ra: RequestAuthentication) -> Iterator[Issue]:
+    spec = ra.spec
+    yield from _targets(spec.selector, spec.target_ref, spec.target_refs)
+    for i, rule in enumerate(spec.jwt_rules):
+        p = f"$.spec.jwtRules[{i}]"
+        if rule.issuer is None:
+            yield p, 'missing required field "issuer"'
+        if rule.jwks_uri is not None and rule.jwks is not None:
+            yield p, "only one of jwks or jwksUri can be set"
+        if rule.jwks_uri is not None:
+            uri = rule.jwks_uri
+            if not 1 <= len(uri) <= 2048:
+                yield f"{p}.jwksUri", "must be 1 to 2048 characters long"
+            elif urlsplit(uri).scheme.lower() not in ("http", "https"):
+                yield f"{p}.jwksUri", f'"{uri}": the url must have scheme http:// or https://'
+        if len(rule.space_delimited_claims) > 64:
+            yield f"{p}.spaceDelimitedClaims", "at most 64 claims"
+        for j, out in enumerate(rule.output_claim_to_headers):
+            if not _HEADER_NAME.match(out.header):
+                yield (
+                    f"{p}.outputClaimToHeaders[{j}].header",
+                    f'"{out.header}" is not a header name (letters, digits, "-" and "_")',
+                )
+        if rule.timeout is not None:
+            yield from duration.problems(rule.timeout, f"{p}.timeout")
+
+
 # --- the table validate uses --------------------------------------------------------------
 
 CHECKED_ONLY: dict[str, tuple[type[Any], frozenset[str], Any]] = {
     "PeerAuthentication": (PeerAuthentication, SECURITY_VERSIONS, peer_authentication),
     "AuthorizationPolicy": (AuthorizationPolicy, SECURITY_VERSIONS, authorization_policy),
+    "RequestAuthentication": (RequestAuthentication, SECURITY_VERSIONS, request_authentication),
     "Telemetry": (Telemetry, TELEMETRY_VERSIONS, telemetry),
 }
