@@ -751,7 +751,8 @@ def test_kinds_checked_but_not_served() -> None:
         metadata: {name: pa}
         spec:
           mtls: {mode: STRICT}
-          portLevelMtls: {"8080": {mode: SOMETIMES}}
+          selector: {matchLabels: {app: web}}
+          portLevelMtls: {"8080": {mode: DISABLE}, 9090: {mode: STRICT}, 0: {mode: STRICT}}
         ---
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
@@ -774,11 +775,11 @@ def test_kinds_checked_but_not_served() -> None:
     )
     assert [str(p) for p in got] == [
         "t.yaml:2: PeerAuthentication/pa: $.kind: PeerAuthentication is not implemented yet",
-        't.yaml:6: PeerAuthentication/pa: $.spec.portLevelMtls["8080"].mode: must be one of'
-        " DISABLE, PERMISSIVE, STRICT, UNSET; got 'SOMETIMES'",
-        "t.yaml:9: AuthorizationPolicy/ap: $.kind: AuthorizationPolicy is not implemented yet",
-        't.yaml:17: AuthorizationPolicy/ap: $.spec.bogus: unknown field "bogus"',
-        "t.yaml:20: AuthorizationPolicy/ok: $.kind: AuthorizationPolicy is not implemented yet",
+        't.yaml:7: PeerAuthentication/pa: $.spec.portLevelMtls["0"]: port must be between 1'
+        " and 65535, got 0",
+        "t.yaml:10: AuthorizationPolicy/ap: $.kind: AuthorizationPolicy is not implemented yet",
+        't.yaml:18: AuthorizationPolicy/ap: $.spec.bogus: unknown field "bogus"',
+        "t.yaml:21: AuthorizationPolicy/ok: $.kind: AuthorizationPolicy is not implemented yet",
     ]
     # Without the unknown field, the semantic checks run.
     text = textwrap.dedent(

@@ -99,7 +99,8 @@ class MutualTLS(IstioStruct, frozen=True):
 class PeerAuthenticationSpec(IstioStruct, frozen=True):
     selector: WorkloadSelector | None = None
     mtls: MutualTLS | None = None
-    port_level_mtls: dict[str, MutualTLS] | None = None
+    # Kubernetes reads an unquoted `8080:` key as the string "8080": both are accepted.
+    port_level_mtls: dict[str | int, MutualTLS] | None = None
 
 
 class PeerAuthentication(IstioStruct, frozen=True):
@@ -119,7 +120,8 @@ def peer_authentication(pa: PeerAuthentication) -> Iterator[Issue]:
         yield "$.spec.portLevelMtls", "must have at least one port"
     if spec.selector is None or not spec.selector.match_labels:
         yield "$.spec.portLevelMtls", "portLevelMtls requires a selector with matchLabels"
-    for key in spec.port_level_mtls:
+    for port in spec.port_level_mtls:
+        key = str(port)
         p = child("$.spec.portLevelMtls", key)
         if not key.isdigit():
             yield p, f'port "{key}" is not a number'
