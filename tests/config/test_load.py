@@ -95,6 +95,23 @@ def test_yaml_syntax_error_has_its_line() -> None:
     assert p.message.startswith("YAML syntax error")
 
 
+def test_colons_in_flow_scalars_read_as_kubernetes_reads_them() -> None:
+    # libyaml rejects `001:db8::` in a flow sequence, PyYAML reads it as a mapping;
+    # Kubernetes (go-yaml) reads a string, and so does meshfast.
+    text = "a: 1\n---\nb: [1.2.3.4, 001:db8::, 'x:y', c:d]\nc: {k: v}\nd:\n- 2001:db8::1\n"
+    docs, errors = parse_text(text, "s.yaml")
+    assert errors == []
+    assert [d.data for d in docs] == [
+        {"a": 1},
+        {"b": ["1.2.3.4", "001:db8::", "x:y", "c:d"], "c": {"k": "v"}, "d": ["2001:db8::1"]},
+    ]
+    assert (docs[1].line_of("$.b[1]"), docs[1].line_of("$.d[0]")) == (3, 6)
+    # A real syntax error after such a scalar is still one, at its line.
+    docs, errors = parse_text("b: [001:db8::]\nc: [x\n", "s.yaml")
+    assert docs == []
+    assert [(e.line, e.message.startswith("YAML syntax error")) for e in errors] == [(3, True)]
+
+
 def test_duplicate_mapping_key() -> None:
     text = VS.format(name="a").replace("metadata:\n  name: a", "metadata:\n  name: a\n  name: b")
     with pytest.raises(ConfigError) as info:

@@ -479,14 +479,20 @@ def test_service_entry_resolutions() -> None:
         se("hosts: ['*.example.com']\nports: [{number: 80, name: http}]\nresolution: DNS\n")
     ) == [("$.spec.hosts[0]", "a wildcard host with DNS resolution needs endpoints")]
     got = messages(
-        se(base + "endpoints: [{address: 'unix:///tmp/s'}]\nworkloadSelector: {labels: {a: b}}\n")
+        se(
+            base + "resolution: STATIC\nendpoints: [{address: 'unix:///tmp/s'}]\n"
+            "workloadSelector: {labels: {a: b}}\n"
+        )
     )
     assert got == [
         ("$.spec.endpoints[0].address", "unix domain socket endpoints are not implemented yet"),
         ("$.spec.workloadSelector", "workloadSelector and endpoints are mutually exclusive"),
     ]
     load_config_text(se(base + "resolution: DNS\n"))
-    load_config_text(se(base + "endpoints: [{address: 10.0.0.1}]\n"))  # NONE with endpoints
+    assert messages(se(base + "endpoints: [{address: 10.0.0.1}]\n")) == [
+        ("$.spec.endpoints", "resolution NONE cannot have endpoints (use STATIC or DNS)")
+    ]
+    load_config_text(se(base + "resolution: STATIC\nendpoints: [{address: 10.0.0.1}]\n"))
 
 
 def test_unknown_kinds() -> None:
@@ -660,7 +666,7 @@ def test_workload_entry_problems() -> None:
     got = messages(
         "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\nspec: {}\n"
     )
-    assert got == [("$.spec", 'missing required field "address"')]
+    assert got == [("$.spec", 'missing required field "address" (or "network")')]
 
 
 def test_every_problem_of_every_document_at_once() -> None:
@@ -675,4 +681,203 @@ def test_every_problem_of_every_document_at_once() -> None:
         (10, "VirtualService", "not implemented yet"),
         (18, "DestinationRule", 'unknown field "bogus"'),
         (20, "WorkloadGroup", "WorkloadGroup is not implemented yet"),
+    ]
+
+
+def test_service_entry_rules_of_istios_crd() -> None:
+    base = "hosts: [a.example.com]\n"
+    assert messages(se(base + "workloadSelector: {labels: {app: 'web*'}}\n")) == [
+        ("$.spec.workloadSelector.labels.app", '"web*": a wildcard is not supported in a selector')
+    ]
+    assert messages(se(base + "addresses: [10.0.0.0/16]\nresolution: DNS\n")) == [
+        (
+            "$.spec.addresses[0]",
+            'CIDR address "10.0.0.0/16" is allowed only with resolution NONE or STATIC'
+            " (resolution is DNS)",
+        )
+    ]
+    load_config_text(se(base + "addresses: [10.0.0.0/16]\nports: [{number: 80, name: a}]\n"))
+    assert messages(se(base + "ports: [{number: 80, name: a}, {number: 81, name: a}]\n")) == [
+        ("$.spec.ports[1].name", 'duplicate port name "a"')
+    ]
+    rr = "resolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.internal}, {address: b.internal}]\n"
+    assert messages(se(base + rr)) == [
+        ("$.spec.endpoints[1]", "resolution DNS_ROUND_ROBIN allows at most one endpoint")
+    ]
+    load_config_text(se(base + "resolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.internal}]\n"))
+
+
+def test_workload_entry_rules_of_istios_crd() -> None:
+    def we(spec: str) -> str:
+        return (
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\n"
+            f"spec: {spec}\n"
+        )
+
+    assert messages(we("{address: 10.0.0.1, ports: {'@': 80, http-2: 81}}")) == [
+        (
+            '$.spec.ports["@"]',
+            'port name "@" must be at most 62 letters, digits and "-",'
+            " starting and ending with a letter or digit",
+        )
+    ]
+    # Istio allows a network without an address; meshfast does not serve it yet.
+    assert messages(we("{network: net}")) == [
+        (
+            "$.spec.network",
+            "an endpoint without address (reached through its network's gateway)"
+            " is not implemented yet",
+        )
+    ]
+    assert messages(we("{address: 'unix://relative'}")) == [
+        ("$.spec.address", '"unix://relative": UDS must be an absolute path or abstract socket')
+    ]
+    assert messages(we("{address: 'unix:///dir/'}")) == [
+        ("$.spec.address", '"unix:///dir/": UDS may not be a dir')
+    ]
+    assert messages(we("{address: 'unix://@foo', ports: {http: 80}}")) == [
+        ("$.spec.ports", "UDS may not include ports")
+    ]
+    assert messages(we("{address: 'unix://@foo'}")) == [
+        ("$.spec.address", "unix domain socket endpoints are not implemented yet")
+    ]
+
+
+def test_kinds_checked_but_not_served() -> None:
+    got = problems(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {name: pa}
+        spec:
+          mtls: {mode: STRICT}
+          selector: {matchLabels: {app: web}}
+          portLevelMtls: {"8080": {mode: DISABLE}, 9090: {mode: STRICT}, 0: {mode: STRICT}}
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: ap}
+        spec:
+          action: CUSTOM
+          rules:
+          - from: [{source: {serviceAccounts: [ns/sa], namespaces: [ns], ipBlocks: [10.0.0.0/33]}}]
+            to: [{operation: {ports: [http]}}]
+            when: [{key: 'request.headers[x]'}]
+          bogus: 1
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: ok}
+        spec:
+          selector: {matchLabels: {app: web}}
+          rules: [{from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]}]
+        """
+    )
+    assert [str(p) for p in got] == [
+        "t.yaml:2: PeerAuthentication/pa: $.kind: PeerAuthentication is not implemented yet",
+        't.yaml:7: PeerAuthentication/pa: $.spec.portLevelMtls["0"]: port must be between 1'
+        " and 65535, got 0",
+        "t.yaml:10: AuthorizationPolicy/ap: $.kind: AuthorizationPolicy is not implemented yet",
+        't.yaml:18: AuthorizationPolicy/ap: $.spec.bogus: unknown field "bogus"',
+        "t.yaml:21: AuthorizationPolicy/ok: $.kind: AuthorizationPolicy is not implemented yet",
+    ]
+    # Without the unknown field, the semantic checks run.
+    text = textwrap.dedent(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: ap}
+        spec:
+          action: CUSTOM
+          rules:
+          - from: [{source: {serviceAccounts: [ns/sa], namespaces: [ns], ipBlocks: [10.0.0.0/33]}}]
+            to: [{operation: {ports: [http]}}]
+            when: [{key: 'request.headers[x]'}]
+        """
+    )
+    assert messages(text) == [
+        ("$.kind", "AuthorizationPolicy is not implemented yet"),
+        ("$.spec.provider", "a CUSTOM action needs provider.name"),
+        (
+            "$.spec.rules[0].from[0].source",
+            "cannot set serviceAccounts with namespaces or principals",
+        ),
+        (
+            "$.spec.rules[0].from[0].source.ipBlocks[0]",
+            '"10.0.0.0/33" is not an IP address or CIDR',
+        ),
+        ("$.spec.rules[0].to[0].operation.ports[0]", '"http" is not a port number (0 to 65535)'),
+        ("$.spec.rules[0].when[0]", '"request.headers[x]": values or notValues is required'),
+    ]
+
+
+def test_telemetry_is_checked_but_not_served() -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t}
+        spec:
+          selector: {matchLabels: {app: "*"}}
+          targetRefs: [{kind: Service, name: web}]
+          metrics:
+          - reportingInterval: 0s
+            overrides:
+            - match: {metric: REQUEST_COUNT, customMetric: mine}
+              tagOverrides: {a: {operation: UPSERT}, b: {operation: REMOVE, value: x}}
+          tracing:
+          - randomSamplingPercentage: 101
+            customTags: {env: {}}
+        """
+    )
+    assert messages(text) == [
+        ("$.kind", "Telemetry is not implemented yet"),
+        ("$.spec.tracing[0].randomSamplingPercentage", "must be between 0 and 100, got 101"),
+    ]
+    assert messages(
+        text.replace("randomSamplingPercentage: 101", "disableSpanReporting: true")
+    ) == [
+        ("$.kind", "Telemetry is not implemented yet"),
+        ("$.spec", "only one of selector, targetRef or targetRefs can be set"),
+        ("$.spec.selector.matchLabels.app", '"*": a wildcard is not allowed in a label value'),
+        ("$.spec.metrics[0].reportingInterval", 'duration "0s" must be >= 1ms'),
+        ("$.spec.metrics[0].overrides[0].match", "only one of metric or customMetric can be set"),
+        (
+            "$.spec.metrics[0].overrides[0].tagOverrides.a",
+            "value must be set when operation is UPSERT",
+        ),
+        (
+            "$.spec.metrics[0].overrides[0].tagOverrides.b.value",
+            "value must not be set when operation is REMOVE",
+        ),
+        (
+            "$.spec.tracing[0].customTags.env",
+            "exactly one of literal, environment, header or formatter is required",
+        ),
+    ]
+
+
+def test_request_authentication_is_checked_but_not_served() -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt}
+        spec:
+          jwtRules:
+          - jwksUri: ftp://example.com/jwks
+            jwks: "{}"
+            timeout: 5s
+          - issuer: https://example.com
+            jwksUri: https://example.com/jwks
+        """
+    )
+    assert messages(text) == [
+        ("$.kind", "RequestAuthentication is not implemented yet"),
+        ("$.spec.jwtRules[0]", 'missing required field "issuer"'),
+        ("$.spec.jwtRules[0]", "only one of jwks or jwksUri can be set"),
+        (
+            "$.spec.jwtRules[0].jwksUri",
+            '"ftp://example.com/jwks": the url must have scheme http:// or https://',
+        ),
     ]

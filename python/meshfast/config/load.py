@@ -22,6 +22,49 @@ try:
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
     _Loader = yaml.SafeLoader
 
+_BLANKZ = "\0 \t\r\n\x85\u2028\u2029"
+
+
+class _KubeLoader(yaml.SafeLoader):
+    """PyYAML's loader, reading a ``:`` inside a plain scalar the way Kubernetes does.
+
+    Kubernetes (sigs.k8s.io/yaml, go-yaml) ends a plain scalar at a ``:`` only when a blank
+    follows, in flow collections too: ``[1.2.3.4, 001:db8::]`` is two strings.  libyaml
+    rejects it ("found unexpected ':'"), PyYAML reads ``{001:db8:: null}``.  Only texts that
+    libyaml rejects that way are read again with this (pure Python, slower) loader.
+    """
+
+    def scan_plain(self) -> Any:
+        # PyYAML's Scanner.scan_plain, but for the one condition that ends the scalar at ':'.
+        chunks: list[str] = []
+        start_mark = self.get_mark()
+        end_mark = start_mark
+        indent = self.indent + 1
+        spaces: list[str] = []
+        while self.peek() != "#":
+            length = 0
+            while True:
+                ch = self.peek(length)
+                if (
+                    ch in _BLANKZ
+                    or (ch == ":" and self.peek(length + 1) in _BLANKZ)
+                    or (self.flow_level and ch in ",?[]{}")
+                ):
+                    break
+                length += 1
+            if length == 0:
+                break
+            self.allow_simple_key = False
+            chunks.extend(spaces)
+            chunks.append(self.prefix(length))
+            self.forward(length)
+            end_mark = self.get_mark()
+            spaces = self.scan_plain_spaces(indent, start_mark) or []
+            if not spaces or self.peek() == "#" or (not self.flow_level and self.column < indent):
+                break
+        return yaml.tokens.ScalarToken("".join(chunks), True, start_mark, end_mark)
+
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _LAST = re.compile(r'(\[\d+\]|\["(?:[^"\\]|\\.)*"\]|\.[^.\[]*)$')
 
@@ -137,9 +180,18 @@ def _documents(file: str, node: yaml.Node, data: Any) -> Iterator[Document]:
 
 def parse_text(text: str, source: str) -> tuple[list[Document], list[LoadError]]:
     """Every non-empty document of a multi-document YAML text."""
+    docs, errors = _parse(_Loader, text, source)
+    if _Loader is not _KubeLoader and any("found unexpected ':'" in e.message for e in errors):
+        docs, errors = _parse(_KubeLoader, text, source)
+    return docs, errors
+
+
+def _parse(
+    loader_class: type[Any], text: str, source: str
+) -> tuple[list[Document], list[LoadError]]:
     docs: list[Document] = []
     errors: list[LoadError] = []
-    loader = _Loader(text)
+    loader = loader_class(text)
     try:
         while loader.check_node():
             node = loader.get_node()

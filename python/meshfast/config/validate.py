@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
+from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
 from meshfast.config import duration
 from meshfast.config import registry as reg
@@ -241,9 +242,43 @@ def _protocol(protocol: str | None, path: str) -> Iterator[Issue]:
         yield path, f'unknown protocol "{protocol}" (one of {known})'
 
 
-def _address(address: str, path: str) -> Iterator[Issue]:
-    if address.startswith("unix://"):
-        yield path, "unix domain socket endpoints are not implemented yet"
+# Kubernetes port names (Istio's CRD rule for WorkloadEntry ``ports{}`` keys).
+_PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+def _endpoint(ep: r.WorkloadEntrySpec, path: str) -> Iterator[Issue]:
+    """A WorkloadEntry spec or a ServiceEntry endpoint, by Istio's CRD rules."""
+    address = ep.address
+    if not address:
+        if ep.network is None:
+            yield path, 'missing required field "address" (or "network")'
+        else:
+            yield (
+                f"{path}.network",
+                "an endpoint without address (reached through its network's gateway)"
+                " is not implemented yet",
+            )
+    elif address.startswith("unix://"):
+        socket = address[len("unix://") :]
+        uds_ok = True
+        if not socket.startswith(("/", "@")):
+            uds_ok = False
+            yield f"{path}.address", f'"{address}": UDS must be an absolute path or abstract socket'
+        elif socket.endswith("/"):
+            uds_ok = False
+            yield f"{path}.address", f'"{address}": UDS may not be a dir'
+        if ep.ports:
+            uds_ok = False
+            yield f"{path}.ports", "UDS may not include ports"
+        if uds_ok:
+            yield f"{path}.address", "unix domain socket endpoints are not implemented yet"
+    for name in ep.ports:
+        if len(name) >= 63 or not _PORT_NAME.match(name):
+            yield (
+                child(f"{path}.ports", name),
+                f'port name "{name}" must be at most 62 letters, digits and "-",'
+                " starting and ending with a letter or digit",
+            )
 
 
 def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
@@ -256,12 +291,36 @@ def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
         elif h.strip() == "*":
             yield f"$.spec.hosts[{i}]", 'the host "*" is not allowed'
     seen: set[int] = set()
+    names: set[str] = set()
     for i, port in enumerate(spec.ports):
         if port.number in seen:
             yield f"$.spec.ports[{i}].number", f"duplicate port {port.number}"
         seen.add(port.number)
+        if port.name is not None:
+            if port.name in names:
+                yield f"$.spec.ports[{i}].name", f'duplicate port name "{port.name}"'
+            names.add(port.name)
         yield from _protocol(port.protocol, f"$.spec.ports[{i}].protocol")
     resolution = spec.resolution or "NONE"
+    if resolution not in ("NONE", "STATIC"):
+        for i, a in enumerate(spec.addresses):
+            if "/" in a:
+                yield (
+                    f"$.spec.addresses[{i}]",
+                    f'CIDR address "{a}" is allowed only with resolution NONE or STATIC'
+                    f" (resolution is {resolution})",
+                )
+    if resolution == "NONE" and spec.endpoints:
+        yield "$.spec.endpoints", "resolution NONE cannot have endpoints (use STATIC or DNS)"
+    if resolution == "DNS_ROUND_ROBIN" and len(spec.endpoints) > 1:
+        yield "$.spec.endpoints[1]", "resolution DNS_ROUND_ROBIN allows at most one endpoint"
+    if spec.workload_selector is not None:
+        for k, val in spec.workload_selector.labels.items():
+            if "*" in val:
+                yield (
+                    child("$.spec.workloadSelector.labels", k),
+                    f'"{val}": a wildcard is not supported in a selector',
+                )
     if resolution == "DYNAMIC_DNS":
         yield "$.spec.resolution", "DYNAMIC_DNS is not implemented yet"
     has_endpoints = bool(spec.endpoints) or spec.workload_selector is not None
@@ -273,18 +332,14 @@ def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
                 yield f"$.spec.hosts[{i}]", "a wildcard host with DNS resolution needs endpoints"
     for i, ep in enumerate(spec.endpoints):
         p = f"$.spec.endpoints[{i}]"
-        if not ep.address:
-            yield p, "address is required"
-        yield from _address(ep.address, f"{p}.address")
+        yield from _endpoint(ep, p)
         static = resolution == "STATIC" and not ep.address.startswith("unix://")
         if static and ep.address and not reg.ip_literal(ep.address):
             yield f"{p}.address", f'"{ep.address}" is not an IP address (resolution STATIC)'
 
 
 def _workload_entry(we: r.WorkloadEntry) -> Iterator[Issue]:
-    if not we.spec.address:
-        yield "$.spec", 'missing required field "address"'
-    yield from _address(we.spec.address, "$.spec.address")
+    yield from _endpoint(we.spec, "$.spec")
 
 
 def _sidecar(sc: r.Sidecar) -> Iterator[Issue]:
@@ -381,6 +436,11 @@ _SEMANTIC: dict[type[Any], Any] = {
 }
 
 
+def checks_kind(kind: str) -> bool:
+    """Whether ``validate`` checks the fields of ``kind`` (served, or checked only)."""
+    return kind in r.KINDS or kind in co.CHECKED_ONLY
+
+
 # --- the pipeline -------------------------------------------------------------------------
 
 
@@ -396,6 +456,18 @@ def _name_of(data: object) -> tuple[str, str]:
     )
 
 
+def _api_version(api_version: object, kind: str, versions: frozenset[str]) -> list[Issue]:
+    if api_version is None or api_version in versions:
+        return []
+    return [
+        (
+            "$.apiVersion",
+            f'apiVersion "{api_version}" is not supported for {kind}'
+            f" (use {', '.join(sorted(versions))})",
+        )
+    ]
+
+
 def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issue]]:
     data = doc.data
     issues: list[Issue] = list(doc.problems)
@@ -405,6 +477,16 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
     if not isinstance(kind, str) or not kind:
         issues.append(("$", 'missing required field "kind"'))
         return None, issues
+    checked_only = co.CHECKED_ONLY.get(kind)
+    if checked_only is not None:
+        # Checked like the others, never served: "not implemented yet" whatever else is found.
+        cls, versions, semantic = checked_only
+        issues.append(("$.kind", f"{kind} is not implemented yet"))
+        issues.extend(_api_version(data.get("apiVersion"), kind, versions))
+        check(data, _type_info(cls), "$", issues)
+        if len(issues) == 1 + len(doc.problems):
+            issues.extend(semantic(msgspec.convert(data, cls)))
+        return None, issues
     entry = r.KINDS.get(kind)
     if entry is None:
         if kind in r.ISTIO_KINDS_NOT_IMPLEMENTED:
@@ -413,15 +495,7 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
             issues.append(("$.kind", f"{kind} is not supported"))
         return None, issues
     cls, versions = entry
-    api_version = data.get("apiVersion")
-    if api_version is not None and api_version not in versions:
-        issues.append(
-            (
-                "$.apiVersion",
-                f'apiVersion "{api_version}" is not supported for {kind}'
-                f" (use {', '.join(sorted(versions))})",
-            )
-        )
+    issues.extend(_api_version(data.get("apiVersion"), kind, versions))
     check(data, _type_info(cls), "$", issues)
     if issues:
         return None, issues
