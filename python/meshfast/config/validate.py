@@ -21,7 +21,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from meshfast.config import delegate as dg
-from meshfast.config import duration
+from meshfast.config import duration, failure_rate
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
 from meshfast.config import validate_gateway as vg
@@ -223,6 +223,7 @@ def _virtual_service(vs: r.VirtualService) -> Iterator[Issue]:
 def _destination_rule(dr: r.DestinationRule) -> Iterator[Issue]:
     if not dr.spec.host.strip():
         yield "$.spec.host", "host must not be empty"
+    yield from failure_rate.problems(dr.metadata.annotations)
     yield from vp.traffic_policy(dr.spec.traffic_policy, "$.spec.trafficPolicy")
     seen: set[str] = set()
     for i, s in enumerate(dr.spec.subsets):
