@@ -209,6 +209,16 @@ snapshot = st.builds(
                 max_ejection_percent=st.integers(0, 100),
                 min_health_percent=st.integers(0, 100),
             ),
+            failure_rate=st.none()
+            | st.builds(
+                ir.FailureRateBreaker,
+                threshold=st.floats(0, 1),
+                tau_ms=st.integers(1, 10**6),
+                min_requests=st.integers(0, 2**32 - 1),
+                cool_down_ms=st.integers(1, 10**6),
+                max_cool_down_ms=st.integers(1, 10**6),
+                probes=st.integers(0, 2**32 - 1),
+            ),
             limits=st.none()
             | st.builds(
                 ir.ConnectionLimits,

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from meshfast.config import delegate as delegate_mod
-from meshfast.config import hosts, http_filter, ir, policy
+from meshfast.config import failure_rate, hosts, http_filter, ir, policy
 from meshfast.config import http_route as hr
 from meshfast.config import listeners as listeners_mod
 from meshfast.config import resources as r
@@ -211,6 +211,7 @@ class _Compiler:
                 applied.tls, lambda path: self.source_path(dr, path), self.options.mesh
             ),
             limits=policy.connection_limits(applied.connection_pool),
+            failure_rate=failure_rate.breaker(dr.metadata.annotations) if dr else None,
         )
 
     def source_path(self, dr: r.DestinationRule | None, path: str) -> str:

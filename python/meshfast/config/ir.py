@@ -276,6 +276,20 @@ class ConnectionLimits(msgspec.Struct, frozen=True):
     max_retries: int = UNLIMITED  # http.maxRetries: retries in flight
 
 
+class FailureRateBreaker(msgspec.Struct, frozen=True):
+    """meshfast's failure-rate breaker per endpoint (annotation
+    ``meshfast.io/failure-rate-breaker``): open when the exponentially weighted failure rate
+    (time constant ``tau_ms``) exceeds ``threshold`` with at least ``min_requests`` in the
+    window; cool-down doubling per opening up to ``max_cool_down_ms``; ``probes`` half-open."""
+
+    threshold: float = 0.2
+    tau_ms: int = 10_000
+    min_requests: int = 20
+    cool_down_ms: int = 5_000
+    max_cool_down_ms: int = 300_000
+    probes: int = 3
+
+
 class Cluster(msgspec.Struct, frozen=True):
     name: str
     lb: LbPolicy = "LEAST_REQUEST"
@@ -290,6 +304,7 @@ class Cluster(msgspec.Struct, frozen=True):
     original_dst: bool = False
     tls: UpstreamTls | None = None
     limits: ConnectionLimits | None = None  # connectionPool; None: no limits
+    failure_rate: FailureRateBreaker | None = None  # meshfast extension; None: off
 
 
 class Downstream(msgspec.Struct, frozen=True):

@@ -384,6 +384,40 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     /// Connection-pool limits (DestinationRule `connectionPool`); None: none.
     pub limits: Option<ConnectionLimits>,
+    /// The failure-rate circuit breaker per endpoint (the meshfast extension
+    /// annotation `meshfast.io/failure-rate-breaker`); None: off.
+    pub failure_rate: Option<FailureRateBreaker>,
+}
+
+/// meshfast's failure-rate breaker, per endpoint: an exponentially weighted
+/// failure rate with time constant `tau_ms` (under a sustained failure
+/// fraction p it follows p·(1 − e^(−t/τ))); above `threshold` (with at least
+/// `min_requests` requests in the decayed window) the endpoint gets no
+/// traffic for a cool-down that doubles with each opening up to
+/// `max_cool_down_ms`, then `probes` requests are let through (half-open) and
+/// the breaker closes when they all succeed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FailureRateBreaker {
+    pub threshold: f64,
+    pub tau_ms: u64,
+    pub min_requests: u32,
+    pub cool_down_ms: u64,
+    pub max_cool_down_ms: u64,
+    pub probes: u32,
+}
+
+impl Default for FailureRateBreaker {
+    fn default() -> Self {
+        Self {
+            threshold: 0.2,
+            tau_ms: 10_000,
+            min_requests: 20,
+            cool_down_ms: 5_000,
+            max_cool_down_ms: 300_000,
+            probes: 3,
+        }
+    }
 }
 
 /// Istio's `connectionPool` limits, Envoy's cluster circuit breakers: per

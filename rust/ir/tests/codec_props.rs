@@ -429,6 +429,26 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             max_retries,
         },
     );
+    let failure_rate = (
+        0.0f64..1.0,
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(threshold, tau_ms, min_requests, cool_down_ms, max_cool_down_ms, probes)| {
+                FailureRateBreaker {
+                    threshold,
+                    tau_ms,
+                    min_requests,
+                    cool_down_ms,
+                    max_cool_down_ms,
+                    probes,
+                }
+            },
+        );
     (
         (
             name(),
@@ -451,6 +471,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
         any::<bool>(),
         option::of(tls),
         option::of(limits),
+        option::of(failure_rate),
     )
         .prop_map(
             |(
@@ -461,6 +482,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 original_dst,
                 tls,
                 limits,
+                failure_rate,
             )| Cluster {
                 name,
                 lb,
@@ -473,6 +495,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 original_dst,
                 tls,
                 limits,
+                failure_rate,
             },
         )
 }

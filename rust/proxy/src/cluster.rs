@@ -11,6 +11,7 @@
 //! Time is tokio's: outlier and warmup tests run on paused time.
 
 use crate::breaker::{Breaker, Limits};
+use crate::failure_rate::FailureRate;
 use crate::hashing::HashRt;
 use crate::stats::{self, Counters, Scope};
 use crate::upstream_tls::UpstreamTlsRt;
@@ -72,6 +73,8 @@ pub struct EndpointState {
     times_ejected: AtomicU32,
     /// When this endpoint joined the cluster (warmup starts here).
     added_ms: u64,
+    /// The failure-rate breaker (used when the cluster configures one).
+    failure_rate: Mutex<FailureRate>,
 }
 
 impl EndpointState {
@@ -83,6 +86,7 @@ impl EndpointState {
             ejected_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
             added_ms: now_ms(),
+            failure_rate: Mutex::new(FailureRate::new(Instant::now())),
         }
     }
 
@@ -159,6 +163,8 @@ pub struct ClusterRt {
     pub original_dst: bool,
     /// TLS origination (DestinationRule `tls`).
     pub tls: Option<UpstreamTlsRt>,
+    /// The failure-rate breaker's settings (its state is per endpoint).
+    failure_rate: Option<ir::FailureRateBreaker>,
     /// Connection-pool limits; their gauges live in `stats` (across swaps).
     pub limits: Limits,
     pub stats: Arc<Counters>,
@@ -241,6 +247,7 @@ impl ClusterRt {
                 .transpose()?,
             endpoints,
             limits: Limits::from_ir(c.limits.as_ref()),
+            failure_rate: c.failure_rate.clone(),
             stats: registry.get(Scope::Cluster, &c.name),
         })
     }
@@ -284,7 +291,11 @@ impl ClusterRt {
 
     fn pick_in(&self, levels: &[Level]) -> Option<usize> {
         // The common case: one level, no health or warmup to consider.
-        if levels.len() == 1 && self.outlier.is_none() && self.warmup.is_none() {
+        if levels.len() == 1
+            && self.outlier.is_none()
+            && self.warmup.is_none()
+            && self.failure_rate.is_none()
+        {
             let level = &levels[0];
             let j = level
                 .selector
@@ -292,11 +303,13 @@ impl ClusterRt {
             return level.members.get(j).copied();
         }
         let now = now_ms();
+        let instant = Instant::now();
+        let open = |i: usize| !self.breaker_available(i, instant);
         for level in levels {
             let healthy = level
                 .members
                 .iter()
-                .filter(|&&i| !self.endpoints[i].state.ejected(now))
+                .filter(|&&i| !self.endpoints[i].state.ejected(now) && !open(i))
                 .count();
             let panic = self.outlier.as_ref().is_some_and(|o| {
                 o.min_health_percent > 0
@@ -305,7 +318,7 @@ impl ClusterRt {
             if healthy == 0 && !panic {
                 continue;
             }
-            let usable = |i: usize| panic || !self.endpoints[i].state.ejected(now);
+            let usable = |i: usize| panic || (!self.endpoints[i].state.ejected(now) && !open(i));
             for _ in 0..PICK_ATTEMPTS {
                 let j = level
                     .selector
@@ -320,10 +333,11 @@ impl ClusterRt {
         None
     }
 
-    /// The hashed endpoint, unless it is ejected (then the balancer decides).
+    /// The hashed endpoint, unless it is ejected or its failure-rate breaker
+    /// is open (then the balancer decides).
     pub fn pick_hashed(&self, hash: u64) -> Option<usize> {
         let i = self.hash.as_ref()?.table.pick(hash)?;
-        if self.endpoints[i].state.ejected(now_ms()) {
+        if self.endpoints[i].state.ejected(now_ms()) || !self.breaker_available(i, Instant::now()) {
             return self.pick_index();
         }
         Some(i)
@@ -339,9 +353,46 @@ impl ClusterRt {
         factor >= 1.0 || fastrand::f64() < factor
     }
 
+    /// Whether endpoint `i`'s failure-rate breaker would let a request
+    /// through now (always, without a breaker). Takes no probe.
+    fn breaker_available(&self, i: usize, now: Instant) -> bool {
+        let Some(c) = &self.failure_rate else {
+            return true;
+        };
+        self.endpoints[i]
+            .state
+            .failure_rate
+            .lock()
+            .available(c, now)
+    }
+
+    /// Takes endpoint `i` for a request as its failure-rate breaker allows:
+    /// false when it is open, or half-open with all its probes out.
+    pub fn admit(&self, i: usize) -> bool {
+        let Some(c) = &self.failure_rate else {
+            return true;
+        };
+        let Some(e) = self.endpoints.get(i) else {
+            return false;
+        };
+        e.state.failure_rate.lock().admit(c, Instant::now())
+    }
+
+    /// Outlier detection and the failure-rate breaker hear how a try went.
+    pub fn record(&self, i: usize, health: Health) {
+        if let (Some(c), Some(e)) = (&self.failure_rate, self.endpoints.get(i)) {
+            let failed = !matches!(health, Health::Success);
+            e.state
+                .failure_rate
+                .lock()
+                .record(c, failed, Instant::now());
+        }
+        self.record_outlier(i, health);
+    }
+
     /// Outlier detection: count a try's result against its endpoint and eject
     /// it when a failure streak reaches a threshold.
-    pub fn record(&self, i: usize, health: Health) {
+    fn record_outlier(&self, i: usize, health: Health) {
         let Some(o) = &self.outlier else {
             return;
         };
@@ -398,6 +449,17 @@ impl ClusterRt {
         s.consecutive_5xx.store(0, Relaxed);
         s.consecutive_gateway.store(0, Relaxed);
         self.stats.ejections.fetch_add(1, Relaxed);
+    }
+
+    /// `/clusters`' view of endpoint `i`'s failure-rate breaker; None without one.
+    pub fn breaker_json(&self, i: usize) -> Option<serde_json::Value> {
+        let c = self.failure_rate.as_ref()?;
+        let b = self.endpoints.get(i)?.state.failure_rate.lock();
+        Some(serde_json::json!({
+            "state": b.state().name(),
+            "failure_rate": b.rate(c),
+            "openings": b.openings(),
+        }))
     }
 
     pub fn health_json(&self, i: usize) -> &'static str {

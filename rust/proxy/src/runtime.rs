@@ -480,7 +480,8 @@ impl Runtime {
         self.listeners.get(id).and_then(Option::as_ref)
     }
 
-    /// `/clusters`: endpoints, weights and live in-flight counts.
+    /// `/clusters`: endpoints, weights, live in-flight counts, health and
+    /// (with a failure-rate breaker) each endpoint's breaker state and rate.
     pub fn clusters_json(&self) -> String {
         let clusters: Vec<serde_json::Value> = self
             .clusters
@@ -490,13 +491,19 @@ impl Runtime {
                     "name": c.name,
                     "protocol": format!("{:?}", c.protocol).to_lowercase(),
                     "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
-                    "endpoints": c.endpoints.iter().enumerate().map(|(i, e)| serde_json::json!({
-                        "address": e.address,
-                        "weight": e.weight,
-                        "priority": e.priority,
-                        "rq_active": e.load.get(),
-                        "health": c.health_json(i),
-                    })).collect::<Vec<_>>(),
+                    "endpoints": c.endpoints.iter().enumerate().map(|(i, e)| {
+                        let mut json = serde_json::json!({
+                            "address": e.address,
+                            "weight": e.weight,
+                            "priority": e.priority,
+                            "rq_active": e.load.get(),
+                            "health": c.health_json(i),
+                        });
+                        if let Some(b) = c.breaker_json(i) {
+                            json["breaker"] = b;
+                        }
+                        json
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();

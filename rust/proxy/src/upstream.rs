@@ -1,6 +1,7 @@
 //! Upstream selection: the one place that picks an endpoint of a cluster —
 //! for HTTP tries, TCP connections and mirrors alike — holds its in-flight
-//! count while it is used, and hears how the use went (outlier detection).
+//! count while it is used, and hears how the use went (outlier detection and
+//! the failure-rate breaker, `crate::failure_rate`).
 //! Connection-pool limits (the cluster's circuit breakers) apply in
 //! [`Target::send`]'s pool and around each try (`crate::breaker`).
 
@@ -39,7 +40,18 @@ pub struct Target<'a> {
 /// An endpoint of `cluster`: by hash when there is one, else by the balancer
 /// from the lowest priority with a healthy endpoint. None: no healthy endpoint.
 pub fn select<'a>(cluster: &'a ClusterRt, pick: Pick) -> Option<Target<'a>> {
-    let index = choose(cluster, pick)?;
+    let mut index = choose(cluster, pick)?;
+    // The choice skipped open failure-rate breakers; taking the endpoint
+    // takes a probe when half-open, which a concurrent request may have
+    // taken first: choose again then.
+    let mut attempts = 0;
+    while !cluster.admit(index) {
+        attempts += 1;
+        if attempts > HOST_SELECTION_ATTEMPTS {
+            return None;
+        }
+        index = choose(cluster, pick)?;
+    }
     let endpoint = cluster.endpoints.get(index)?;
     Some(Target {
         cluster,

@@ -171,3 +171,79 @@ async fn an_ejection_lasts_its_time_and_grows_with_each_one_on_paused_time() {
     step(2).await;
     assert_eq!(c.health_json(0), "HEALTHY");
 }
+
+fn breaker_cluster(states: &EndpointStates) -> ClusterRt {
+    let ir = ir::Cluster {
+        name: "c".into(),
+        lb: ir::LbPolicy::RoundRobin,
+        endpoints: ["10.0.0.1:80", "10.0.0.2:80"]
+            .iter()
+            .map(|a| ir::Endpoint {
+                address: (*a).into(),
+                weight: 1,
+                ..Default::default()
+            })
+            .collect(),
+        failure_rate: Some(ir::FailureRateBreaker {
+            threshold: 0.5,
+            tau_ms: 1_000,
+            min_requests: 5,
+            cool_down_ms: 1_000,
+            max_cool_down_ms: 10_000,
+            probes: 2,
+        }),
+        ..Default::default()
+    };
+    ClusterRt::build(&ir, &stats::Registry::default(), states).expect("build")
+}
+
+fn breaker_state(c: &ClusterRt, i: usize) -> String {
+    c.breaker_json(i).expect("a breaker")["state"]
+        .as_str()
+        .expect("state")
+        .to_owned()
+}
+
+/// Fails endpoint `i` every 10 ms until its breaker opens.
+async fn open(c: &ClusterRt, i: usize) {
+    for _ in 0..1_000 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        c.record(i, Health::LocalFailure);
+        if breaker_state(c, i) == "OPEN" {
+            return;
+        }
+    }
+    panic!("never opened");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_takes_its_endpoint_out_of_selection_across_swaps() {
+    use crate::upstream::{select, Pick};
+    let states = EndpointStates::default();
+    let c = breaker_cluster(&states);
+    open(&c, 0).await;
+    assert!((0..100).all(|_| c.pick_index() == Some(1)));
+    // A config swap keeps the state (EndpointStates outlives snapshots).
+    let c = breaker_cluster(&states);
+    assert_eq!(breaker_state(&c, 0), "OPEN");
+    assert!((0..100).all(|_| c.pick_index() == Some(1)));
+    // Both open: no endpoint at all.
+    open(&c, 1).await;
+    assert_eq!(c.pick_index(), None);
+    assert!(select(&c, Pick::default()).is_none());
+    // After the cool-down: half-open, at most two probes each, then none.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let probes: Vec<_> = (0..10)
+        .filter_map(|_| select(&c, Pick::default()))
+        .map(|t| t.index)
+        .collect();
+    assert_eq!(probes.len(), 4, "{probes:?}");
+    assert_eq!(breaker_state(&c, 0), "HALF_OPEN");
+    c.record(0, Health::Success);
+    c.record(0, Health::Success);
+    assert_eq!(breaker_state(&c, 0), "CLOSED");
+    c.record(1, Health::ServerError(503));
+    assert_eq!(breaker_state(&c, 1), "OPEN");
+    assert_eq!(c.breaker_json(1).expect("breaker")["openings"], 2);
+    assert!((0..100).all(|_| c.pick_index() == Some(0)));
+}
