@@ -190,7 +190,11 @@ fn forbidden_trailers_are_400_close_the_connection_and_never_eject_the_endpoint(
     let up = h.upstream("up", 200);
     strict(&h, &up);
     let addr = h.addr(HTTP);
-    for trailer in ["Content-Length: 5", "Transfer-Encoding: chunked", "Host: evil"] {
+    for trailer in [
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "Host: evil",
+    ] {
         let raw = format!(
             "POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n\
              5\r\nhello\r\n0\r\n{trailer}\r\n\r\nGET /probe HTTP/1.1\r\nHost: svc\r\n\r\n"
