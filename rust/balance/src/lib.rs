@@ -5,9 +5,11 @@
 //! callers' in-flight counts) is atomic.
 
 mod consistent;
+mod ewma;
 mod weighted;
 
 pub use consistent::{key_hash, HashTable};
+pub use ewma::PeakEwma;
 pub use weighted::Wrr;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +20,15 @@ pub enum Policy {
     /// Power of two choices over in-flight requests (Envoy's and Istio's default).
     LeastRequest,
     Random,
+    /// Power of two choices over peak-EWMA latency × (in-flight + 1), as
+    /// Linkerd balances: the caller's `load(i)` reports that product
+    /// ([`PeakEwma::load`]); the choice itself is `LeastRequest`'s.
+    PeakEwma,
 }
 
-/// Picks an endpoint index. `load(i)` reports endpoint i's in-flight requests
-/// (only `LeastRequest` asks).
+/// Picks an endpoint index. `load(i)` reports endpoint i's load: in-flight
+/// requests for `LeastRequest`, the peak-EWMA load for `PeakEwma` (only
+/// those two ask).
 #[derive(Debug)]
 pub struct Selector {
     policy: Policy,
@@ -60,7 +67,7 @@ impl Selector {
             n => Some(match self.policy {
                 Policy::RoundRobin => self.wrr.next(),
                 Policy::Random => self.random(n),
-                Policy::LeastRequest => {
+                Policy::LeastRequest | Policy::PeakEwma => {
                     let a = self.random(n);
                     let mut b = self.random(n);
                     if a == b {

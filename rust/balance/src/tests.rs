@@ -86,3 +86,51 @@ fn empty_and_single() {
         Some(0)
     );
 }
+
+const TAU: f64 = 10e9;
+const MS: f64 = 1e6;
+
+#[test]
+fn peak_ewma_jumps_to_a_slower_rtt_at_once() {
+    let mut e = PeakEwma::new(30.0 * MS, 0);
+    e.observe(2.0 * MS, 0, TAU);
+    // Δt = 0: the old estimate keeps all its weight.
+    assert!((e.cost(0, TAU) - 30.0 * MS).abs() < 1.0);
+    e.observe(50.0 * MS, 1_000, TAU);
+    assert_eq!(e.cost(1_000, TAU), 50.0 * MS);
+}
+
+#[test]
+fn peak_ewma_decays_toward_a_faster_rtt_by_the_closed_form() {
+    let mut e = PeakEwma::new(30.0 * MS, 0);
+    e.observe(100.0 * MS, 0, TAU);
+    let dt = 5_000_000_000u64; // 5 s, half of τ
+    e.observe(10.0 * MS, dt, TAU);
+    let w = (-(dt as f64) / TAU).exp();
+    let expected = 100.0 * MS * w + 10.0 * MS * (1.0 - w);
+    assert!((e.cost(dt, TAU) - expected).abs() < 1.0, "{}", e.cost(dt, TAU));
+    // Far later it has all but forgotten the peak.
+    let later = dt + 100_000_000_000;
+    e.observe(10.0 * MS, later, TAU);
+    assert!((e.cost(later, TAU) - 10.0 * MS).abs() < 0.01 * MS);
+}
+
+#[test]
+fn peak_ewma_load_scales_with_in_flight() {
+    let e = PeakEwma::new(2.0 * MS, 0);
+    assert_eq!(e.load(0, 0, TAU), 2_000_000);
+    assert_eq!(e.load(4, 0, TAU), 10_000_000);
+}
+
+#[test]
+fn p2c_over_peak_ewma_picks_the_lower_load() {
+    let s = Selector::new(Policy::PeakEwma, &[1, 1]);
+    // Two endpoints: both are always the candidates, the cheaper one wins.
+    for _ in 0..100 {
+        assert_eq!(s.pick(|i| [20_000_000, 2_000_000][i]), Some(1));
+    }
+    // Among three, the dearest one is never chosen (it loses every pair).
+    let s = Selector::new(Policy::PeakEwma, &[1, 1, 1]);
+    let c = counts(3, 600, || s.pick(|i| [2, 3, 20][i]).expect("pick"));
+    assert_eq!(c[2], 0, "{c:?}");
+}
