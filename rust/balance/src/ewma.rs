@@ -13,6 +13,9 @@ pub struct PeakEwma {
     cost_ns: f64,
     /// When the estimate was last updated (caller's clock, ns).
     stamp_ns: u64,
+    /// Whether a response was seen: the first one replaces the default
+    /// outright, so a fast endpoint is not held at the default RTT for τ.
+    seen: bool,
 }
 
 // === impl PeakEwma ===
@@ -24,6 +27,7 @@ impl PeakEwma {
         Self {
             cost_ns: default_rtt_ns,
             stamp_ns: now_ns,
+            seen: false,
         }
     }
 
@@ -33,11 +37,12 @@ impl PeakEwma {
         self.cost_ns * decay(now_ns.saturating_sub(self.stamp_ns), tau_ns)
     }
 
-    /// A response after `rtt_ns` at `now_ns`: a slower one replaces the
-    /// estimate (the peak); a faster one is blended in with weight
-    /// `1 − e^(−Δt/τ)`, Δt the time since the last update.
+    /// A response after `rtt_ns` at `now_ns`: the first one, or a slower
+    /// one, replaces the estimate (the peak); a faster one is blended in with
+    /// weight `1 − e^(−Δt/τ)`, Δt the time since the last update.
     pub fn observe(&mut self, rtt_ns: f64, now_ns: u64, tau_ns: f64) {
-        if rtt_ns > self.cost_ns {
+        if !self.seen || rtt_ns > self.cost_ns {
+            self.seen = true;
             self.cost_ns = rtt_ns;
         } else {
             let w = decay(now_ns.saturating_sub(self.stamp_ns), tau_ns);

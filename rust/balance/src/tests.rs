@@ -93,9 +93,13 @@ const MS: f64 = 1e6;
 #[test]
 fn peak_ewma_jumps_to_a_slower_rtt_at_once() {
     let mut e = PeakEwma::new(30.0 * MS, 0);
+    assert_eq!(e.cost(0, TAU), 30.0 * MS);
+    // The first response replaces the default outright.
     e.observe(2.0 * MS, 0, TAU);
-    // Δt = 0: the old estimate keeps all its weight.
-    assert!((e.cost(0, TAU) - 30.0 * MS).abs() < 1.0);
+    assert_eq!(e.cost(0, TAU), 2.0 * MS);
+    // Later faster ones blend: Δt = 0, the old estimate keeps all its weight.
+    e.observe(1.0 * MS, 0, TAU);
+    assert_eq!(e.cost(0, TAU), 2.0 * MS);
     e.observe(50.0 * MS, 1_000, TAU);
     assert_eq!(e.cost(1_000, TAU), 50.0 * MS);
 }

@@ -351,6 +351,9 @@ pub enum LbPolicy {
     #[default]
     LeastRequest,
     Random,
+    /// meshfast extension (DestinationRule annotation `meshfast.io/load-balancer`):
+    /// power of two choices over peak-EWMA latency × (in-flight + 1), as Linkerd.
+    PeakEwma,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

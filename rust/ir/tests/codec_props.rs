@@ -455,7 +455,8 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             prop_oneof![
                 Just(LbPolicy::RoundRobin),
                 Just(LbPolicy::LeastRequest),
-                Just(LbPolicy::Random)
+                Just(LbPolicy::Random),
+                Just(LbPolicy::PeakEwma)
             ],
             prop_oneof![
                 Just(UpstreamProtocol::Http1),

@@ -15,7 +15,7 @@ use crate::failure_rate::FailureRate;
 use crate::hashing::HashRt;
 use crate::stats::{self, Counters, Scope};
 use crate::upstream_tls::UpstreamTlsRt;
-use meshfast_balance::{Load, Policy, Selector};
+use meshfast_balance::{Load, PeakEwma, Policy, Selector};
 use meshfast_ir as ir;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -28,6 +28,10 @@ use tokio::time::Instant;
 const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// Picks tried before scanning for any healthy, warm endpoint.
 const PICK_ATTEMPTS: usize = 8;
+/// PEAK_EWMA: the cost of an endpoint not yet heard from (Linkerd's default RTT).
+const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// PEAK_EWMA: the decay's time constant τ (Linkerd's default).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -62,6 +66,17 @@ fn now_ms() -> u64 {
     u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Nanoseconds on the same clock as [`now_ms`] (PEAK_EWMA's clock).
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let epoch = Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now));
+    u64::try_from(Instant::now().saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn tau_ns() -> f64 {
+    EWMA_DECAY.as_nanos() as f64
+}
+
 /// What the data path knows about one endpoint across snapshots.
 #[derive(Debug)]
 pub struct EndpointState {
@@ -75,6 +90,8 @@ pub struct EndpointState {
     added_ms: u64,
     /// The failure-rate breaker (used when the cluster configures one).
     failure_rate: Mutex<FailureRate>,
+    /// PEAK_EWMA's latency estimate (used when the cluster balances so).
+    ewma: Mutex<PeakEwma>,
 }
 
 impl EndpointState {
@@ -87,6 +104,10 @@ impl EndpointState {
             times_ejected: AtomicU32::new(0),
             added_ms: now_ms(),
             failure_rate: Mutex::new(FailureRate::new(Instant::now())),
+            ewma: Mutex::new(PeakEwma::new(
+                EWMA_DEFAULT_RTT.as_nanos() as f64,
+                now_ns(),
+            )),
         }
     }
 
@@ -165,6 +186,8 @@ pub struct ClusterRt {
     pub tls: Option<UpstreamTlsRt>,
     /// The failure-rate breaker's settings (its state is per endpoint).
     failure_rate: Option<ir::FailureRateBreaker>,
+    /// PEAK_EWMA: tries are timed and the balancer weighs latency.
+    pub peak_ewma: bool,
     /// Connection-pool limits; their gauges live in `stats` (across swaps).
     pub limits: Limits,
     pub stats: Arc<Counters>,
@@ -202,6 +225,7 @@ impl ClusterRt {
             ir::LbPolicy::RoundRobin => Policy::RoundRobin,
             ir::LbPolicy::LeastRequest => Policy::LeastRequest,
             ir::LbPolicy::Random => Policy::Random,
+            ir::LbPolicy::PeakEwma => Policy::PeakEwma,
         };
         let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
         priorities.sort_unstable();
@@ -248,6 +272,7 @@ impl ClusterRt {
             endpoints,
             limits: Limits::from_ir(c.limits.as_ref()),
             failure_rate: c.failure_rate.clone(),
+            peak_ewma: policy == Policy::PeakEwma,
             stats: registry.get(Scope::Cluster, &c.name),
         })
     }
@@ -297,9 +322,7 @@ impl ClusterRt {
             && self.failure_rate.is_none()
         {
             let level = &levels[0];
-            let j = level
-                .selector
-                .pick(|j| self.endpoints[level.members[j]].load.get())?;
+            let j = self.pick_member(level)?;
             return level.members.get(j).copied();
         }
         let now = now_ms();
@@ -320,9 +343,7 @@ impl ClusterRt {
             }
             let usable = |i: usize| panic || (!self.endpoints[i].state.ejected(now) && !open(i));
             for _ in 0..PICK_ATTEMPTS {
-                let j = level
-                    .selector
-                    .pick(|j| self.endpoints[level.members[j]].load.get())?;
+                let j = self.pick_member(level)?;
                 let i = level.members[j];
                 if usable(i) && self.warm_enough(i, now) {
                     return Some(i);
@@ -331,6 +352,42 @@ impl ClusterRt {
             return level.members.iter().copied().find(|&i| usable(i));
         }
         None
+    }
+
+    /// One pick of `level`'s balancer: an index into its members. Only a
+    /// PEAK_EWMA cluster reads the clock and the latency estimates.
+    fn pick_member(&self, level: &Level) -> Option<usize> {
+        if !self.peak_ewma {
+            return level
+                .selector
+                .pick(|j| self.endpoints[level.members[j]].load.get());
+        }
+        let (now, tau) = (now_ns(), tau_ns());
+        level.selector.pick(|j| {
+            let e = &self.endpoints[level.members[j]];
+            e.state.ewma.lock().load(e.load.get(), now, tau)
+        })
+    }
+
+    /// PEAK_EWMA hears how long endpoint `i` took to answer (send to
+    /// response headers). Nothing for other clusters.
+    pub fn observe_rtt(&self, i: usize, rtt: Duration) {
+        if !self.peak_ewma {
+            return;
+        }
+        if let Some(e) = self.endpoints.get(i) {
+            let rtt = rtt.as_nanos() as f64;
+            e.state.ewma.lock().observe(rtt, now_ns(), tau_ns());
+        }
+    }
+
+    /// PEAK_EWMA's current latency estimate of endpoint `i`, in ms.
+    pub fn ewma_ms(&self, i: usize) -> Option<f64> {
+        if !self.peak_ewma {
+            return None;
+        }
+        let e = self.endpoints.get(i)?;
+        Some(e.state.ewma.lock().cost(now_ns(), tau_ns()) / 1e6)
     }
 
     /// The hashed endpoint, unless it is ejected or its failure-rate breaker

@@ -502,6 +502,9 @@ impl Runtime {
                         if let Some(b) = c.breaker_json(i) {
                             json["breaker"] = b;
                         }
+                        if let Some(ms) = c.ewma_ms(i) {
+                            json["ewma_ms"] = serde_json::json!(ms);
+                        }
                         json
                     }).collect::<Vec<_>>(),
                 })

@@ -99,6 +99,13 @@ impl Target<'_> {
         }
     }
 
+    /// PEAK_EWMA hears how long this endpoint took to answer.
+    pub fn observe_rtt(&self, rtt: std::time::Duration) {
+        if let Some(i) = self.index {
+            self.cluster.observe_rtt(i, rtt);
+        }
+    }
+
     /// Sends `req` over a pooled or new connection; `host` is the request's
     /// authority (the SNI when the cluster sets none: Envoy's auto SNI).
     pub async fn send(

@@ -247,3 +247,43 @@ async fn an_open_breaker_takes_its_endpoint_out_of_selection_across_swaps() {
     assert_eq!(c.breaker_json(1).expect("breaker")["openings"], 2);
     assert!((0..100).all(|_| c.pick_index() == Some(0)));
 }
+
+#[test]
+fn peak_ewma_avoids_a_slow_endpoint_and_survives_swaps() {
+    let states = EndpointStates::default();
+    let ir = ir::Cluster {
+        name: "c".into(),
+        lb: ir::LbPolicy::PeakEwma,
+        endpoints: ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+            .iter()
+            .map(|a| ir::Endpoint {
+                address: (*a).into(),
+                weight: 1,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let registry = stats::Registry::default();
+    let c = ClusterRt::build(&ir, &registry, &states).expect("build");
+    assert!(c.peak_ewma);
+    c.observe_rtt(0, Duration::from_millis(2));
+    c.observe_rtt(1, Duration::from_millis(2));
+    c.observe_rtt(2, Duration::from_millis(20));
+    // The first response sets each estimate (no 30 ms default left).
+    assert!((c.ewma_ms(0).expect("ewma") - 2.0).abs() < 0.5);
+    assert!((c.ewma_ms(2).expect("ewma") - 20.0).abs() < 0.5);
+    // Two fast, one slow: the slow one loses every pair it is in.
+    let slow = (0..300).filter(|_| c.pick_index() == Some(2)).count();
+    assert_eq!(slow, 0);
+    // Estimates survive a config swap (kept in EndpointStates).
+    let c = ClusterRt::build(&ir, &registry, &states).expect("swap keeps state");
+    assert!((c.ewma_ms(2).expect("ewma") - 20.0).abs() < 0.5);
+    let other = ir::Cluster {
+        lb: ir::LbPolicy::RoundRobin,
+        ..ir.clone()
+    };
+    let rr = ClusterRt::build(&other, &registry, &states).expect("build");
+    assert_eq!(rr.ewma_ms(0), None);
+    rr.observe_rtt(0, Duration::from_secs(1)); // ignored: not PEAK_EWMA
+}

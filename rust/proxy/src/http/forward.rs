@@ -217,7 +217,20 @@ impl Tries<'_> {
                 // A streamed body was already sent once: nothing left to retry with.
                 return Err(ResponseFlag::UpstreamConnectionTermination);
             };
+            // Only a PEAK_EWMA cluster reads the clock around a try.
+            let started = self.cluster.peak_ewma.then(tokio::time::Instant::now);
             let attempt = self.attempt(&target, request, req).await;
+            if let Some(started) = started {
+                // Latency to response headers; a per-try timeout counts as slow.
+                if let Attempt::Answered(..)
+                | Attempt::Failed {
+                    outcome: Outcome::Timeout,
+                    ..
+                } = attempt
+                {
+                    target.observe_rtt(started.elapsed());
+                }
+            }
             // The retry before this try (if any) has its outcome.
             drop(retry_slot.take());
             let backoff = match attempt {
