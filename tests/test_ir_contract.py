@@ -183,7 +183,7 @@ snapshot = st.builds(
         st.builds(
             ir.Cluster,
             name=names,
-            lb=st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]),
+            lb=st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "PEAK_EWMA"]),
             protocol=st.sampled_from(["http1", "http2", "tcp"]),
             connect_timeout_ms=st.integers(0, 10**6),
             original_dst=st.booleans(),

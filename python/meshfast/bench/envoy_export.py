@@ -796,7 +796,8 @@ def _cluster(cluster: ir.Cluster) -> Json:
         "name": cluster.name,
         "type": "STRICT_DNS" if names else "STATIC",
         "connect_timeout": _duration(cluster.connect_timeout_ms),
-        "lb_policy": cluster.lb,
+        # Envoy has no peak-EWMA balancer: least request is the nearest.
+        "lb_policy": "LEAST_REQUEST" if cluster.lb == "PEAK_EWMA" else cluster.lb,
         "load_assignment": {"cluster_name": cluster.name, "endpoints": endpoints},
         "circuit_breakers": {"thresholds": [_thresholds(cluster.limits)]},
     }

@@ -27,7 +27,12 @@ __all__ = ["MAXCONN", "Unsupported", "haproxy_config"]
 # HAProxy wants about 2 x maxconn file descriptors; the hard limit here is 20,000.
 MAXCONN = 4096
 
-_BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_REQUEST": "leastconn", "RANDOM": "random"}
+_BALANCE = {
+    "ROUND_ROBIN": "roundrobin",
+    "LEAST_REQUEST": "leastconn",
+    "RANDOM": "random",
+    "PEAK_EWMA": "leastconn",  # HAProxy has no latency-aware balancing
+}
 
 
 class Unsupported(ValueError):

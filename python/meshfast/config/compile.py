@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from meshfast.config import delegate as delegate_mod
-from meshfast.config import failure_rate, hosts, http_filter, ir, policy
+from meshfast.config import failure_rate, hosts, http_filter, ir, load_balancer, policy
 from meshfast.config import http_route as hr
 from meshfast.config import listeners as listeners_mod
 from meshfast.config import resources as r
@@ -197,7 +197,8 @@ class _Compiler:
         )
         return ir.Cluster(
             name=name,
-            lb=policy.LB[lb.simple if lb else None],
+            lb=load_balancer.override(dr.metadata.annotations if dr else None)
+            or policy.LB[lb.simple if lb else None],
             protocol=protocol,
             connect_timeout_ms=policy.connect_timeout_ms(
                 applied.connection_pool, CONNECT_TIMEOUT_MS

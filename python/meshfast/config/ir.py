@@ -12,7 +12,8 @@ from typing import Literal
 import msgspec
 
 MatchKind = Literal["exact", "prefix", "regex"]
-LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]
+# PEAK_EWMA: a meshfast extension (annotation ``meshfast.io/load-balancer``).
+LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "PEAK_EWMA"]
 UpstreamProtocol = Literal["http1", "http2", "tcp"]
 ListenerProtocol = Literal["http", "tcp", "tls"]  # tls: SNI-routed passthrough
 # Istio's meshConfig pathNormalization: how request paths are normalized before routing.

@@ -22,7 +22,7 @@ from msgspec import inspect as mi
 
 from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
-from meshfast.config import duration, failure_rate
+from meshfast.config import duration, failure_rate, load_balancer
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
 from meshfast.config import validate_gateway as vg
@@ -225,6 +225,7 @@ def _destination_rule(dr: r.DestinationRule) -> Iterator[Issue]:
     if not dr.spec.host.strip():
         yield "$.spec.host", "host must not be empty"
     yield from failure_rate.problems(dr.metadata.annotations)
+    yield from load_balancer.problems(dr.metadata.annotations)
     yield from vp.traffic_policy(dr.spec.traffic_policy, "$.spec.trafficPolicy")
     seen: set[str] = set()
     for i, s in enumerate(dr.spec.subsets):
