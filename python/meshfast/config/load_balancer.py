@@ -7,7 +7,7 @@ the choice is an annotation, which Istio ignores — the YAML stays valid Istio:
       annotations:
         meshfast.io/load-balancer: PEAK_EWMA
 
-``PEAK_EWMA`` (the only value): power of two choices over peak-EWMA latency × (in-flight + 1),
+``PEAK_EWMA`` (the only value): power of two choices over peak-EWMA latency * (in-flight + 1),
 as Linkerd balances. Precedence: the annotation replaces ``loadBalancer.simple`` for every
 cluster of the DestinationRule (each subset and port, whatever their own ``simple``);
 ``consistentHash`` still replaces the balancer where it applies, ``PASSTHROUGH`` still sends to

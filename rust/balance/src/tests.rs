@@ -112,7 +112,11 @@ fn peak_ewma_decays_toward_a_faster_rtt_by_the_closed_form() {
     e.observe(10.0 * MS, dt, TAU);
     let w = (-(dt as f64) / TAU).exp();
     let expected = 100.0 * MS * w + 10.0 * MS * (1.0 - w);
-    assert!((e.cost(dt, TAU) - expected).abs() < 1.0, "{}", e.cost(dt, TAU));
+    assert!(
+        (e.cost(dt, TAU) - expected).abs() < 1.0,
+        "{}",
+        e.cost(dt, TAU)
+    );
     // Far later it has all but forgotten the peak.
     let later = dt + 100_000_000_000;
     e.observe(10.0 * MS, later, TAU);

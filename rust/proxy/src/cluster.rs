@@ -104,10 +104,7 @@ impl EndpointState {
             times_ejected: AtomicU32::new(0),
             added_ms: now_ms(),
             failure_rate: Mutex::new(FailureRate::new(Instant::now())),
-            ewma: Mutex::new(PeakEwma::new(
-                EWMA_DEFAULT_RTT.as_nanos() as f64,
-                now_ns(),
-            )),
+            ewma: Mutex::new(PeakEwma::new(EWMA_DEFAULT_RTT.as_nanos() as f64, now_ns())),
         }
     }
 

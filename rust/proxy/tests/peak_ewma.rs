@@ -26,7 +26,11 @@ fn delayed(name: &str, delay_ms: u64) -> Echo {
 /// that the slow endpoint answered under `lb`.
 fn slow_share(lb: ir::LbPolicy) -> f64 {
     let h = Harness::new(2);
-    let upstreams = [delayed("fast-a", 2), delayed("fast-b", 2), delayed("slow", 20)];
+    let upstreams = [
+        delayed("fast-a", 2),
+        delayed("fast-b", 2),
+        delayed("slow", 20),
+    ];
     let addresses: Vec<String> = upstreams.iter().map(|e| e.address().to_string()).collect();
     let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
     let mut c = cluster("c", &refs);
