@@ -92,8 +92,9 @@ class Core:
         """The same counters in Prometheus text format."""
 
     def clusters_json(self) -> str:
-        """Clusters with their endpoints, weights, live request counts, health and (with the
-        failure-rate breaker) each endpoint's breaker state, as JSON."""
+        """Clusters with their endpoints, weights, live request counts, health, (with the
+        failure-rate breaker) each endpoint's breaker state and (with PEAK_EWMA) its latency
+        estimate ``ewma_ms``, as JSON."""
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Stops accepting, lets in-flight requests finish for up to `drain_timeout` seconds,
