@@ -142,3 +142,18 @@ fn p2c_over_peak_ewma_picks_the_lower_load() {
     let c = counts(3, 600, || s.pick(|i| [2, 3, 20][i]).expect("pick"));
     assert_eq!(c[2], 0, "{c:?}");
 }
+
+#[test]
+fn peak_ewma_unused_estimate_decays_toward_zero_on_read() {
+    let mut e = PeakEwma::new(30.0 * MS, 0);
+    e.observe(20.0 * MS, 0, TAU);
+    let dt = 10_000_000_000u64; // one τ
+    let expected = 20.0 * MS * (-1.0f64).exp();
+    assert!(
+        (e.cost(dt, TAU) - expected).abs() < 1.0,
+        "{}",
+        e.cost(dt, TAU)
+    );
+    // Reading changes nothing: the estimate at 0 is still the peak.
+    assert_eq!(e.cost(0, TAU), 20.0 * MS);
+}
