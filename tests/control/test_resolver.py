@@ -138,7 +138,8 @@ async def test_sidecar_resolves_before_the_first_apply_and_repushes_on_change() 
         assert len(core.applied) == 1
 
         fake.answers["backend.internal"] = ("10.0.0.2", "10.0.0.1")
-        await until(lambda: len(core.applied) == 2)
+        # The core hears of it (in a worker thread) before the sidecar records the version.
+        await until(lambda: len(core.applied) == 2 and sidecar.version == 2)
         assert core.applied[1].version == 2
         assert addresses(core.applied[1], API) == ["10.0.0.1:9000", "10.0.0.2:9000"]
         assert sidecar.version == 2
