@@ -336,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a config; one line per problem")
     _add_config(validate)
+    validate.add_argument(
+        "--istio",
+        action="store_true",
+        help="Istio's validity alone: exit 0 for valid Istio that meshfast does not serve yet",
+    )
 
     echo = commands.add_parser("echo", help="a fast built-in upstream for tests and demos")
     echo.add_argument("--listen", required=True, type=_address, metavar="ADDR")
@@ -398,14 +403,23 @@ def _deploy(args: argparse.Namespace, options: CompileOptions | None = None) -> 
 def cmd_validate(args: argparse.Namespace) -> int:
     """What ``run`` would serve, without a core: the same load (filters imported and built),
     compile and dispatcher."""
-    from meshfast.config import ConfigError
+    from meshfast.config import ConfigError, load_config
 
     try:
-        deployment = _deploy(args)
+        if args.istio:
+            config = load_config(args.paths, namespace=args.namespace, istio=True)
+        else:
+            config = _deploy(args).config
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stdout)
         return 1
-    print(f"ok: {len(deployment.config.resources)} resources")
+    except OSError as exc:
+        _die(f"cannot read {exc.filename or args.paths}: {exc.strerror or exc}", 1)
+    _print_problems(config.warnings, sys.stdout)
+    what = "Istio resources valid" if args.istio else "resources"
+    n = len(config.warnings)
+    warned = f", {n} warning{'' if n == 1 else 's'}" if n else ""
+    print(f"ok: {len(config.resources)} {what}{warned}")
     return 0
 
 
@@ -516,6 +530,7 @@ def _deploy_and_start(
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stderr)
         return 1
+    _print_problems(deployment.config.warnings, sys.stderr)
     core = _new_core(core_class, args.workers)
     if deployment.plan:
         return core, deployment, False

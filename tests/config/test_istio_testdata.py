@@ -12,7 +12,9 @@ Here each document goes through ``load_config_text`` alone, with its ``_err`` li
 - a valid document must draw no error: at most "not implemented yet" (Istio-valid config that
   meshfast does not serve yet), and its kind must actually be checked;
 - an invalid document must draw at least one error that is not "not implemented yet", at a
-  FILE:LINE inside the document.
+  FILE:LINE inside the document; where Istio's error names a field (``spec.jwtRules[0].
+  fromHeaders[0].name: Required value``, ``audiences[0] in body should be ...``), one of
+  meshfast's errors names that field too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ CRDS = SAMPLES / "pkg" / "config" / "validation" / "testdata" / "crds"
 _ERR = re.compile(r"^_err:.*$", re.MULTILINE)
 _KIND = re.compile(r"^kind:\s*(\S+)\s*$", re.MULTILINE)
 _NOT_IMPLEMENTED = "not implemented yet"
+# The field an Istio error names: a `spec.…` path, or what comes before "in body".
+_SPEC_PATH = re.compile(r"\bspec((?:\.[A-Za-z]+(?:\[\d+\])?)*)(?::| in body)")
+_IN_BODY = re.compile(r"([A-Za-z]+)(?:\[\d+\])? in body")
 
 # Documents meshfast does not get right yet, by id: strict, so a fix turns them red.
 XFAIL: dict[str, str] = {}
@@ -71,6 +76,26 @@ def test_the_corpus_is_there() -> None:
         assert bool(_ERR.search(doc)) == name.endswith("-invalid.yaml"), param
 
 
+def named_field(err: str) -> str | None:
+    """The field Istio's error names, if it names one (its last path component)."""
+    m = _SPEC_PATH.search(err)
+    if m:
+        last = m.group(1).rsplit(".", 1)[-1] if m.group(1) else "spec"
+        return last.split("[", 1)[0]
+    m = _IN_BODY.search(err)
+    return m.group(1) if m else None
+
+
+def test_the_named_field_is_read_off_istio_errors() -> None:
+    assert named_field("'spec.jwtRules[0].fromHeaders[0].name: Required value'") == "name"
+    assert named_field("'audiences[0] in body should be at least 1 chars long'") == "audiences"
+    assert named_field("spec.portLevelMtls in body should have at least 1 properties") == (
+        "portLevelMtls"
+    )
+    assert named_field("'spec: Required value'") == "spec"
+    assert named_field("portLevelMtls requires selector") is None
+
+
 def _problems(name: str, doc: str) -> list[str]:
     text = _ERR.sub("", doc)
     try:
@@ -89,8 +114,14 @@ def _problems(name: str, doc: str) -> list[str]:
 def test_istio_crd_testdata(name: str, doc: str) -> None:
     problems = _problems(name, doc)
     errors = [p for p in problems if _NOT_IMPLEMENTED not in p]
-    if _ERR.search(doc):
-        assert errors, f"invalid for Istio ({_ERR.search(doc)}), but meshfast says {problems}"
+    err = _ERR.search(doc)
+    if err:
+        assert errors, f"invalid for Istio ({err.group(0)}), but meshfast says {problems}"
+        field = named_field(err.group(0))
+        if field is not None:
+            assert any(field in e.split(": ", 3)[-2] or f'"{field}"' in e for e in errors), (
+                f"Istio names {field!r} ({err.group(0)}); meshfast says {errors}"
+            )
     else:
         assert not errors, errors
         kind = _KIND.search(doc)

@@ -186,27 +186,59 @@ def parse_text(text: str, source: str) -> tuple[list[Document], list[LoadError]]
     return docs, errors
 
 
+_DOCUMENT_START = re.compile(r"^---", re.MULTILINE)
+_NOT_NEWLINE = re.compile(r"[^\n]")
+
+
 def _parse(
     loader_class: type[Any], text: str, source: str
 ) -> tuple[list[Document], list[LoadError]]:
+    """Every document of ``text``; a syntax error loses its own document only: reading goes
+    on at the next ``---`` line, so the problems of the documents after it still come."""
     docs: list[Document] = []
     errors: list[LoadError] = []
+    start = 0
+    while True:
+        resume = _parse_until_error(loader_class, text, source, docs, errors, start)
+        if resume is None:
+            return docs, errors
+        # The rest, where it was: what came before blanked (the marks' lines and columns hold).
+        text = _NOT_NEWLINE.sub(" ", text[:resume]) + text[resume:]
+        start = resume + 1
+
+
+def _parse_until_error(
+    loader_class: type[Any],
+    text: str,
+    source: str,
+    docs: list[Document],
+    errors: list[LoadError],
+    start: int,
+) -> int | None:
+    """Reads documents until the end (None) or a syntax error: then where the next document
+    starts, from the error's line on (a ``---`` that the error ran into starts it) and not
+    before ``start`` (None if none does)."""
     loader = loader_class(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             data = loader.construct_document(node)
             docs.extend(_documents(source, node, data))
+        return None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
+        column = f" (column {mark.column + 1})" if mark is not None else ""
         what = " ".join(str(x) for x in (e.context, e.problem) if x)
-        errors.append(LoadError(source, line, f"YAML syntax error: {what}"))
+        errors.append(LoadError(source, line, f"YAML syntax error{column}: {what}"))
+        line_start = text.rfind("\n", 0, mark.index) + 1 if mark is not None else len(text)
+        following = _DOCUMENT_START.search(text, max(line_start, start))
+        return following.start() if following is not None else None
     except yaml.YAMLError as e:
         errors.append(LoadError(source, 1, f"YAML error: {e}"))
+        return None
     finally:
         loader.dispose()
-    return docs, errors
 
 
 def read_paths(paths: Sequence[str | Path]) -> tuple[list[Document], list[LoadError], list[str]]:

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from meshfast.config.resources import Resource
 
 
+class Unsupported(str):
+    """A problem's message that says meshfast does not serve something Istio accepts.
+
+    A type, not a phrase to search for: ``validate --istio`` (Istio's validity alone) tells
+    these apart from errors by it, so every "not implemented yet" is made with this.
+    """
+
+
+Severity = Literal["error", "unsupported", "warning"]
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One validation problem, pointing at a file, line and field path."""
+    """One validation problem, pointing at a file, line and field path.
+
+    ``severity``: ``error`` (invalid, for Istio too), ``unsupported`` (valid Istio that
+    meshfast does not serve yet: its message is an :class:`Unsupported`), or ``warning``
+    (served, but likely not what was meant: the cross-resource checks of ``istioctl
+    analyze``'s kind).  Left empty, it is read off the message.
+    """
 
     file: str
     line: int
@@ -18,9 +35,16 @@ class Problem:
     name: str
     path: str
     message: str
+    severity: Severity | Literal[""] = ""
+
+    def __post_init__(self) -> None:
+        if not self.severity:
+            unsupported = isinstance(self.message, Unsupported)
+            object.__setattr__(self, "severity", "unsupported" if unsupported else "error")
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.kind}/{self.name}: {self.path}: {self.message}"
+        where = f"{self.file}:{self.line}: " + ("warning: " if self.severity == "warning" else "")
+        return f"{where}{self.kind}/{self.name}: {self.path}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -51,3 +75,4 @@ class Config:
     resources: list[Resource] = field(default_factory=list)
     sources: dict[tuple[str, str, str], str] = field(default_factory=dict)
     filters: dict[tuple[str, str], Any] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)

@@ -508,3 +508,13 @@ ISTIO_KINDS_NOT_IMPLEMENTED = frozenset(
         "WasmPlugin",
     }
 )
+
+# Every Istio kind: what ``validate --istio`` reports problems of.
+ISTIO_KINDS = ISTIO_KINDS_NOT_IMPLEMENTED | {
+    "VirtualService",
+    "DestinationRule",
+    "ServiceEntry",
+    "WorkloadEntry",
+    "Sidecar",
+    "Gateway",
+}

@@ -20,9 +20,9 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
+from meshfast.config import analyze, duration, failure_rate, load_balancer
 from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
-from meshfast.config import duration, failure_rate, load_balancer
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
 from meshfast.config import validate_gateway as vg
@@ -30,13 +30,14 @@ from meshfast.config import validate_http as vh
 from meshfast.config import validate_policy as vp
 from meshfast.config.http_filter import MAX_FILTER_TIMEOUT_MS, FilterLoader, parse_target
 from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
-from meshfast.config.model import Config, ConfigError, Problem
+from meshfast.config.model import Config, ConfigError, Problem, Unsupported
 
 Issue = tuple[str, str]  # (JSON path, message)
 
 _KNOWN_PROTOCOLS = frozenset(
     {"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"}
 )
+GATEWAY_API = "gateway.networking.k8s.io"
 _INBOUND_ENDPOINT = re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|localhost):(\d{1,5})$")
 
 
@@ -120,8 +121,13 @@ def _range(value: float, t: mi.IntType | mi.FloatType) -> str | None:
     return f"must be <= {hi}, got {value}"
 
 
-def check(value: object, t: mi.Type, path: str, out: list[Issue]) -> None:
-    """Append to ``out`` every structural problem of ``value`` against type ``t``."""
+def check(value: object, t: mi.Type, path: str, out: list[Issue], drop: Drop | None = None) -> None:
+    """Append to ``out`` every structural problem of ``value`` against type ``t``; unknown
+    keys also to ``drop``, so that the rest can still be decoded and checked.
+
+    A field meshfast does not implement yet is not dropped that way: the rest of the
+    document may mean something else without it (a Gateway's ``credentialName`` stands for
+    its ``caCertificates``), so its document is not decoded."""
     if isinstance(t, mi.AnyType):
         return
     if isinstance(t, mi.UnionType):
@@ -130,7 +136,7 @@ def check(value: object, t: mi.Type, path: str, out: list[Issue]) -> None:
             return
         for option in options:
             if _accepts(value, option):
-                check(value, option, path, out)
+                check(value, option, path, out, drop)
                 return
         wanted = " or ".join(dict.fromkeys(_expected(x) for x in options))
         out.append((path, f"expected {wanted}, got {_what(value)}"))
@@ -154,7 +160,7 @@ def check(value: object, t: mi.Type, path: str, out: list[Issue]) -> None:
     elif isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
         assert isinstance(value, list)
         for i, item in enumerate(value):
-            check(item, t.item_type, child(path, i), out)
+            check(item, t.item_type, child(path, i), out, drop)
     elif isinstance(t, mi.DictType):
         assert isinstance(value, dict)
         for k, v in value.items():
@@ -162,7 +168,7 @@ def check(value: object, t: mi.Type, path: str, out: list[Issue]) -> None:
             if isinstance(t.key_type, mi.StrType) and not isinstance(k, str):
                 out.append((p, f"keys must be strings, got {_what(k)}"))
                 continue
-            check(v, t.value_type, p, out)
+            check(v, t.value_type, p, out, drop)
     elif isinstance(t, mi.StructType):
         assert isinstance(value, dict)
         fields = {f.encode_name: f for f in t.fields}
@@ -171,16 +177,51 @@ def check(value: object, t: mi.Type, path: str, out: list[Issue]) -> None:
             p = child(path, k)
             f = fields.get(k) if isinstance(k, str) else None
             if f is not None:
-                check(v, f.type, p, out)
-            elif k in not_implemented:
-                out.append((p, "not implemented yet"))
+                check(v, f.type, p, out, drop)
+                continue
+            if k in not_implemented:
+                out.append((p, Unsupported("not implemented yet")))
+                if drop is not None:
+                    drop.add((id(value), None))  # not decodable
             elif t.forbid_unknown_fields:
                 out.append((p, f'unknown field "{k}"'))
+                if drop is not None:
+                    drop.add((id(value), k))
         out.extend(
             (path, f'missing required field "{f.encode_name}"')
             for f in t.fields
             if f.required and f.encode_name not in value
         )
+
+
+# (id of a mapping, key): fields the decoder is not given; key None: not decodable.
+Drop = set[tuple[int, object]]
+
+
+def _without(value: object, drop: Drop) -> object:
+    """``value`` without the fields in ``drop`` (a copy of what changes)."""
+    if isinstance(value, dict):
+        return {k: _without(v, drop) for k, v in value.items() if (id(value), k) not in drop}
+    if isinstance(value, list):
+        return [_without(v, drop) for v in value]
+    return value
+
+
+def _convert(data: object, cls: type[Any], drop: Drop, namespace: str | None = None) -> Any:
+    """The resource of ``data`` without its unknown fields (so that they do not hide the
+    rest's problems), in ``namespace`` if it names none; None when a field not implemented
+    yet is in it, or when what is left cannot be decoded either."""
+    if any(k is None for _, k in drop):
+        return None
+    if drop:
+        data = _without(data, drop)
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if namespace is not None and isinstance(meta, dict) and meta.get("namespace") is None:
+        data = {**data, "metadata": {**meta, "namespace": namespace}}  # type: ignore[dict-item]
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError:
+        return None
 
 
 _TYPE_INFO: dict[type[Any], mi.Type] = {}
@@ -257,8 +298,10 @@ def _endpoint(ep: r.WorkloadEntrySpec, path: str) -> Iterator[Issue]:
         else:
             yield (
                 f"{path}.network",
-                "an endpoint without address (reached through its network's gateway)"
-                " is not implemented yet",
+                Unsupported(
+                    "an endpoint without address (reached through its network's gateway)"
+                    " is not implemented yet"
+                ),
             )
     elif address.startswith("unix://"):
         socket = address[len("unix://") :]
@@ -273,7 +316,8 @@ def _endpoint(ep: r.WorkloadEntrySpec, path: str) -> Iterator[Issue]:
             uds_ok = False
             yield f"{path}.ports", "UDS may not include ports"
         if uds_ok:
-            yield f"{path}.address", "unix domain socket endpoints are not implemented yet"
+            uds = Unsupported("unix domain socket endpoints are not implemented yet")
+            yield f"{path}.address", uds
     for name in ep.ports:
         if len(name) >= 63 or not _PORT_NAME.match(name):
             yield (
@@ -324,7 +368,7 @@ def _service_entry(se: r.ServiceEntry) -> Iterator[Issue]:
                     f'"{val}": a wildcard is not supported in a selector',
                 )
     if resolution == "DYNAMIC_DNS":
-        yield "$.spec.resolution", "DYNAMIC_DNS is not implemented yet"
+        yield "$.spec.resolution", Unsupported("DYNAMIC_DNS is not implemented yet")
     has_endpoints = bool(spec.endpoints) or spec.workload_selector is not None
     if spec.endpoints and spec.workload_selector is not None:
         yield "$.spec.workloadSelector", "workloadSelector and endpoints are mutually exclusive"
@@ -351,9 +395,12 @@ def _sidecar(sc: r.Sidecar) -> Iterator[Issue]:
             yield f"{p}.port", 'missing required field "number"'
         yield from _protocol(ing.port.protocol, f"{p}.port.protocol")
         if ing.default_endpoint is None:
-            yield p, "ingress without defaultEndpoint is not implemented yet"
+            yield p, Unsupported("ingress without defaultEndpoint is not implemented yet")
         elif ing.default_endpoint.startswith("unix://"):
-            yield f"{p}.defaultEndpoint", "unix domain socket endpoints are not implemented yet"
+            yield (
+                f"{p}.defaultEndpoint",
+                Unsupported("unix domain socket endpoints are not implemented yet"),
+            )
         elif not _INBOUND_ENDPOINT.match(ing.default_endpoint):
             yield (
                 f"{p}.defaultEndpoint",
@@ -373,7 +420,9 @@ def _service(svc: r.Service) -> Iterator[Issue]:
         if isinstance(port.target_port, str):
             yield (
                 f"$.spec.ports[{i}].targetPort",
-                f'named targetPort "{port.target_port}" is not implemented yet; use a number',
+                Unsupported(
+                    f'named targetPort "{port.target_port}" is not implemented yet; use a number'
+                ),
             )
         elif port.target_port is not None and not 1 <= port.target_port <= 65535:
             yield (
@@ -480,32 +529,37 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
         issues.append(("$", 'missing required field "kind"'))
         return None, issues
     checked_only = co.CHECKED_ONLY.get(kind)
+    drop: Drop = set()
     if checked_only is not None:
         # Checked like the others, never served: "not implemented yet" whatever else is found.
         cls, versions, semantic = checked_only
-        issues.append(("$.kind", f"{kind} is not implemented yet"))
+        issues.append(("$.kind", Unsupported(f"{kind} is not implemented yet")))
         issues.extend(_api_version(data.get("apiVersion"), kind, versions))
-        check(data, _type_info(cls), "$", issues)
-        if len(issues) == 1 + len(doc.problems):
-            issues.extend(semantic(msgspec.convert(data, cls)))
+        check(data, _type_info(cls), "$", issues, drop)
+        checked = _convert(data, cls, drop)
+        if checked is not None:
+            issues.extend(semantic(checked))
         return None, issues
     entry = r.KINDS.get(kind)
     if entry is None:
         if kind in r.ISTIO_KINDS_NOT_IMPLEMENTED:
-            issues.append(("$.kind", f"{kind} is not implemented yet"))
+            issues.append(("$.kind", Unsupported(f"{kind} is not implemented yet")))
         else:
             issues.append(("$.kind", f"{kind} is not supported"))
         return None, issues
     cls, versions = entry
-    issues.extend(_api_version(data.get("apiVersion"), kind, versions))
-    check(data, _type_info(cls), "$", issues)
-    if issues:
+    api = data.get("apiVersion")
+    if isinstance(api, str) and api.startswith(f"{GATEWAY_API}/"):
+        # The Kubernetes Gateway API's own Gateway: another kind under the same name.
+        issues.append(("$.kind", Unsupported(f"{kind} of {api} is not implemented yet")))
         return None, issues
-    meta = dict(data["metadata"])
-    if meta.get("namespace") is None:
-        meta["namespace"] = namespace
-    resource: r.Resource = msgspec.convert({**data, "metadata": meta}, cls)
-    issues.extend(_SEMANTIC[cls](resource))
+    issues.extend(_api_version(api, kind, versions))
+    check(data, _type_info(cls), "$", issues, drop)
+    # Decoded even with unknown fields (left out), so that every problem of the document is
+    # reported at once, not the first layer's only.
+    resource: r.Resource | None = _convert(data, cls, drop, namespace)
+    if resource is not None:
+        issues.extend(_SEMANTIC[cls](resource))
     return resource, issues
 
 
@@ -515,6 +569,8 @@ def _validate(
     files: list[str],
     namespace: str,
     load_filter: FilterLoader | None = None,
+    *,
+    istio: bool = False,
 ) -> Config:
     problems = [Problem(e.file, e.line, "-", "-", "$", e.message) for e in errors]
     resources: list[r.Resource] = []
@@ -523,7 +579,9 @@ def _validate(
         kind, name = _name_of(doc.data)
         resource, issues = _decode(doc, namespace)
         problems.extend(Problem(doc.file, doc.line_of(p), kind, name, p, m) for p, m in issues)
-        if resource is None or issues:
+        # One with only what meshfast does not serve yet still takes part in the checks
+        # across resources: `validate --istio` judges the whole as Istio would.
+        if resource is None or not all(isinstance(m, Unsupported) for _, m in issues):
             continue
         key = (kind, resource.metadata.namespace, resource.metadata.name)
         first = origins.get(key)
@@ -573,24 +631,38 @@ def _validate(
                     svc.origin[0],
                     svc.origin[2],
                     path,
-                    f"TCP port {port.number} of {svc.fqdn} needs the same listener port as {other}",
+                    Unsupported(
+                        f"TCP port {port.number} of {svc.fqdn} beside {other}: TCP services"
+                        " sharing a port (told apart by address) are not implemented yet"
+                    ),
                 )
             )
 
     problems.extend(
         vg.port_conflicts((doc, res) for doc, res in origins.values() if isinstance(res, r.Gateway))
     )
+    problems.extend(analyze.warnings(origins))
     filters = _load_filters(origins, problems, load_filter)
 
-    if problems:
-        order = {f: i for i, f in enumerate(dict.fromkeys([*files, *(p.file for p in problems)]))}
-        problems.sort(key=lambda p: (order[p.file], p.line))
+    if istio:
+        # Istio's validity alone: its kinds' errors; what meshfast does not serve yet and
+        # the other kinds (a Deployment beside the Istio resources) are not its concern.
+        problems = [p for p in problems if p.severity != "unsupported" and _istio_kind(p.kind)]
+    order = {f: i for i, f in enumerate(dict.fromkeys([*files, *(p.file for p in problems)]))}
+    problems.sort(key=lambda p: (order[p.file], p.line))
+    if any(p.severity != "warning" for p in problems):
         raise ConfigError(problems)
     return Config(
         resources=resources,
         sources={key: doc.file for key, (doc, _) in origins.items()},
         filters=filters,
+        warnings=problems,
     )
+
+
+def _istio_kind(kind: str) -> bool:
+    """An Istio kind, or a problem of no kind (YAML that does not parse)."""
+    return kind in r.ISTIO_KINDS or kind == "-"
 
 
 def load_config(
@@ -599,6 +671,7 @@ def load_config(
     namespace: str = "default",
     texts: Sequence[tuple[str, str]] = (),
     load_filter: FilterLoader | None = None,
+    istio: bool = False,
 ) -> Config:
     """Read and validate files and folders; raises ConfigError with every problem found.
 
@@ -607,6 +680,10 @@ def load_config(
     the HttpFilter resources (``Config.filters``; its problems are reported with the others);
     without it only their ``module:Class`` syntax is checked (``meshfast.deploy.load`` passes
     the filter registry's loader).
+
+    Warnings (``Problem.severity``) do not raise: they are in ``Config.warnings``.
+    ``istio``: Istio's validity alone (``validate --istio``): only errors of Istio kinds
+    raise; what meshfast does not serve yet does not.
     """
     docs, errors, files = read_paths(paths)
     for text, source in texts:
@@ -614,7 +691,7 @@ def load_config(
         docs.extend(more)
         errors.extend(failed)
         files.append(source)
-    return _validate(docs, errors, files, namespace, load_filter)
+    return _validate(docs, errors, files, namespace, load_filter, istio=istio)
 
 
 def load_config_text(
@@ -623,8 +700,9 @@ def load_config_text(
     source: str = "<body>",
     namespace: str = "default",
     load_filter: FilterLoader | None = None,
+    istio: bool = False,
 ) -> Config:
     """Read and validate one multi-document YAML text (a ``POST /config`` body);
-    ``load_filter`` as in :func:`load_config`."""
+    ``load_filter`` and ``istio`` as in :func:`load_config`."""
     docs, errors = parse_text(text, source)
-    return _validate(docs, errors, [source], namespace, load_filter)
+    return _validate(docs, errors, [source], namespace, load_filter, istio=istio)

@@ -15,7 +15,7 @@ from meshfast.config import hosts
 from meshfast.config import resources as r
 from meshfast.config import validate_http as vh
 from meshfast.config.load import child
-from meshfast.config.model import Problem
+from meshfast.config.model import Problem, Unsupported
 from meshfast.config.registry import ip_literal
 
 if TYPE_CHECKING:
@@ -54,10 +54,13 @@ def _tls(server: g.Server, sp: str) -> Iterator[Issue]:
     if protocol not in ("HTTPS", "TLS"):
         return
     if mode in _NOT_YET_MODES:
-        yield child(tp, "mode"), f"tls.mode {mode} is not implemented yet"
+        yield child(tp, "mode"), Unsupported(f"tls.mode {mode} is not implemented yet")
         return
     if protocol == "TLS" and mode in ("SIMPLE", "MUTUAL"):
-        yield child(tp, "mode"), f"tls.mode {mode} on a TLS server is not implemented yet"
+        yield (
+            child(tp, "mode"),
+            Unsupported(f"tls.mode {mode} on a TLS server is not implemented yet"),
+        )
         return
     if mode in ("SIMPLE", "MUTUAL"):
         if not tls.server_certificate:
@@ -70,10 +73,13 @@ def _tls(server: g.Server, sp: str) -> Iterator[Issue]:
     if low in ("TLSV1_0", "TLSV1_1"):
         yield (
             child(tp, "minProtocolVersion"),
-            f"minProtocolVersion {low} is not implemented yet (TLSV1_2 is the lowest)",
+            Unsupported(f"minProtocolVersion {low} is not implemented yet (TLSV1_2 is the lowest)"),
         )
     if high not in (None, "TLS_AUTO", "TLSV1_3"):
-        yield child(tp, "maxProtocolVersion"), f"maxProtocolVersion {high} is not implemented yet"
+        yield (
+            child(tp, "maxProtocolVersion"),
+            Unsupported(f"maxProtocolVersion {high} is not implemented yet"),
+        )
     if (
         low in _VERSION_ORDER
         and high in _VERSION_ORDER
@@ -101,7 +107,7 @@ def gateway(gw: r.Gateway) -> Iterator[Issue]:
             yield from _server_host(h, f"{sp}.hosts[{j}]")
         if server.bind is not None:
             if server.bind.startswith("unix://"):
-                yield f"{sp}.bind", "unix domain socket binds are not implemented yet"
+                yield f"{sp}.bind", Unsupported("unix domain socket binds are not implemented yet")
             elif not ip_literal(server.bind.strip("[]")):
                 yield f"{sp}.bind", f'"{server.bind}" is not an IP address'
         yield from _tls(server, sp)
@@ -180,9 +186,20 @@ def port_conflicts(
             other_gw, j, other = seen
             where = f"{other_gw.metadata.namespace}/{other_gw.metadata.name} servers[{j}]"
             sp = f"$.spec.servers[{i}]"
+            # Terminated and passed-through TLS on one port, or servers on other bind
+            # addresses, are valid Istio (its listener splits them by SNI, or they are two
+            # listeners); meshfast serves one kind of server per port and bind for now.
+            # Plaintext kinds on one port cannot be told apart, by Istio either.
             path, message = "", ""
             other_kind = g.server_kind(other)
-            if kind != other_kind:
+            if kind != other_kind and {kind, other_kind} <= {"https", "tls"}:
+                path = f"{sp}.port.protocol"
+                message = Unsupported(
+                    f"port {number}: {server.port.protocol} ({kind}) beside"
+                    f" {other.port.protocol} ({other_kind}) of {where} on one port"
+                    " is not implemented yet"
+                )
+            elif kind != other_kind:
                 path = f"{sp}.port.protocol"
                 message = (
                     f"port {number}: {server.port.protocol} ({kind}) conflicts with "
@@ -190,13 +207,13 @@ def port_conflicts(
                 )
             elif (server.bind or "") != (other.bind or ""):
                 path = f"{sp}.bind"
-                message = (
-                    f"port {number}: bind {server.bind or '-'} conflicts with"
-                    f" {other.bind or '-'} of {where}"
+                message = Unsupported(
+                    f"port {number}: bind {server.bind or '-'} beside"
+                    f" {other.bind or '-'} of {where} on one port is not implemented yet"
                 )
             elif kind == "https" and _tls_key(server) != _tls_key(other):
                 path = f"{sp}.tls"
-                message = (
+                message = Unsupported(
                     f"port {number}: HTTPS servers with TLS settings different from {where}"
                     " are not implemented yet"
                 )

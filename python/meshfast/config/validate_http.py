@@ -17,6 +17,7 @@ from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
 from meshfast.config.duration import problems as duration_problems
 from meshfast.config.load import child
+from meshfast.config.model import Unsupported
 from meshfast.config.routes import AUTHORITY_HEADERS, GRPC_STATUS, RETRY_ON
 
 Issue = tuple[str, str]  # (JSON path, message)
@@ -93,7 +94,7 @@ def _header_ops(
         for name, value in getattr(ops, key).items():
             p = child(child(path, key), name)
             if request and name.lower() in AUTHORITY_HEADERS and per_destination:
-                yield p, "setting the authority per destination is not implemented yet"
+                yield p, Unsupported("setting the authority per destination is not implemented yet")
                 continue
             yield from _header_name(name, p, authority_ok=request)
             if name.lower() in seen:
@@ -102,8 +103,10 @@ def _header_ops(
             if "%" in value.replace("%%", ""):
                 yield (
                     p,
-                    "header value substitution (%...%) is not implemented yet;"
-                    " write %% for a literal %",
+                    Unsupported(
+                        "header value substitution (%...%) is not implemented yet;"
+                        " write %% for a literal %"
+                    ),
                 )
     for i, name in enumerate(ops.remove):
         yield from _header_name(name, child(child(path, "remove"), i), authority_ok=False)
