@@ -276,3 +276,104 @@ def test_a_yaml_error_loses_its_own_document_only() -> None:
     ]
     # An error on the `---` it resumes at is not read twice, nor forever.
     assert [p.line for p in _config("--- [\n--- [\n---\n")] == [2, 3]
+
+
+UNSERVED_KINDS = """\
+    apiVersion: networking.istio.io/v1
+    kind: WorkloadGroup
+    metadata: {name: wg}
+    spec:
+      template:
+        address: unix://rel
+        ports: {"bad name": 80}
+      probe:
+        httpGet: {port: 0, scheme: FTP}
+        tcpSocket: {port: 80}
+    ---
+    apiVersion: extensions.istio.io/v1alpha1
+    kind: WasmPlugin
+    metadata: {name: wp}
+    spec:
+      url: ftp://x
+      sha256: ABC
+      selector: {matchLabels: {app: a}}
+      targetRefs: [{kind: Gateway, name: g}]
+    ---
+    apiVersion: networking.istio.io/v1alpha3
+    kind: EnvoyFilter
+    metadata: {name: ef}
+    spec:
+      configPatches:
+      - applyTo: HTTP_FILTER
+        match: {context: SIDECAR_INBOUND, listener: {portNumber: 80}, cluster: {service: x}}
+        patch: {operation: MERGE, value: {a: 1}}
+      - applyTo: LATER
+    ---
+    apiVersion: networking.istio.io/v1beta1
+    kind: ProxyConfig
+    metadata: {name: pc}
+    spec:
+      concurrency: -1
+    """
+
+
+def test_every_istio_kind_is_checked_even_unserved() -> None:
+    got = [(p.line, p.path, p.message) for p in _config(UNSERVED_KINDS, istio=True)]
+    assert got == [
+        (6, "$.spec.template.address", "UDS must be an absolute path or abstract socket"),
+        (7, "$.spec.template.ports", "UDS may not include ports"),
+        (7, "$.spec.template.ports", '"bad name" is not a valid port name'),
+        (8, "$.spec.probe", "only one of httpGet, tcpSocket, exec or grpc can be set"),
+        (9, "$.spec.probe.httpGet.port", "port must be between 1-65535"),
+        (9, "$.spec.probe.httpGet.scheme", '"FTP": must be HTTP or HTTPS'),
+        (15, "$.spec", "only one of selector, targetRef or targetRefs can be set"),
+        (16, "$.spec.url", "url must have schema one of [http, https, file, oci]"),
+        (17, "$.spec.sha256", "sha256 must be 64 lowercase hex characters"),
+        (
+            29,
+            "$.spec.configPatches[1].applyTo",
+            "must be one of BOOTSTRAP, CLUSTER, EXTENSION_CONFIG, FILTER_CHAIN, HTTP_FILTER,"
+            " HTTP_ROUTE, INVALID, LISTENER, LISTENER_FILTER, NETWORK_FILTER,"
+            " ROUTE_CONFIGURATION, VIRTUAL_HOST; got 'LATER'",
+        ),
+        (35, "$.spec.concurrency", "must be between 0 and 2147483647, got -1"),
+    ]
+    # Valid ones: only "not implemented yet".
+    valid = """\
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadGroup
+        metadata: {name: wg}
+        spec:
+          metadata: {labels: {app: web}}
+          template: {ports: {http: 8080}, serviceAccount: web}
+          probe: {httpGet: {port: 8080, path: /ready}}
+        ---
+        apiVersion: extensions.istio.io/v1alpha1
+        kind: WasmPlugin
+        metadata: {name: wp}
+        spec:
+          url: oci://registry/plugin:1
+          selector: {matchLabels: {app: web}}
+          phase: AUTHN
+        ---
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: ef}
+        spec:
+          workloadSelector: {labels: {app: web}}
+          configPatches:
+          - applyTo: HTTP_FILTER
+            match: {context: SIDECAR_INBOUND, listener: {portNumber: 8080}}
+            patch: {operation: INSERT_BEFORE, value: {name: x}}
+        ---
+        apiVersion: networking.istio.io/v1beta1
+        kind: ProxyConfig
+        metadata: {name: pc}
+        spec: {concurrency: 2, environmentVariables: {A: b}}
+        """
+    problems = _config(valid)
+    assert [(p.kind, p.path, p.severity) for p in problems] == [
+        (kind, "$.kind", "unsupported")
+        for kind in ("WorkloadGroup", "WasmPlugin", "EnvoyFilter", "ProxyConfig")
+    ]
+    assert _config(valid, istio=True) == []

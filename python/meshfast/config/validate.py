@@ -25,6 +25,7 @@ from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
 from meshfast.config import registry as reg
 from meshfast.config import resources as r
+from meshfast.config import unserved_kinds as uk
 from meshfast.config import validate_gateway as vg
 from meshfast.config import validate_http as vh
 from meshfast.config import validate_policy as vp
@@ -489,7 +490,7 @@ _SEMANTIC: dict[type[Any], Any] = {
 
 def checks_kind(kind: str) -> bool:
     """Whether ``validate`` checks the fields of ``kind`` (served, or checked only)."""
-    return kind in r.KINDS or kind in co.CHECKED_ONLY
+    return kind in r.KINDS or kind in co.CHECKED_ONLY or kind in uk.UNSERVED
 
 
 # --- the pipeline -------------------------------------------------------------------------
@@ -528,7 +529,7 @@ def _decode(doc: Document, namespace: str) -> tuple[r.Resource | None, list[Issu
     if not isinstance(kind, str) or not kind:
         issues.append(("$", 'missing required field "kind"'))
         return None, issues
-    checked_only = co.CHECKED_ONLY.get(kind)
+    checked_only = co.CHECKED_ONLY.get(kind) or uk.UNSERVED.get(kind)
     drop: Drop = set()
     if checked_only is not None:
         # Checked like the others, never served: "not implemented yet" whatever else is found.
