@@ -519,6 +519,7 @@ def test_unknown_kinds() -> None:
     )
     assert [str(p) for p in got] == [
         "t.yaml:2: WorkloadGroup/wg: $.kind: WorkloadGroup is not implemented yet",
+        't.yaml:4: WorkloadGroup/wg: $.spec: missing required field "template"',
         "t.yaml:7: AuthorizationPolicy/deny: $.kind: AuthorizationPolicy is not implemented yet",
         "t.yaml:11: Deployment/web: $.kind: Deployment is not supported",
         't.yaml:14: -/nokind: $: missing required field "kind"',
@@ -684,6 +685,9 @@ def test_every_problem_of_every_document_at_once() -> None:
         (10, "VirtualService", "not implemented yet"),
         (18, "DestinationRule", 'unknown field "bogus"'),
         (20, "WorkloadGroup", "WorkloadGroup is not implemented yet"),
+        (20, "WorkloadGroup", 'missing required field "apiVersion"'),
+        (20, "WorkloadGroup", 'missing required field "metadata"'),
+        (20, "WorkloadGroup", 'missing required field "spec"'),
     ]
 
 
