@@ -370,10 +370,32 @@ def test_every_istio_kind_is_checked_even_unserved() -> None:
         kind: ProxyConfig
         metadata: {name: pc}
         spec: {concurrency: 2, environmentVariables: {A: b}}
+        ---
+        apiVersion: extensions.istio.io/v1alpha1
+        kind: TrafficExtension
+        metadata: {name: te}
+        spec:
+          selector: {matchLabels: {app: web}}
+          lua: {inlineCode: "function envoy_on_request(h) end"}
         """
     problems = _config(valid)
+    kinds = ("WorkloadGroup", "WasmPlugin", "EnvoyFilter", "ProxyConfig", "TrafficExtension")
     assert [(p.kind, p.path, p.severity) for p in problems] == [
-        (kind, "$.kind", "unsupported")
-        for kind in ("WorkloadGroup", "WasmPlugin", "EnvoyFilter", "ProxyConfig")
+        (kind, "$.kind", "unsupported") for kind in kinds
+    ]
+    bad = """        apiVersion: extensions.istio.io/v1alpha1
+        kind: TrafficExtension
+        metadata: {name: te}
+        spec:
+          selector: {matchLabels: {app: web}}
+          targetRefs: [{kind: Gateway, name: g}]
+          wasm: {url: "ftp://x"}
+          lua: {inlineCode: ""}
+        """
+    assert [(p.path, p.message) for p in _config(bad, istio=True)] == [
+        ("$.spec", "only one of targetRefs or selector can be set"),
+        ("$.spec", "exactly one of wasm or lua must be set"),
+        ("$.spec.wasm.url", "url must have schema one of [http, https, file, oci]"),
+        ("$.spec.lua.inlineCode", "must be 1 to 65536 characters long"),
     ]
     assert _config(valid, istio=True) == []

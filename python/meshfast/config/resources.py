@@ -506,6 +506,7 @@ ISTIO_KINDS_NOT_IMPLEMENTED = frozenset(
         "RequestAuthentication",
         "Telemetry",
         "WasmPlugin",
+        "TrafficExtension",
     }
 )
 

@@ -1,11 +1,11 @@
 """The rest of Istio's kinds, checked against their CRD rules and never served: WorkloadGroup,
-ProxyConfig, WasmPlugin, EnvoyFilter.
+ProxyConfig, WasmPlugin, TrafficExtension, EnvoyFilter.
 
 Like :mod:`meshfast.config.checked_only` (whose shared pieces this reuses): a document of
-one of these kinds is checked field by field, then reported as not implemented.  Two of
-them configure Envoy itself (EnvoyFilter patches its xDS, WasmPlugin loads Envoy Wasm
-modules) and have no meaning for meshfast beyond being valid Istio; the rules are the CRD
-schemas' (../shared/istio-api), messages in Istio's words where it has them.
+one of these kinds is checked field by field, then reported as not implemented.  Three of
+them configure Envoy itself (EnvoyFilter patches its xDS, WasmPlugin and TrafficExtension
+load Envoy Wasm or Lua code) and have no meaning for meshfast beyond being valid Istio.  The
+rules are the CRD schemas' (../shared/istio-api), messages in Istio's words where it has them.
 """
 
 from __future__ import annotations
@@ -246,27 +246,87 @@ def wasm_plugin(wp: WasmPlugin) -> Iterator[Issue]:
     if s.target_ref is not None:
         yield from _target_ref(s.target_ref, "$.spec.targetRef")
     yield from _targets(None, s.target_refs, "selector")
+    yield from _wasm(s, "$.spec")
+    for i, m in enumerate(s.match):
+        for j, port in enumerate(m.ports):
+            yield from _port(port.number, f"$.spec.match[{i}].ports[{j}].number")
+
+
+def _wasm(s: WasmPluginSpec | WasmConfig, path: str) -> Iterator[Issue]:
+    """The Wasm module's fields, shared by WasmPlugin and TrafficExtension."""
     if not s.url:
-        yield "$.spec.url", "url must not be empty"
+        yield f"{path}.url", "url must not be empty"
     elif "://" in s.url and not s.url.startswith(_URL_SCHEMES):
-        yield "$.spec.url", "url must have schema one of [http, https, file, oci]"
+        yield f"{path}.url", "url must have schema one of [http, https, file, oci]"
     if not _SHA256.match(s.sha256):
-        yield "$.spec.sha256", "sha256 must be 64 lowercase hex characters"
+        yield f"{path}.sha256", "sha256 must be 64 lowercase hex characters"
     if s.image_pull_secret is not None and not 1 <= len(s.image_pull_secret) <= 253:
-        yield "$.spec.imagePullSecret", "must be 1 to 253 characters long"
+        yield f"{path}.imagePullSecret", "must be 1 to 253 characters long"
     if s.plugin_name is not None and not 1 <= len(s.plugin_name) <= 256:
-        yield "$.spec.pluginName", "must be 1 to 256 characters long"
+        yield f"{path}.pluginName", "must be 1 to 256 characters long"
     env = s.vm_config.env if s.vm_config is not None else ()
     if len(env) > 256:
-        yield "$.spec.vmConfig.env", "at most 256 variables"
+        yield f"{path}.vmConfig.env", "at most 256 variables"
     for i, var in enumerate(env):
-        p = f"$.spec.vmConfig.env[{i}]"
+        p = f"{path}.vmConfig.env[{i}]"
         if not 1 <= len(var.name) <= 256:
             yield f"{p}.name", "must be 1 to 256 characters long"
         if var.value_from == "HOST" and var.value is not None:
             yield f"{p}.value", "value may only be set when valueFrom is INLINE"
         if var.value is not None and len(var.value) > 2048:
             yield f"{p}.value", "must be at most 2048 characters long"
+
+
+# --- TrafficExtension ---------------------------------------------------------------------
+
+
+class WasmConfig(IstioStruct, frozen=True):
+    url: str
+    sha256: str = ""
+    image_pull_policy: Literal["UNSPECIFIED_POLICY", "IfNotPresent", "Always"] | None = None
+    image_pull_secret: str | None = None
+    verification_key: str | None = None
+    plugin_config: dict[str, Any] | None = None
+    plugin_name: str | None = None
+    fail_strategy: Literal["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"] | None = None
+    vm_config: VmConfig | None = None
+    type: Literal["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"] | None = None
+
+
+class LuaConfig(IstioStruct, frozen=True):
+    inline_code: str
+
+
+class TrafficExtensionSpec(IstioStruct, frozen=True):
+    selector: WorkloadSelector | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    phase: Literal["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"] | None = None
+    priority: Int32 | None = None
+    match: tuple[TrafficSelector, ...] = ()
+    wasm: WasmConfig | None = None
+    lua: LuaConfig | None = None
+
+
+class TrafficExtension(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: TrafficExtensionSpec = TrafficExtensionSpec()
+    status: Any = None
+
+
+def traffic_extension(te: TrafficExtension) -> Iterator[Issue]:
+    s = te.spec
+    if s.selector is not None and s.target_refs is not None:
+        yield "$.spec", "only one of targetRefs or selector can be set"
+    yield from _selector(s.selector, "$.spec.selector")
+    yield from _targets(None, s.target_refs, "selector")
+    if (s.wasm is None) == (s.lua is None):
+        yield "$.spec", "exactly one of wasm or lua must be set"
+    if s.wasm is not None:
+        yield from _wasm(s.wasm, "$.spec.wasm")
+    if s.lua is not None and not 1 <= len(s.lua.inline_code) <= 65536:
+        yield "$.spec.lua.inlineCode", "must be 1 to 65536 characters long"
     for i, m in enumerate(s.match):
         for j, port in enumerate(m.ports):
             yield from _port(port.number, f"$.spec.match[{i}].ports[{j}].number")
@@ -440,6 +500,7 @@ ISTIO_VERSIONS: dict[str, frozenset[str]] = {
     "WorkloadGroup": NETWORKING_VERSIONS,
     "ProxyConfig": frozenset({"networking.istio.io/v1beta1"}),
     "WasmPlugin": frozenset({"extensions.istio.io/v1alpha1"}),
+    "TrafficExtension": frozenset({"extensions.istio.io/v1alpha1"}),
     "EnvoyFilter": frozenset({"networking.istio.io/v1alpha3"}),
 }
 
@@ -447,5 +508,10 @@ UNSERVED: dict[str, tuple[type[Any], frozenset[str], Any]] = {
     "WorkloadGroup": (WorkloadGroup, ISTIO_VERSIONS["WorkloadGroup"], workload_group),
     "ProxyConfig": (ProxyConfig, ISTIO_VERSIONS["ProxyConfig"], proxy_config),
     "WasmPlugin": (WasmPlugin, ISTIO_VERSIONS["WasmPlugin"], wasm_plugin),
+    "TrafficExtension": (
+        TrafficExtension,
+        ISTIO_VERSIONS["TrafficExtension"],
+        traffic_extension,
+    ),
     "EnvoyFilter": (EnvoyFilter, ISTIO_VERSIONS["EnvoyFilter"], envoy_filter),
 }
