@@ -1,7 +1,7 @@
 """Type stubs for the Rust core (rust/py). Keep in step with rust/py/src/lib.rs."""
 
 from types import ModuleType
-from typing import Protocol, final
+from typing import Any, Protocol, final
 
 # (name, value) pairs in order; names lowercase.
 HeaderList = list[tuple[str, str]]
@@ -130,6 +130,23 @@ def encode_span_batch(
 def trim_memory() -> bool:
     """Returns the C heap's free pages to the system (glibc ``malloc_trim``); True when
     something was released, False when nothing was or off glibc."""
+
+def explain_route(
+    snapshot: bytes,
+    listener: str,
+    *,
+    method: str,
+    scheme: str,
+    authority: str,
+    target: str,
+    headers: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """The route ``listener`` of the IR ``snapshot`` gives a request, as the workers route it
+    (path normalized, host looked up): ``{"path", "virtual_host", "matched", "routes"}``,
+    ``routes`` the virtual host's routes up to the one taken, each ``{"name", "miss"}`` with
+    the first condition it fails (``uri``, ``method``, ``headers[x-user]``, …; None for the
+    one taken).  ValueError for a listener that is not there or not HTTP, or a bad header;
+    SnapshotError for IR that does not decode."""
 
 def ir_roundtrip(snapshot: bytes) -> bytes:
     """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""

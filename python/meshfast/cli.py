@@ -30,7 +30,6 @@ __all__ = ["build_parser", "main"]
 
 # DESIGN.md commands that exist in the contract but not yet in the code.
 NOT_IMPLEMENTED_COMMANDS = {
-    "explain": "which route matches a request and why",
     "iptables": "traffic-capture rules of a transparent sidecar",
 }
 # `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
@@ -353,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--serve", action="store_true", help="keep everything running until Ctrl-C")
     demo.add_argument("--requests", default=2000, type=_non_negative_int, metavar="N")
 
+    _add_explain(commands)
     _add_bench(commands)
     _add_export_envoy(commands)
     _add_ca(commands)
@@ -780,6 +780,81 @@ def cmd_ca(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "explain", help="which route a request takes and why, with where it goes next"
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "-c",
+        "--config",
+        dest="paths",
+        metavar="PATH",
+        action="extend",
+        nargs="+",
+        help="explain offline, on these config files or folders",
+    )
+    source.add_argument(
+        "--admin",
+        type=_address,
+        metavar="ADDR",
+        help="explain on what a running sidecar serves (its admin API), endpoints live",
+    )
+    p.add_argument(
+        "--request",
+        required=True,
+        metavar="'METHOD URL'",
+        help="the request, e.g. 'GET http://reviews:9080/api?x=1'",
+    )
+    p.add_argument(
+        "-H", "--header", dest="headers", action="append", default=[], metavar="'NAME: VALUE'"
+    )
+    p.add_argument("--listener", metavar="NAME", help="default: outbound")
+    p.add_argument("--namespace", default="default", metavar="NS", help="the sidecar's (-c)")
+    p.add_argument(
+        "--source-labels",
+        type=_labels,
+        default={},
+        metavar="K=V,…",
+        help="the sidecar's labels (-c): sourceLabels matches are decided by them",
+    )
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from meshfast import explain as ex
+    from meshfast.config import CompileOptions, ConfigError
+
+    try:
+        request = ex.Request.parse(args.request, args.headers)
+    except ValueError as exc:
+        _die(str(exc), 2)
+    config = None
+    live = None
+    try:
+        if args.admin is not None:
+            snapshot, live = ex.fetch_live(args.admin)
+        else:
+            options = CompileOptions(namespace=args.namespace, labels=args.source_labels)
+            deployment = _deploy(args, options)
+            snapshot, config = deployment.snapshot, deployment.config
+        answer = ex.explain(
+            snapshot, request, listener=args.listener, config=config, live_clusters=live
+        )
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        _die(f"explain: {exc}", 1)
+    if args.json:
+        print(json.dumps(answer.to_json(), indent=2))
+    else:
+        sys.stdout.write(ex.render(answer))
+    return 0 if answer.route is not None else 3
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     _die(f"`{args.command}` is not implemented yet (see the issues)", 2)
 
@@ -792,6 +867,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "export-envoy": cmd_export_envoy,
+    "explain": cmd_explain,
 }
 
 

@@ -13,6 +13,7 @@ mod cluster;
 mod conn;
 mod downstream;
 pub mod echo;
+pub mod explain;
 mod failure_rate;
 mod filter_body;
 pub mod filters;

@@ -31,6 +31,20 @@ pub fn core_error(message: String) -> PyErr {
     CoreError::new_err(message)
 }
 
+pub fn value_error(message: String) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(message)
+}
+
+/// A question `explain` cannot answer: a listener that is not there or does
+/// not route HTTP (ValueError), or a route table that does not build.
+pub fn from_explain(e: meshfast_proxy::explain::ExplainError) -> PyErr {
+    use meshfast_proxy::explain::ExplainError;
+    match e {
+        ExplainError::NoListener(_) | ExplainError::NotHttp(_) => value_error(e.to_string()),
+        ExplainError::Build(_) => SnapshotError::new_err(e.to_string()),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("SnapshotError", py.get_type::<SnapshotError>())?;

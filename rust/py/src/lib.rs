@@ -4,6 +4,7 @@
 //! the GIL; the data path never takes it.
 
 mod errors;
+mod explain;
 mod filters;
 #[cfg(feature = "cython")]
 mod speedups;
@@ -233,6 +234,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cert_identity, m)?)?;
     m.add_function(wrap_pyfunction!(encode_span_batch, m)?)?;
     m.add_function(wrap_pyfunction!(trim_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(explain::explain_route, m)?)?;
     errors::register(m)?;
     #[cfg(feature = "cython")]
     speedups::register(m)?;

@@ -8,7 +8,7 @@
 mod matcher;
 mod path;
 
-pub use matcher::{RequestHead, RouteMatcher, StringMatcher};
+pub use matcher::{Miss, RequestHead, RouteMatcher, StringMatcher};
 pub use path::{normalize as normalize_path, Normalization};
 
 use std::collections::HashMap;

@@ -155,6 +155,58 @@ impl RouteMatcher {
             && self.headers.iter().all(|h| h.matches(head.headers))
             && self.query.iter().all(|q| q.matches(head.query))
     }
+
+    /// The first condition `head` fails, in the order [`Self::matches`] checks
+    /// them; None when it matches. For `meshfast explain`: off the data path,
+    /// so `matches` stays a plain conjunction.
+    pub fn first_miss(&self, head: &RequestHead<'_>) -> Option<Miss> {
+        let fails = |m: &Option<StringMatcher>, v: &str| m.as_ref().is_some_and(|m| !m.matches(v));
+        if fails(&self.path, head.path) {
+            return Some(Miss::Path);
+        }
+        if fails(&self.method, head.method) {
+            return Some(Miss::Method);
+        }
+        if fails(&self.authority, head.authority) {
+            return Some(Miss::Authority);
+        }
+        if fails(&self.scheme, head.scheme) {
+            return Some(Miss::Scheme);
+        }
+        if let Some(h) = self.headers.iter().find(|h| !h.matches(head.headers)) {
+            return Some(Miss::Header(h.name.to_string()));
+        }
+        if let Some(q) = self.query.iter().find(|q| !q.matches(head.query)) {
+            return Some(Miss::Query(q.name.clone()));
+        }
+        None
+    }
+}
+
+/// The condition a request failed (see [`RouteMatcher::first_miss`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miss {
+    Path,
+    Method,
+    Authority,
+    Scheme,
+    /// The header by that name (absent, or a value that does not match).
+    Header(String),
+    /// The query parameter by that name.
+    Query(String),
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Path => f.write_str("uri"),
+            Self::Method => f.write_str("method"),
+            Self::Authority => f.write_str("authority"),
+            Self::Scheme => f.write_str("scheme"),
+            Self::Header(name) => write!(f, "headers[{name}]"),
+            Self::Query(name) => write!(f, "queryParams[{name}]"),
+        }
+    }
 }
 
 impl HeaderMatcher {

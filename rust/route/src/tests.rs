@@ -320,3 +320,43 @@ fn strip_port_keeps_ipv6_literals() {
     assert_eq!(strip_port("a"), "a");
     assert_eq!(strip_port("[::1]:80"), "[::1]");
 }
+
+#[test]
+fn first_miss_names_the_condition_and_agrees_with_matches() {
+    let m = |mm: ir::RouteMatch| RouteMatcher::build("r", &mm).expect("build");
+    let full = m(ir::RouteMatch {
+        path: sm(ir::MatchKind::Prefix, "/api"),
+        method: sm(ir::MatchKind::Exact, "GET"),
+        headers: vec![ir::HeaderMatch {
+            name: "X-User".into(),
+            value: sm(ir::MatchKind::Exact, "jason"),
+            invert: false,
+        }],
+        query_params: vec![ir::QueryMatch {
+            name: "v".into(),
+            value: None,
+        }],
+        ..Default::default()
+    });
+    let mut jason = http::HeaderMap::new();
+    jason.insert("x-user", http::HeaderValue::from_static("jason"));
+    let none = http::HeaderMap::new();
+    let cases: [(&str, &http::HeaderMap, Option<Miss>); 5] = [
+        ("/api/x?v=1", &jason, None),
+        ("/web?v=1", &jason, Some(Miss::Path)),
+        ("/api/x?v=1", &none, Some(Miss::Header("x-user".into()))),
+        ("/api/x", &jason, Some(Miss::Query("v".into()))),
+        // The first failing condition is the one named, in `matches`' order.
+        ("/web", &none, Some(Miss::Path)),
+    ];
+    for (path, headers, miss) in cases {
+        let h = head("a", path, headers);
+        assert_eq!(full.first_miss(&h), miss, "{path}");
+        assert_eq!(full.matches(&h), miss.is_none(), "{path}");
+    }
+    let mut post = head("a", "/api", &jason);
+    post.method = "POST";
+    assert_eq!(full.first_miss(&post), Some(Miss::Method));
+    assert_eq!(Miss::Header("x-user".into()).to_string(), "headers[x-user]");
+    assert_eq!(Miss::Path.to_string(), "uri");
+}
