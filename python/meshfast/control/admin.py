@@ -1,7 +1,8 @@
 """The admin API's routes (Envoy's paths where one exists).
 
 =====================  ======================================================================
-``GET /``              a plain-text index of these routes
+``GET /``              the live dashboard (``dashboard.html``: polls the JSON routes below)
+``GET /help``          a plain-text index of these routes
 ``GET /ready``         200 ``ready``; 503 ``starting`` or ``draining`` (also ``stopped``)
 ``GET /stats``         the core's counters as JSON
 ``GET /stats/prometheus``  the same in Prometheus text format 0.0.4
@@ -83,7 +84,8 @@ class AdminApi:
         # The routes that take a body, and its media types.
         self.body_types: dict[str, frozenset[str]] = {"/config": CONFIG_TYPES}
         self.routes: dict[str, dict[str, Route]] = {
-            "/": {"GET": self.index},
+            "/": {"GET": self.dashboard},
+            "/help": {"GET": self.index},
             "/ready": {"GET": self.ready},
             "/stats": {"GET": self.stats},
             "/stats/prometheus": {"GET": self.stats_prometheus},
@@ -136,6 +138,13 @@ class AdminApi:
         return await route(request)
 
     # === routes ===
+
+    async def dashboard(self, request: Request) -> Response:
+        """The live dashboard: a static page that polls the JSON routes below."""
+        from importlib.resources import files
+
+        page = files("meshfast.control").joinpath("dashboard.html").read_bytes()
+        return Response(200, page, content_type="text/html; charset=utf-8")
 
     async def index(self, request: Request) -> Response:
         lines = ["meshfast admin", ""]
