@@ -218,6 +218,7 @@ def try_it(*, outbound: str, admin: str) -> str:
         [
             "",
             "Everything keeps running; try (Ctrl-C to stop):",
+            f"  open http://{admin}/ in a browser: the live dashboard",
             f"  curl -s -H 'Host: {HOST}' http://{outbound}/hello",
             f"  curl -s -H 'Host: {HOST}' -H 'end-user: jason' http://{outbound}/hello",
             f"  curl -s http://{admin}/stats/prometheus",
