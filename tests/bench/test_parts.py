@@ -11,6 +11,7 @@ import pytest
 
 from meshfast import deploy
 from meshfast.bench import peers, procs, report
+from meshfast.bench.envoy_export import bootstrap
 from meshfast.bench.haproxy_export import Unsupported, haproxy_config
 from meshfast.bench.harness import entries
 from meshfast.bench.load import parse_h2load, parse_wrk, percentile, wrk_script
@@ -98,9 +99,12 @@ def test_scenarios_compile_for_every_proxy() -> None:
         "large-body",
         "route-table-1000",
         "same-core-latency",
+        "breaker",
         "python-filter",
     ]
     for scenario in SCENARIOS.values():
+        if scenario.failing_endpoint:
+            continue  # test_breaker_scenario
         snapshot = compile_snapshot(config_yaml(scenario, "127.0.0.1:9"), "127.0.0.1:1", "x")
         routes = snapshot.route_tables[0].virtual_hosts[0].routes
         assert len(routes) == (scenario.routes or 1)
@@ -114,6 +118,33 @@ def test_scenarios_compile_for_every_proxy() -> None:
             assert "req.hdr(host) -i upstream.local:80 upstream.local" in text
             assert "server s0 127.0.0.1:9 weight 1" in text
             assert "nbthread 1" in text
+
+
+def test_breaker_scenario() -> None:
+    """Two endpoints (the failing one too), limits that do not trip and outlier detection, in
+    meshfast's IR and Envoy's bootstrap alike; HAProxy refuses what it cannot say."""
+    scenario = SCENARIOS["breaker"]
+    text = config_yaml(scenario, "127.0.0.1:9", failing="127.0.0.1:10")
+    snapshot = compile_snapshot(text, "127.0.0.1:1", "x")
+    (cluster,) = snapshot.clusters
+    assert sorted(e.address for e in cluster.endpoints) == ["127.0.0.1:10", "127.0.0.1:9"]
+    assert cluster.outlier is not None
+    assert (cluster.outlier.consecutive_5xx, cluster.outlier.base_ejection_ms) == (3, 30_000)
+    assert cluster.limits is not None
+    assert cluster.limits.max_connections == 1000
+    envoy = bootstrap(snapshot, admin_port=1)
+    (exported,) = envoy["static_resources"]["clusters"]
+    od = exported["outlier_detection"]
+    assert (od["consecutive_5xx"], od["enforcing_consecutive_5xx"]) == (3, 100)
+    assert (od["interval"], od["base_ejection_time"], od["max_ejection_percent"]) == (
+        "1s",
+        "30s",
+        50,
+    )
+    assert od["enforcing_success_rate"] == 0
+    assert exported["circuit_breakers"]["thresholds"][0]["max_connections"] == 1000
+    with pytest.raises(Unsupported, match="outlier, limits not translated"):
+        haproxy_config(snapshot, bind="127.0.0.1:2")
 
 
 def test_python_filter_scenario(tmp_path: Path) -> None:

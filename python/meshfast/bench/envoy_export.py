@@ -768,9 +768,29 @@ def _thresholds(limits: ir.ConnectionLimits | None) -> Json:
     }
 
 
+def _outlier_detection(o: ir.OutlierDetection) -> Json:
+    """Istio's ``outlierDetection`` as istiod writes it for Envoy: consecutive 5xx and gateway
+    errors enforced (100%) when set, success-rate ejection off, the panic threshold from
+    ``minHealthPercent``."""
+    od: Json = {
+        "interval": _duration(o.interval_ms),
+        "base_ejection_time": _duration(o.base_ejection_ms),
+        "max_ejection_percent": o.max_ejection_percent,
+        "enforcing_success_rate": 0,
+        "consecutive_5xx": o.consecutive_5xx or CIRCUIT_BREAKER_MAX,
+        "enforcing_consecutive_5xx": 100 if o.consecutive_5xx else 0,
+        "consecutive_gateway_failure": o.consecutive_gateway or CIRCUIT_BREAKER_MAX,
+        "enforcing_consecutive_gateway_failure": 100 if o.consecutive_gateway else 0,
+    }
+    panic = {"healthy_panic_threshold": {"value": float(o.min_health_percent)}}
+    return {"outlier_detection": od, "common_lb_config": panic}
+
+
 def _cluster(cluster: ir.Cluster) -> Json:
     where = f"cluster {cluster.name}"
-    handled = ("name", "lb", "protocol", "connect_timeout_ms", "endpoints", "hash", "limits")
+    handled = (
+        "name", "lb", "protocol", "connect_timeout_ms", "endpoints", "hash", "limits", "outlier",
+    )  # fmt: skip
     _refuse(cluster, handled, where)
     # One LocalityLbEndpoints per locality, all at priority 0 and without locality weights:
     # Envoy balances over the union, as meshfast (which does not use localities yet) does.
@@ -801,6 +821,8 @@ def _cluster(cluster: ir.Cluster) -> Json:
         "load_assignment": {"cluster_name": cluster.name, "endpoints": endpoints},
         "circuit_breakers": {"thresholds": [_thresholds(cluster.limits)]},
     }
+    if cluster.outlier is not None:
+        out.update(_outlier_detection(cluster.outlier))
     if cluster.hash is not None:
         # Consistent hashing replaces the cluster's policy (the key comes from the routes).
         if cluster.hash.algorithm == "maglev":

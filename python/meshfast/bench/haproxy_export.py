@@ -95,6 +95,13 @@ def haproxy_config(
         name = targets[0].cluster
         if name not in clusters:
             raise Unsupported(f"virtual host {vh.name}: cluster {name} is not defined")
+        # Outlier detection and connection limits have HAProxy counterparts (observe/
+        # error-limit, maxconn/maxqueue) whose semantics differ: refused, not approximated.
+        extra = unhandled_fields(
+            clusters[name], ("name", "lb", "protocol", "connect_timeout_ms", "endpoints")
+        )
+        if extra:
+            raise Unsupported(f"cluster {name}: {', '.join(extra)} not translated")
         index = used.setdefault(name, len(used))
         policy = (action.timeout_ms, action.retry.attempts if action.retry else 0)
         if policies.setdefault(index, policy) != policy:

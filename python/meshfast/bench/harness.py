@@ -251,20 +251,26 @@ class Entry:
     yaml_text: str
 
 
-def entries(scenario: Scenario, proxies: Sequence[peers.ProxyName], upstream: str) -> list[Entry]:
+def entries(
+    scenario: Scenario,
+    proxies: Sequence[peers.ProxyName],
+    upstream: str,
+    failing: str | None = None,
+) -> list[Entry]:
     """The scenario's measurements, in ``proxies`` order: those it skips left out, meshfast
-    expanded into the scenario's variants (each with its own config)."""
+    expanded into the scenario's variants (each with its own config). ``failing``: the
+    endpoint that answers 503 (``breaker``)."""
     out: list[Entry] = []
     for proxy in proxies:
         if proxy in scenario.skip:
             continue
         if proxy == "meshfast" and scenario.variants:
             out += [
-                Entry(v.name, "meshfast", config_yaml(scenario, upstream, v.filter))
+                Entry(v.name, "meshfast", config_yaml(scenario, upstream, v.filter, failing))
                 for v in scenario.variants
             ]
         else:
-            out.append(Entry(proxy, proxy, config_yaml(scenario, upstream)))
+            out.append(Entry(proxy, proxy, config_yaml(scenario, upstream, failing=failing)))
     return out
 
 
@@ -547,8 +553,11 @@ def _run_scenario(
         progress.note(f"{scenario.name}: the upstream did not start: {exc}")
         progress.done += opts.runs * _count(scenario, proxies)
         return
+    failing: peers.Peer | None = None
     try:
-        todo = entries(scenario, proxies, upstream.address)
+        if scenario.failing_endpoint:
+            failing = peers.start_failing_echo(upstream_cpus, workdir)
+        todo = entries(scenario, proxies, upstream.address, failing.address if failing else None)
         if scenario.variants:  # the filters' module, imported from the config file's folder
             (workdir / f"{FILTER_MODULE_NAME}.py").write_text(FILTER_MODULE)
         unsupported: set[str] = set()
@@ -589,3 +598,5 @@ def _run_scenario(
                 )
     finally:
         upstream.stop()
+        if failing is not None:
+            failing.stop()

@@ -246,14 +246,15 @@ def wait_http_ok(
     path: str = "/",
     timeout: float = 30.0,
     poll_s: float = 0.002,
+    want: int = 200,
 ) -> float:
-    """Seconds from the child's start until a ``GET`` through ``address`` answers 200."""
+    """Seconds from the child's start until a ``GET`` through ``address`` answers ``want``."""
     started = child.started_at if child is not None else time.perf_counter()
     deadline = time.perf_counter() + timeout
     status = 0
     while time.perf_counter() < deadline:
         status = http_get_status(address, host, path)
-        if status == 200:
+        if status == want:
             return time.perf_counter() - started
         if child is not None and not child.alive():
             raise StartError(f"{child.name} exited before it was ready: {child.log_tail()}")

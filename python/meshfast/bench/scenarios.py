@@ -16,6 +16,11 @@ it can be said, to HAProxy) from the same IR. The upstream service is ``upstream
 - ``same-core-latency``: wrk, 1 connection, back to back, with proxy, upstream and load
   generator all on ONE core: the added p50/p99 over direct is the proxy's own cost, without
   cross-core wake-ups.
+- ``breaker``: the ``h1-keepalive`` load on a service with two endpoints, one of which answers
+  every request 503: a DestinationRule sets connectionPool limits (high enough not to trip)
+  and outlierDetection (3 consecutive 5xx eject for 30 s), so the proxy must find and eject
+  the failing endpoint; the errors before it does are counted. (``direct`` reaches the
+  healthy endpoint only: the floor.)
 - ``python-filter``: the ``h1-keepalive`` load through meshfast four ways, without a filter,
   with a no-op Python ``HttpFilter``, with one setting a request and a response header, and
   with an ``async def`` no-op (:data:`FILTER_MODULE`, written next to the config): the cost of
@@ -106,6 +111,8 @@ class Scenario:
     # meshfast is measured once per variant (records named after them) instead of once
     variants: tuple[MeshfastVariant, ...] = ()
     skip: Mapping[str, str] = field(default_factory=dict)  # peer -> why it is not measured
+    # A second endpoint that answers 503, with connectionPool and outlierDetection set.
+    failing_endpoint: bool = False
 
     @property
     def request_headers(self) -> dict[str, str]:
@@ -163,6 +170,14 @@ SCENARIOS: dict[str, Scenario] = {
             same_core=True,
         ),
         Scenario(
+            "breaker",
+            "h1-keepalive on two endpoints, one failing every request: connectionPool limits and"
+            " outlier detection eject it",
+            tool="wrk",
+            connections=50,
+            failing_endpoint=True,
+        ),
+        Scenario(
             "python-filter",
             "h1-keepalive load through meshfast without, with a no-op, a header-setting and an"
             " async no-op Python filter",
@@ -180,16 +195,47 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# The breaker scenario's DestinationRule: limits that do not trip at 50 connections, and an
+# outlier detection that ejects the failing endpoint after 3 consecutive 5xx.
+BREAKER_RULE = f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: upstream}}
+spec:
+  host: {HOST}
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    connectionPool:
+      tcp: {{maxConnections: 1000}}
+      http: {{http1MaxPendingRequests: 1000, http2MaxRequests: 1000, maxRetries: 100}}
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 1s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 50
+"""
+
+
 def route_paths(count: int) -> list[str]:
     """The request paths of a route-table scenario: one per route, in route order."""
     return [f"/r/{i}/item" for i in range(count)]
 
 
-def config_yaml(scenario: Scenario, upstream: str, python_filter: str | None = None) -> str:
-    """The Istio YAML every proxy serves in ``scenario``, with ``upstream`` as the endpoint;
+def config_yaml(
+    scenario: Scenario,
+    upstream: str,
+    python_filter: str | None = None,
+    failing: str | None = None,
+) -> str:
+    """The Istio YAML every proxy serves in ``scenario``, with ``upstream`` as the endpoint
+    (and ``failing``, the endpoint that answers 503, in a ``failing_endpoint`` scenario);
     ``python_filter`` (a class of :data:`FILTER_MODULE`) adds an ``HttpFilter`` on every route
     (meshfast only; the module must be written beside the YAML)."""
-    ip, _, port = upstream.rpartition(":")
+    endpoints = ""
+    for address in (upstream, failing) if failing else (upstream,):
+        ip, _, port = address.rpartition(":")
+        endpoints += f"""  - address: {ip.strip("[]")}
+    ports: {{http: {port}}}
+"""
     docs = [
         f"""apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -200,10 +246,10 @@ spec:
   resolution: STATIC
   ports: [{{number: {PORT}, name: http, protocol: HTTP}}]
   endpoints:
-  - address: {ip.strip("[]")}
-    ports: {{http: {port}}}
-"""
+{endpoints}"""
     ]
+    if scenario.failing_endpoint:
+        docs.append(BREAKER_RULE)
     if scenario.routes:
         lines = [
             "apiVersion: networking.istio.io/v1",
