@@ -29,6 +29,8 @@ __all__ = ["Issued", "init_ca", "issue", "spiffe_id"]
 
 ROOT_CERT, ROOT_KEY = "root-cert.pem", "root-key.pem"
 CERT_CHAIN, KEY = "cert-chain.pem", "key.pem"
+# Certificates are valid from a little before they are made: clocks differ between machines.
+BACKDATE = datetime.timedelta(minutes=5)
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 
@@ -48,11 +50,15 @@ def _now() -> datetime.datetime:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Writes ``path`` whole or not at all: a new file renamed over the old one, so a sidecar
+    watching the folder (certificate rotation) never reads half a file."""
     # Keys are created 0600 from the start, never readable by others even briefly.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o600 if private else 0o644)
+    fd = os.open(tmp, flags, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.replace(tmp, path)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -80,7 +86,7 @@ def init_ca(folder: Path, *, trust_domain: str = "cluster.local", days: int = 36
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -146,21 +152,24 @@ def issue(
     namespace: str,
     service_account: str,
     days: int = 1,
+    lifetime: datetime.timedelta | None = None,
 ) -> Issued:
     """A workload identity signed by the CA in ``ca_folder``, written into ``out`` (created):
-    ``key.pem`` (0600), ``cert-chain.pem`` and ``root-cert.pem`` — ``meshfast run --certs``."""
+    ``key.pem`` (0600), ``cert-chain.pem`` and ``root-cert.pem`` — ``meshfast run --certs``.
+    Valid ``days``, or ``lifetime`` when given (renewals keep the one they renew)."""
     root, root_key = _load_ca(ca_folder)
     identity = spiffe_id(_trust_domain_of(root), namespace, service_account)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    not_after = min(now + datetime.timedelta(days=days), root.not_valid_after_utc)
+    valid = lifetime if lifetime is not None else datetime.timedelta(days=days)
+    not_after = min(now + valid, root.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(root.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         # Istio's workload certificates: an empty subject, the SPIFFE ID as a critical SAN.
         .add_extension(
@@ -201,7 +210,9 @@ def issue(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    # The root first, then the key and its certificate back to back: a watcher that reads
+    # between the last two sees a key that does not match, which the core refuses.
+    _write(out / ROOT_CERT, _pem(root))
     _write(out / KEY, key_pem, private=True)
     _write(out / CERT_CHAIN, _pem(cert))
-    _write(out / ROOT_CERT, _pem(root))
     return Issued(identity, out, not_after)
