@@ -330,11 +330,17 @@ def test_an_encoded_snapshot_must_be_applied_already(core: FakeCore) -> None:
         Sidecar(core, EncodedSnapshot(ir.encode(SNAPSHOT), 1), core_errors=(FakeSnapshotError,))
 
 
-async def test_index_lists_routes(running: Running) -> None:
-    response = await running.client.get("/")
+async def test_help_lists_routes_and_the_dashboard_is_the_index(running: Running) -> None:
+    response = await running.client.get("/help")
     assert response.status_code == 200
     assert "POST  /config" in response.text
     assert "GET   /stats/prometheus" in response.text
+    page = await running.client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    # The page reads the admin API's own JSON routes, relative to where it is served.
+    for path in ('"/stats"', '"/clusters"', '"/config_dump"'):
+        assert path in page.text
 
 
 async def test_core_failure_is_500_and_the_server_lives_on(running: Running) -> None:
