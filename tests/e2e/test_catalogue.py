@@ -239,6 +239,7 @@ class Recorder:
         self._socks: list[socket.socket] = []
         self.requests: list[Seen] = []
         self.connections = 0
+        self._stopped = False
         self._server = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -250,6 +251,9 @@ class Recorder:
             except OSError:
                 return
             with self._lock:
+                if self._stopped:  # accepted as stop() ran: it would never close this one
+                    conn.close()
+                    return
                 self.connections += 1
                 self._socks.append(conn)
                 number = self.connections
@@ -257,7 +261,8 @@ class Recorder:
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         reader = _Reader(conn)
-        try:
+        # Closed when its client is done with it, not left to the garbage collector.
+        with contextlib.closing(conn), contextlib.suppress(OSError, ValueError):
             while (head := reader.until(b"\r\n\r\n")) is not None:
                 seen = Seen(head, number)
                 with self._lock:
@@ -269,8 +274,6 @@ class Recorder:
                 if self._gate is not None:
                     self._gate.wait(DEADLINE_S)
                 conn.sendall(self._reply(head) if callable(self._reply) else self._reply)
-        except (OSError, ValueError):
-            return
 
     def paths(self) -> list[bytes]:
         with self._lock:
@@ -279,6 +282,7 @@ class Recorder:
     def stop(self) -> None:
         self._server.close()
         with self._lock:
+            self._stopped = True
             for conn in self._socks:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
