@@ -504,7 +504,7 @@ def test_unknown_kinds() -> None:
         spec: {}
         ---
         apiVersion: security.istio.io/v1
-        kind: AuthorizationPolicy
+        kind: RequestAuthentication
         metadata: {name: deny}
         ---
         apiVersion: apps/v1
@@ -519,7 +519,8 @@ def test_unknown_kinds() -> None:
     )
     assert [str(p) for p in got] == [
         "t.yaml:2: WorkloadGroup/wg: $.kind: WorkloadGroup is not implemented yet",
-        "t.yaml:7: AuthorizationPolicy/deny: $.kind: AuthorizationPolicy is not implemented yet",
+        "t.yaml:7: RequestAuthentication/deny: $.kind: RequestAuthentication is not implemented"
+        " yet",
         "t.yaml:11: Deployment/web: $.kind: Deployment is not supported",
         't.yaml:14: -/nokind: $: missing required field "kind"',
         "t.yaml:17: -/-: $: a resource must be a mapping, got a list",
@@ -777,9 +778,7 @@ def test_kinds_checked_but_not_served() -> None:
         "t.yaml:2: PeerAuthentication/pa: $.kind: PeerAuthentication is not implemented yet",
         't.yaml:7: PeerAuthentication/pa: $.spec.portLevelMtls["0"]: port must be between 1'
         " and 65535, got 0",
-        "t.yaml:10: AuthorizationPolicy/ap: $.kind: AuthorizationPolicy is not implemented yet",
         't.yaml:18: AuthorizationPolicy/ap: $.spec.bogus: unknown field "bogus"',
-        "t.yaml:21: AuthorizationPolicy/ok: $.kind: AuthorizationPolicy is not implemented yet",
     ]
     # Without the unknown field, the semantic checks run.
     text = textwrap.dedent(
@@ -796,8 +795,11 @@ def test_kinds_checked_but_not_served() -> None:
         """
     )
     assert messages(text) == [
-        ("$.kind", "AuthorizationPolicy is not implemented yet"),
         ("$.spec.provider", "a CUSTOM action needs provider.name"),
+        (
+            "$.spec.action",
+            "CUSTOM (an external authorizer) is not served yet: use ALLOW, DENY or AUDIT",
+        ),
         (
             "$.spec.rules[0].from[0].source",
             "cannot set serviceAccounts with namespaces or principals",

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
+from meshfast.config import authorization_policy as authz_policy
 from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
 from meshfast.config import duration, failure_rate, load_balancer
@@ -435,6 +436,7 @@ _SEMANTIC: dict[type[Any], Any] = {
     r.EndpointSlice: _endpoint_slice,
     r.Gateway: vg.gateway,
     r.HttpFilter: _http_filter,
+    r.AuthorizationPolicy: lambda ap: authz_policy.problems(ap.spec),
 }
 
 
