@@ -4,6 +4,7 @@ called over ISTIO_MUTUAL by sidecars with other identities, and in plaintext."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -155,3 +156,67 @@ def test_http2_requests_are_checked_too(reviews) -> None:  # type: ignore[no-unt
     assert got[denied]["headers"]["x-meshfast-flags"] == "RBAC"
     assert got[denied]["body"] == b"RBAC: access denied"
     assert got[ok]["headers"][":status"] == "200"
+
+
+def tcp_workload(port: int, app: str, policy: str) -> str:
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  ingress:
+  - port: {{number: {port}, protocol: TCP, name: tcp}}
+    defaultEndpoint: {app}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: tcp-policy, namespace: default}}
+spec:
+{policy}
+"""
+
+
+def raw_get(address: str) -> bytes:
+    """One HTTP/1.1 request over a raw TCP connection: what came back before it closed
+    (closed with our request unread, the kernel resets it: that is a close too)."""
+    host, port = address.rsplit(":", 1)
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n")
+            while chunk := s.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+    return data
+
+
+@pytest.mark.parametrize(
+    ("policy", "passes"),
+    [
+        # DENY: the HTTP-only `methods` is dropped, `ports` alone denies the port (wider deny).
+        (
+            '  action: DENY\n  rules: [{to: [{operation: {methods: [POST], ports: ["PORT"]}}]}]',
+            False,
+        ),
+        # ALLOW: a rule with an HTTP-only field matches nothing on TCP (narrower allow).
+        ("  rules: [{to: [{operation: {methods: [GET]}}]}]", False),
+        ('  rules: [{to: [{operation: {ports: ["PORT"]}}]}]', True),
+        ('  action: DENY\n  rules: [{to: [{operation: {ports: ["1"]}}]}]', True),
+    ],
+)
+def test_tcp_ports_get_istios_tcp_reading(echo, sidecar, policy: str, passes: bool) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    app = echo("tcp-app").address
+    car = sidecar(
+        tcp_workload(port, app, policy.replace("PORT", str(port))),
+        "--inbound",
+        f"127.0.0.1:{free_port()}",
+    )
+    got = raw_get(f"127.0.0.1:{port}")
+    if passes:
+        assert got.startswith(b"HTTP/1.1 200"), got
+    else:
+        assert got == b""
+        listener = car.stats()["listeners"][f"inbound|{port}"]
+        assert listener["response_flags"]["RBAC"] == 1

@@ -13,7 +13,7 @@ the core evaluates what Envoy would.  :func:`tcp_form` is Istio's TCP reading of
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from meshfast.config import ir
 from meshfast.config import resources as r
@@ -171,7 +171,7 @@ def _when(c: Condition, ns: str) -> Cond:
             values=tuple(map(string, c.values)),
             not_values=tuple(map(string, c.not_values)),
         )
-    table: dict[str, tuple[ir.AuthzAttribute, object]] = {
+    table: dict[str, tuple[ir.AuthzAttribute, Callable[[str], Val]]] = {
         "source.ip": ("source_ip", cidr),
         "remote.ip": ("remote_ip", cidr),
         "destination.ip": ("destination_ip", cidr),
@@ -182,11 +182,10 @@ def _when(c: Condition, ns: str) -> Cond:
         "source.trustDomain": ("source_principal", trust_domain),
         "connection.sni": ("sni", string),
     }
-    attribute, convert = table.get(key, ("metadata", string))
-    if key.startswith("request.auth."):
-        attribute, convert = "request_auth", string
-    fn = convert if callable(convert) else string
-    return _cond(attribute, map(fn, c.values), map(fn, c.not_values))
+    # request.auth.*: JWT-derived; experimental.envoy.filters.*: dynamic metadata.
+    default: ir.AuthzAttribute = "request_auth" if key.startswith("request.auth.") else "metadata"
+    attribute, convert = table.get(key, (default, string))
+    return _cond(attribute, map(convert, c.values), map(convert, c.not_values))
 
 
 # --- values: Istio's matchers -------------------------------------------------------------

@@ -186,10 +186,7 @@ impl Policies {
     }
 
     /// The AUDIT and dry-run policies that match (counted, never enforced).
-    pub fn shadow_matches<'s>(
-        &'s self,
-        facts: &'s Facts<'_>,
-    ) -> impl Iterator<Item = usize> + 's {
+    pub fn shadow_matches<'s>(&'s self, facts: &'s Facts<'_>) -> impl Iterator<Item = usize> + 's {
         self.policies
             .iter()
             .enumerate()
@@ -378,7 +375,13 @@ impl Value {
                     StrMatch::Prefix => s.get(..v.len()),
                     StrMatch::Suffix => s.len().checked_sub(v.len()).map(|i| &s[i..]),
                 };
-                part.is_some_and(|p| if *fold { p.eq_ignore_ascii_case(v) } else { p == v })
+                part.is_some_and(|p| {
+                    if *fold {
+                        p.eq_ignore_ascii_case(v)
+                    } else {
+                        p == v
+                    }
+                })
             }
             (Self::Regex(r), Fact::Str(s)) => r.is_match(s),
             (Self::Cidr(net, len), Fact::Ip(ip)) => in_cidr(*ip, *net, *len),

@@ -153,7 +153,10 @@ impl Registry {
 
     fn policy_snapshot(&self) -> Vec<(String, Arc<PolicyCounters>)> {
         let policies = self.policies.lock();
-        policies.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        policies
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn snapshot(&self) -> Vec<((Scope, String), Arc<Counters>)> {

@@ -10,8 +10,8 @@ mod speedups;
 
 use meshfast_proxy::echo::{Echo, EchoConfig};
 use meshfast_proxy::Proxy;
-use pyo3::prelude::*;
 use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::sync::Mutex;
 use std::time::Duration;

@@ -113,7 +113,11 @@ fn deny_wins_over_allow() {
         policy(
             "ns/deny",
             AuthzAction::Deny,
-            vec![when(vec![cond(A::Method, vec![v(M::Exact, "GET")], vec![])])],
+            vec![when(vec![cond(
+                A::Method,
+                vec![v(M::Exact, "GET")],
+                vec![],
+            )])],
         ),
     ]);
     assert_eq!(
@@ -127,18 +131,60 @@ fn deny_wins_over_allow() {
 
 #[test]
 fn string_kinds_and_not_values() {
-    let c = |values, not| build(vec![policy("p", AuthzAction::Allow, vec![when(vec![cond(A::Path, values, not)])])]);
+    let c = |values, not| {
+        build(vec![policy(
+            "p",
+            AuthzAction::Allow,
+            vec![when(vec![cond(A::Path, values, not)])],
+        )])
+    };
     let mut r = Req::new();
     r.path = "/api/v1/items";
-    assert!(c(vec![v(M::Prefix, "/api/")], vec![]).verdict(&r.facts()).allowed);
-    assert!(c(vec![v(M::Suffix, "/items")], vec![]).verdict(&r.facts()).allowed);
-    assert!(c(vec![v(M::Present, "")], vec![]).verdict(&r.facts()).allowed);
-    assert!(!c(vec![v(M::Exact, "/api")], vec![]).verdict(&r.facts()).allowed);
-    assert!(!c(vec![], vec![v(M::Prefix, "/api")]).verdict(&r.facts()).allowed);
-    assert!(c(vec![], vec![v(M::Prefix, "/admin")]).verdict(&r.facts()).allowed);
-    assert!(c(vec![v(M::Template, "/api/{*}/items")], vec![]).verdict(&r.facts()).allowed);
-    assert!(c(vec![v(M::Template, "/{**}/items")], vec![]).verdict(&r.facts()).allowed);
-    assert!(!c(vec![v(M::Template, "/{*}/items")], vec![]).verdict(&r.facts()).allowed);
+    assert!(
+        c(vec![v(M::Prefix, "/api/")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        c(vec![v(M::Suffix, "/items")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        c(vec![v(M::Present, "")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        !c(vec![v(M::Exact, "/api")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        !c(vec![], vec![v(M::Prefix, "/api")])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        c(vec![], vec![v(M::Prefix, "/admin")])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        c(vec![v(M::Template, "/api/{*}/items")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        c(vec![v(M::Template, "/{**}/items")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        !c(vec![v(M::Template, "/{*}/items")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
 }
 
 #[test]
@@ -156,7 +202,11 @@ fn hosts_ignore_case_other_strings_do_not() {
     let method = build(vec![policy(
         "p",
         AuthzAction::Allow,
-        vec![when(vec![cond(A::Method, vec![v(M::Exact, "get")], vec![])])],
+        vec![when(vec![cond(
+            A::Method,
+            vec![v(M::Exact, "get")],
+            vec![],
+        )])],
     )]);
     assert!(!method.verdict(&r.facts()).allowed);
 }
@@ -171,12 +221,24 @@ fn absent_attributes_match_no_value_and_every_not_value() {
             vec![when(vec![cond(A::SourcePrincipal, values, not)])],
         )])
     };
-    assert!(!p(vec![v(M::Present, "")], vec![]).verdict(&r.facts()).allowed);
-    assert!(p(vec![], vec![v(M::Present, "")]).verdict(&r.facts()).allowed);
+    assert!(
+        !p(vec![v(M::Present, "")], vec![])
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        p(vec![], vec![v(M::Present, "")])
+            .verdict(&r.facts())
+            .allowed
+    );
     let jwt = build(vec![policy(
         "p",
         AuthzAction::Allow,
-        vec![when(vec![cond(A::RequestAuth, vec![v(M::Present, "")], vec![])])],
+        vec![when(vec![cond(
+            A::RequestAuth,
+            vec![v(M::Present, "")],
+            vec![],
+        )])],
     )]);
     assert!(!jwt.verdict(&r.facts()).allowed);
 }
@@ -192,8 +254,16 @@ fn principals_by_regex_and_exact() {
             vec![when(vec![cond(A::SourcePrincipal, vec![value], vec![])])],
         )])
     };
-    assert!(p(v(M::Exact, "spiffe://cluster.local/ns/default/sa/frontend")).verdict(&r.facts()).allowed);
-    assert!(p(v(M::Regex, ".*/ns/default/.*")).verdict(&r.facts()).allowed);
+    assert!(
+        p(v(M::Exact, "spiffe://cluster.local/ns/default/sa/frontend"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        p(v(M::Regex, ".*/ns/default/.*"))
+            .verdict(&r.facts())
+            .allowed
+    );
     assert!(!p(v(M::Regex, ".*/ns/other/.*")).verdict(&r.facts()).allowed);
     // Regexes are anchored.
     assert!(!p(v(M::Regex, "ns/default")).verdict(&r.facts()).allowed);
@@ -209,14 +279,46 @@ fn ips_and_ports() {
             vec![when(vec![cond(attribute, vec![value], vec![])])],
         )])
     };
-    assert!(p(A::SourceIp, v(M::Cidr, "10.1.0.0/16")).verdict(&r.facts()).allowed);
-    assert!(p(A::RemoteIp, v(M::Cidr, "10.1.2.3")).verdict(&r.facts()).allowed);
-    assert!(!p(A::SourceIp, v(M::Cidr, "10.2.0.0/16")).verdict(&r.facts()).allowed);
-    assert!(p(A::SourceIp, v(M::Cidr, "0.0.0.0/0")).verdict(&r.facts()).allowed);
-    assert!(p(A::DestinationPort, v(M::Port, "9080")).verdict(&r.facts()).allowed);
-    assert!(!p(A::DestinationPort, v(M::Port, "80")).verdict(&r.facts()).allowed);
-    assert!(p(A::DestinationIp, v(M::Cidr, "127.0.0.0/8")).verdict(&r.facts()).allowed);
-    assert!(in_cidr("::ffff:10.0.0.1".parse().unwrap(), "10.0.0.0".parse().unwrap(), 8));
+    assert!(
+        p(A::SourceIp, v(M::Cidr, "10.1.0.0/16"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        p(A::RemoteIp, v(M::Cidr, "10.1.2.3"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        !p(A::SourceIp, v(M::Cidr, "10.2.0.0/16"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        p(A::SourceIp, v(M::Cidr, "0.0.0.0/0"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        p(A::DestinationPort, v(M::Port, "9080"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        !p(A::DestinationPort, v(M::Port, "80"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(
+        p(A::DestinationIp, v(M::Cidr, "127.0.0.0/8"))
+            .verdict(&r.facts())
+            .allowed
+    );
+    assert!(in_cidr(
+        "::ffff:10.0.0.1".parse().unwrap(),
+        "10.0.0.0".parse().unwrap(),
+        8
+    ));
 }
 
 #[test]
@@ -246,7 +348,11 @@ fn from_entries_or_conditions_and() {
     r.method = "POST";
     let rule = ir::AuthzRule {
         from: vec![
-            vec![cond(A::SourceIp, vec![v(M::Cidr, "192.168.0.0/16")], vec![])],
+            vec![cond(
+                A::SourceIp,
+                vec![v(M::Cidr, "192.168.0.0/16")],
+                vec![],
+            )],
             vec![cond(A::SourceIp, vec![v(M::Cidr, "10.0.0.0/8")], vec![])],
         ],
         to: vec![vec![
@@ -268,7 +374,11 @@ fn audit_and_dry_run_are_counted_not_enforced() {
     dry.dry_run = true;
     let p = build(vec![
         dry,
-        policy("ns/audit", AuthzAction::Audit, vec![ir::AuthzRule::default()]),
+        policy(
+            "ns/audit",
+            AuthzAction::Audit,
+            vec![ir::AuthzRule::default()],
+        ),
     ]);
     assert!(p.verdict(&r.facts()).allowed);
     assert_eq!(p.shadow_matches(&r.facts()).collect::<Vec<_>>(), vec![0, 1]);
