@@ -308,7 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         type=_labels,
         metavar="K=V,...",
-        help="this workload's labels (localityLbSetting.failoverPriority compares them)",
+        help="this workload's labels (localityLbSetting.failoverPriority compares them, "
+        "AuthorizationPolicy selectors match them)",
+    )
+    run.add_argument(
+        "--root-namespace",
+        default="istio-system",
+        metavar="NS",
+        help="meshConfig.rootNamespace: its AuthorizationPolicies apply in every namespace",
     )
     run.add_argument(
         "--certs",
@@ -434,7 +441,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
     from meshfast.control import snapshot_cache
 
     s = settings
-    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality)
+    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality, s.root_namespace)
     served_with = (
         s.path_normalization,
         s.original_dst_header,
@@ -556,6 +563,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gateway_bind=args.gateway_bind,
         locality=args.locality,
         labels=args.labels,
+        root_namespace=args.root_namespace,
         dns_refresh=args.dns_refresh,
         certs=_mesh_identity(args.certs),
         path_normalization=cast("PathNormalization", args.path_normalization.lower()),

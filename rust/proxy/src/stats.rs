@@ -481,6 +481,23 @@ mod tests {
     }
 
     #[test]
+    fn policy_counters_render() {
+        let r = Registry::default();
+        let p = r.policy("default/frontend-only");
+        p.denied.fetch_add(2, Relaxed);
+        assert!(Arc::ptr_eq(&p, &r.policy("default/frontend-only")));
+        let json: serde_json::Value = serde_json::from_str(&r.render_json()).expect("json");
+        assert_eq!(json["authz_policies"]["default/frontend-only"]["denied"], 2);
+        assert!(r.render_prometheus().contains(
+            "meshfast_authz_policy_requests_total{policy=\"default/frontend-only\",result=\"denied\"} 2"
+        ));
+        // No policies, no section.
+        let empty: serde_json::Value =
+            serde_json::from_str(&Registry::default().render_json()).expect("json");
+        assert!(empty.get("authz_policies").is_none());
+    }
+
+    #[test]
     fn guards_restore_gauges() {
         let c = Arc::new(Counters::default());
         {

@@ -55,8 +55,8 @@ impl Req {
     fn facts(&self) -> Facts<'_> {
         Facts {
             principal: self.principal,
-            peer: Some("10.1.2.3".parse().unwrap()),
-            destination: Some("127.0.0.1:9080".parse().unwrap()),
+            peer: Some("10.1.2.3".parse().expect("parses")),
+            destination: Some("127.0.0.1:9080".parse().expect("parses")),
             sni: None,
             request: Some(RequestFacts {
                 authority: self.authority,
@@ -69,12 +69,12 @@ impl Req {
 }
 
 fn build(p: Vec<ir::AuthzPolicy>) -> Policies {
-    Policies::build(&p).unwrap().unwrap()
+    Policies::build(&p).expect("builds").expect("has policies")
 }
 
 #[test]
 fn no_policies_builds_nothing() {
-    assert!(Policies::build(&[]).unwrap().is_none());
+    assert!(Policies::build(&[]).expect("builds").is_none());
 }
 
 #[test]
@@ -315,8 +315,8 @@ fn ips_and_ports() {
             .allowed
     );
     assert!(in_cidr(
-        "::ffff:10.0.0.1".parse().unwrap(),
-        "10.0.0.0".parse().unwrap(),
+        "::ffff:10.0.0.1".parse().expect("parses"),
+        "10.0.0.0".parse().expect("parses"),
         8
     ));
 }
@@ -324,8 +324,8 @@ fn ips_and_ports() {
 #[test]
 fn headers_join_repeated_values() {
     let mut r = Req::new();
-    r.headers.append("x-a", "1".parse().unwrap());
-    r.headers.append("x-a", "2".parse().unwrap());
+    r.headers.append("x-a", "1".parse().expect("parses"));
+    r.headers.append("x-a", "2".parse().expect("parses"));
     let p = |value: AuthzValue| {
         build(vec![policy(
             "p",
