@@ -142,3 +142,33 @@ def test_validate_reports_with_file_and_line() -> None:
         't.yaml:11: AuthorizationPolicy/bad: $.spec.rules[0].when[1].key: "request.nope":'
         " unknown attribute",
     ]
+
+
+def test_gateway_listeners_enforce_the_gateways_policies() -> None:
+    text = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ["*"]
+""" + policy(
+        "allow-office",
+        "istio-system",
+        "selector: {matchLabels: {istio: ingressgateway}}\n"
+        "rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}]}]",
+    )
+    snap = compiled(
+        text, namespace="istio-system", gateway=True, labels={"istio": "ingressgateway"}
+    )
+    assert [(x.name, x.authz) for x in snap.listeners] == [
+        ("gateway|8080", True),
+        ("gateway|9000", True),
+    ]
+    assert [p.name for p in snap.authz] == ["istio-system/allow-office"]
+    assert [p.name for p in snap.authz_tcp] == ["istio-system/allow-office"]

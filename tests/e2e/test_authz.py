@@ -12,7 +12,8 @@ import pytest
 
 from meshfast.security import ca
 
-from .conftest import free_port
+from ..samples import BOOKINFO_NETWORKING
+from .conftest import free_port, service_entry
 from .test_http2 import H2Client
 from .test_mtls import client_config
 
@@ -220,3 +221,41 @@ def test_tcp_ports_get_istios_tcp_reading(echo, sidecar, policy: str, passes: bo
         assert got == b""
         listener = car.stats()["listeners"][f"inbound|{port}"]
         assert listener["response_flags"]["RBAC"] == 1
+
+
+GATEWAY_POLICIES = """---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: loopback-only, namespace: default}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{from: [{source: {notIpBlocks: [127.0.0.0/8]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-api-on-8080, namespace: default}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/api/*"]}}]
+    when: [{key: destination.port, values: ["8080"]}]
+"""
+
+
+def test_an_ingress_gateway_enforces_its_policies(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    page = echo("productpage-v1")
+    config = (
+        service_entry("productpage", 9080, [(page.address, {"version": "v1"})])
+        + "---\n"
+        + (BOOKINFO_NETWORKING / "bookinfo-gateway.yaml").read_text()
+        + GATEWAY_POLICIES
+    )
+    ip = "127.78.0.1"
+    car = sidecar(config, "--gateway", "--gateway-bind", ip, "--labels", "istio=ingressgateway")
+    base, host = f"http://{ip}:8080", {"host": "bookinfo.example.com"}
+    assert httpx.get(f"{base}/productpage", headers=host, timeout=30).status_code == 200
+    r = httpx.get(f"{base}/api/v1/products/1", headers=host, timeout=30)
+    assert (r.status_code, r.headers["x-meshfast-flags"]) == (403, "RBAC")
+    assert car.stats()["authz_policies"]["default/no-api-on-8080"]["denied"] == 1
