@@ -330,6 +330,7 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
             by_port.setdefault(server.port.number, []).append((gw, server))
     listeners: list[ir.Listener] = []
     tables: list[ir.RouteTable] = []
+    enforce = bool(c.authz)  # the gateway workload's AuthorizationPolicies (none: unmarked)
     for number, servers in sorted(by_port.items()):
         first_gw, first = servers[0]
         kind = g.server_kind(first)
@@ -345,7 +346,7 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
                     protocol="http",
                     route_table=name,
                     tls=tls,
-                    authz=True,
+                    authz=enforce,
                 )
             )
         elif kind == "tls":
@@ -364,7 +365,7 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
                     address=address,
                     protocol="tcp",
                     tcp_routes=tuple(_tcp_routes(c, b, number, servers)),
-                    authz=True,
+                    authz=enforce,
                 )
             )
     return ir.Snapshot(
