@@ -172,3 +172,28 @@ spec:
     ]
     assert [p.name for p in snap.authz] == ["istio-system/allow-office"]
     assert [p.name for p in snap.authz_tcp] == ["istio-system/allow-office"]
+
+
+def test_trust_domain_aliases_as_istio_rewrites_them() -> None:
+    bundle = ("td2", "td1")
+    assert authz.with_aliases(["cluster.local/ns/foo/sa/bar"], bundle) == (
+        "td2/ns/foo/sa/bar",
+        "td1/ns/foo/sa/bar",
+    )
+    assert authz.with_aliases(["td1/ns/foo/sa/bar"], bundle) == (
+        "td2/ns/foo/sa/bar",
+        "td1/ns/foo/sa/bar",
+    )
+    # Not a trust domain of the mesh, any trust domain, not a SPIFFE path: as written.
+    for p in ("other/ns/foo/sa/bar", "*/ns/foo/sa/bar", "*", "sa/bar"):
+        assert authz.with_aliases([p], bundle) == (p,)
+    # A "*x" trust domain stays as written for the domains it matches.
+    assert authz.with_aliases(["*-td/ns/a/sa/b"], ("new-td", "old-td", "x")) == (
+        "*-td/ns/a/sa/b",
+        "x/ns/a/sa/b",
+    )
+    assert authz.expand_domains(["td1", "other"], bundle) == ("td2", "td1", "other")
+    # The default bundle changes nothing.
+    assert authz.with_aliases(["cluster.local/ns/a/sa/b"], ("cluster.local",)) == (
+        "cluster.local/ns/a/sa/b",
+    )

@@ -3,8 +3,8 @@ config Istio generates from it (``*-out*.yaml``) decides requests in the test's 
 evaluator (``tests/rbac_oracle.py``); meshfast compiles the same YAML and its core
 (``_core.authz_verdict``) must decide every one of them the same way.
 
-Pairs not served: CUSTOM (an external authorizer) and trust-domain aliases (meshConfig
-``trustDomainAliases``, which meshfast does not have); listed in ``NOT_SERVED``.
+Pairs not served: CUSTOM (an external authorizer), listed in ``NOT_SERVED``. The trust-domain
+pairs are compiled with the trust domain and aliases Istio's test gives them (``BUNDLES``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ NOT_SERVED = {
     "http/custom-bad-multiple-providers",
     "tcp/custom-both-http-tcp",
     "tcp/custom-only-http",
-    # Trust-domain aliases (the outputs add the aliases' principals).
-    "http/simple-policy-td-aliases",
-    "http/simple-policy-multiple-td-aliases",
-    "http/simple-policy-principal-with-wildcard",
-    "http/td-aliases-source-principal",
+}
+
+# The trust domain and aliases Istio's builder_test.go gives these pairs (trustdomain.NewBundle).
+BUNDLES = {
+    "http/simple-policy-td-aliases": ("td1", ("cluster.local",)),
+    "http/simple-policy-multiple-td-aliases": ("td1", ("cluster.local", "some-td")),
+    "http/simple-policy-principal-with-wildcard": ("td1", ("foobar",)),
+    "http/td-aliases-source-principal": ("new-td", ("old-td", "some-trustdomain")),
 }
 
 
@@ -58,13 +61,20 @@ PAIRS = _pairs()
 def test_the_testdata_is_there() -> None:
     names = {name for name, _, _ in PAIRS}
     assert len(names) == 27, names  # 20 HTTP and 7 TCP inputs
-    assert names >= NOT_SERVED
+    assert names >= NOT_SERVED | BUNDLES.keys()
 
 
-def _snapshot(src: Path, text: str | None = None) -> bytes:
+def _snapshot(src: Path, text: str | None = None, name: str = "") -> bytes:
     text = src.read_text() if text is None else text
     config = load_config_text(text, source=src.name, namespace="foo")
-    options = CompileOptions(namespace="foo", labels=HTTPBIN, app="127.0.0.1:1")
+    td, aliases = BUNDLES.get(name, ("cluster.local", ()))
+    options = CompileOptions(
+        namespace="foo",
+        labels=HTTPBIN,
+        app="127.0.0.1:1",
+        trust_domain=td,
+        trust_domain_aliases=aliases,
+    )
     return ir.encode(compile_config(config, options))
 
 
@@ -89,7 +99,7 @@ def _facts(req: rbac_oracle.Request) -> dict[str, object]:
 )
 def test_meshfast_decides_as_envoy_rbac(name: str, src: Path, outs: list[Path]) -> None:
     filters = [yaml.safe_load(p.read_text()) for p in outs]
-    _compare(name, _snapshot(src), filters)
+    _compare(name, _snapshot(src, name=name), filters)
 
 
 # Pairs whose `not` forms (``notPaths: ["*"]``, ``notHosts: ["*"]``, ...) make every request

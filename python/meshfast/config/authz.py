@@ -20,6 +20,7 @@ from meshfast.config import resources as r
 from meshfast.config.authorization_policy import Condition, Operation, Rule, Source
 
 ROOT_NAMESPACE = "istio-system"  # Istio's default meshConfig.rootNamespace
+CLUSTER_LOCAL = "cluster.local"  # in a principal: the mesh's own trust domain, whatever it is
 DRY_RUN = "istio.io/dry-run"
 
 # Attributes only an HTTP request has: Istio's TCP form drops them.
@@ -41,19 +42,26 @@ def applies(ap: r.AuthorizationPolicy, namespace: str, labels: dict[str, str], r
 
 
 def policies_for(
-    resources: Iterable[r.Resource], namespace: str, labels: dict[str, str], root: str
+    resources: Iterable[r.Resource],
+    namespace: str,
+    labels: dict[str, str],
+    root: str,
+    bundle: tuple[str, ...] = (CLUSTER_LOCAL,),
 ) -> list[ir.AuthzPolicy]:
-    """The IR of every policy that applies, by (namespace, name)."""
+    """The IR of every policy that applies, by (namespace, name). ``bundle``: the mesh's
+    trust domain, then its aliases (meshConfig ``trustDomain``, ``trustDomainAliases``)."""
     aps = [
         x
         for x in resources
         if isinstance(x, r.AuthorizationPolicy) and applies(x, namespace, labels, root)
     ]
     aps.sort(key=lambda x: (x.metadata.namespace, x.metadata.name))
-    return [compile_policy(ap) for ap in aps]
+    return [compile_policy(ap, bundle) for ap in aps]
 
 
-def compile_policy(ap: r.AuthorizationPolicy) -> ir.AuthzPolicy:
+def compile_policy(
+    ap: r.AuthorizationPolicy, bundle: tuple[str, ...] = (CLUSTER_LOCAL,)
+) -> ir.AuthzPolicy:
     spec = ap.spec
     ns = ap.metadata.namespace
     action = spec.action or "ALLOW"
@@ -63,7 +71,7 @@ def compile_policy(ap: r.AuthorizationPolicy) -> ir.AuthzPolicy:
         name=f"{ns}/{ap.metadata.name}",
         action=action,
         dry_run=ap.metadata.annotations.get(DRY_RUN, "").lower() == "true",
-        rules=tuple(_rule(rule, ns) for rule in spec.rules or ()),
+        rules=tuple(_rule(rule, ns, bundle) for rule in spec.rules or ()),
     )
 
 
@@ -96,11 +104,11 @@ def tcp_form(p: ir.AuthzPolicy) -> ir.AuthzPolicy:
 # --- rules --------------------------------------------------------------------------------
 
 
-def _rule(rule: Rule, ns: str) -> ir.AuthzRule:
+def _rule(rule: Rule, ns: str, bundle: tuple[str, ...]) -> ir.AuthzRule:
     return ir.AuthzRule(
-        from_=tuple(_source(f.source, ns) for f in rule.from_ if f.source is not None),
+        from_=tuple(_source(f.source, ns, bundle) for f in rule.from_ if f.source is not None),
         to=tuple(_operation(t.operation) for t in rule.to if t.operation is not None),
-        when=tuple(_when(c, ns) for c in rule.when),
+        when=tuple(_when(c, ns, bundle) for c in rule.when),
     )
 
 
@@ -108,7 +116,7 @@ def _cond(attribute: ir.AuthzAttribute, values: Iterable[Val], nots: Iterable[Va
     return Cond(attribute=attribute, values=tuple(values), not_values=tuple(nots))
 
 
-def _source(s: Source, ns: str) -> tuple[Cond, ...]:
+def _source(s: Source, ns: str, bundle: tuple[str, ...]) -> tuple[Cond, ...]:
     """In Istio's order: principals, requestPrincipals, namespaces, ipBlocks, remoteIpBlocks
     (each with its ``not`` form), then serviceAccounts and trustDomains."""
     out: list[Cond] = []
@@ -120,8 +128,8 @@ def _source(s: Source, ns: str) -> tuple[Cond, ...]:
 
     add(
         "source_principal",
-        map(principal, s.principals or ()),
-        map(principal, s.not_principals or ()),
+        map(principal, with_aliases(s.principals or (), bundle)),
+        map(principal, with_aliases(s.not_principals or (), bundle)),
     )
     add("request_auth", map(string, s.request_principals), map(string, s.not_request_principals))
     add(
@@ -138,8 +146,8 @@ def _source(s: Source, ns: str) -> tuple[Cond, ...]:
     )
     add(
         "source_principal",
-        map(trust_domain, s.trust_domains),
-        map(trust_domain, s.not_trust_domains),
+        map(trust_domain, expand_domains(s.trust_domains, bundle)),
+        map(trust_domain, expand_domains(s.not_trust_domains, bundle)),
     )
     return tuple(out)
 
@@ -158,7 +166,7 @@ def _operation(op: Operation) -> tuple[Cond, ...]:
 _PSEUDO: dict[str, ir.AuthzAttribute] = {":method": "method", ":path": "path", ":authority": "host"}
 
 
-def _when(c: Condition, ns: str) -> Cond:
+def _when(c: Condition, ns: str, bundle: tuple[str, ...]) -> Cond:
     key = c.key
     if key.startswith("request.headers["):
         name = key[len("request.headers[") : -1]
@@ -185,7 +193,63 @@ def _when(c: Condition, ns: str) -> Cond:
     # request.auth.*: JWT-derived; experimental.envoy.filters.*: dynamic metadata.
     default: ir.AuthzAttribute = "request_auth" if key.startswith("request.auth.") else "metadata"
     attribute, convert = table.get(key, (default, string))
-    return _cond(attribute, map(convert, c.values), map(convert, c.not_values))
+    values, nots = c.values, c.not_values
+    if key == "source.principal":
+        values, nots = with_aliases(values, bundle), with_aliases(nots, bundle)
+    elif key == "source.trustDomain":
+        values, nots = expand_domains(values, bundle), expand_domains(nots, bundle)
+    return _cond(attribute, map(convert, values), map(convert, nots))
+
+
+# --- trust domains (Istio's pilot/pkg/security/trustdomain) -------------------------------
+
+
+def _wild_eq(a: str, b: str) -> bool:
+    """Either side may be a ``*``, ``x*`` or ``*x`` pattern."""
+
+    def fits(text: str, pattern: str) -> bool:
+        if pattern == "*":
+            return True
+        if pattern.endswith("*"):
+            return text.startswith(pattern[:-1])
+        if pattern.startswith("*"):
+            return text.endswith(pattern[1:])
+        return False
+
+    return a == b or fits(a, b) or fits(b, a)
+
+
+def with_aliases(principals: Iterable[str], bundle: tuple[str, ...]) -> tuple[str, ...]:
+    """Istio's ReplaceTrustDomainAliases: a ``td/ns/N/sa/S`` principal whose trust domain is
+    ``cluster.local`` or one of the bundle's stands for the same identity under each of them."""
+    out: list[str] = []
+    for p in principals:
+        parts = p.split("/")
+        td = parts[0]
+        if len(parts) != 5 or td == "*":
+            out.append(p)
+            continue
+        if td != CLUSTER_LOCAL and not any(_wild_eq(td, b) for b in bundle):
+            out.append(p)
+            continue
+        mine: list[str] = []
+        for b in bundle:
+            fits = td.startswith("*") and b.endswith(td[1:])
+            new = p if fits else "/".join([b, *parts[1:]])
+            if new not in mine:
+                mine.append(new)
+        out.extend(mine)
+    return tuple(out)
+
+
+def expand_domains(domains: Iterable[str], bundle: tuple[str, ...]) -> tuple[str, ...]:
+    """Istio's ExpandTrustDomainAliases: a trust domain of the bundle stands for all of it."""
+    out: list[str] = []
+    for d in domains:
+        for x in bundle if d in bundle else (d,):
+            if x not in out:
+                out.append(x)
+    return tuple(out)
 
 
 # --- values: Istio's matchers -------------------------------------------------------------

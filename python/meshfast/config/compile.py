@@ -73,6 +73,10 @@ class CompileOptions:
     downstream: ir.Downstream = field(default_factory=ir.Downstream)  # client connection limits
     # meshConfig.rootNamespace: its AuthorizationPolicies apply to every namespace.
     root_namespace: str = authz_mod.ROOT_NAMESPACE
+    # meshConfig.trustDomain and trustDomainAliases: principals of any of them (or of
+    # "cluster.local") in AuthorizationPolicies stand for one another.
+    trust_domain: str = authz_mod.CLUSTER_LOCAL
+    trust_domain_aliases: tuple[str, ...] = ()
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -110,7 +114,11 @@ class _Compiler:
                     self.vs_exact.setdefault(fqdn, vs)
         self.vs_wild.sort(key=lambda pv: -len(pv[0]))
         self.authz = authz_mod.policies_for(
-            res, options.namespace, options.labels, options.root_namespace
+            res,
+            options.namespace,
+            options.labels,
+            options.root_namespace,
+            (options.trust_domain, *options.trust_domain_aliases),
         )
 
     # -- scoping
