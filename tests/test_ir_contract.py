@@ -48,6 +48,54 @@ weighted = st.lists(
     max_size=3,
 ).map(tuple)
 opt_names = st.none() | names
+authz_value = st.builds(
+    ir.AuthzValue,
+    kind=st.sampled_from(
+        ["exact", "prefix", "suffix", "present", "regex", "cidr", "port", "template"]
+    ),
+    value=st.text(max_size=10),
+)
+authz_condition = st.builds(
+    ir.AuthzCondition,
+    attribute=st.sampled_from(
+        [
+            "source_principal",
+            "source_ip",
+            "remote_ip",
+            "destination_ip",
+            "destination_port",
+            "sni",
+            "host",
+            "method",
+            "path",
+            "header",
+            "request_auth",
+            "metadata",
+        ]
+    ),
+    key=names,
+    values=st.lists(authz_value, max_size=2).map(tuple),
+    not_values=st.lists(authz_value, max_size=2).map(tuple),
+)
+conditions = st.lists(authz_condition, max_size=2).map(tuple)
+authz_policies = st.lists(
+    st.builds(
+        ir.AuthzPolicy,
+        name=names,
+        action=st.sampled_from(["ALLOW", "DENY", "AUDIT"]),
+        dry_run=st.booleans(),
+        rules=st.lists(
+            st.builds(
+                ir.AuthzRule,
+                from_=st.lists(conditions, max_size=2).map(tuple),
+                to=st.lists(conditions, max_size=2).map(tuple),
+                when=conditions,
+            ),
+            max_size=2,
+        ).map(tuple),
+    ),
+    max_size=2,
+).map(tuple)
 route_action = st.builds(
     ir.RouteAction,
     clusters=weighted,
@@ -160,6 +208,7 @@ snapshot = st.builds(
                 ),
                 max_size=2,
             ).map(tuple),
+            authz=st.booleans(),
         ),
         max_size=3,
     ).map(tuple),
@@ -268,6 +317,8 @@ snapshot = st.builds(
         idle_timeout_ms=st.integers(0, 2**40),
         max_connections=st.integers(0, 2**32 - 1),
     ),
+    authz=authz_policies,
+    authz_tcp=authz_policies,
 )
 
 

@@ -151,6 +151,16 @@ def explain_route(
 def ir_roundtrip(snapshot: bytes) -> bytes:
     """Decodes IR bytes in Rust and encodes them again (for tests of the IR contract)."""
 
+def authz_verdict(
+    snapshot: bytes, facts: dict[str, object], tcp: bool = False
+) -> tuple[bool, str | None]:
+    """The core's AuthorizationPolicy verdict on one request (``tcp``: one connection) under
+    ``snapshot``'s policies: (allowed, the deciding policy's ``namespace/name``). ``facts``:
+    principal, peer, destination (``ip:port``), sni, authority, method, path, headers."""
+
+def response_flags() -> list[tuple[str, int]]:
+    """Every response flag the core sets, ``(name, status)``, in rendering order."""
+
 __version__: str
 
 # The Cython modules linked into this one (rust/py/src/speedups.rs), also in sys.modules

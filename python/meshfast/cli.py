@@ -84,6 +84,11 @@ def _locality(text: str) -> str:
     return "/".join(parts)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """`a,b`: a list of names (trust domain aliases)."""
+    return tuple(filter(None, (i.strip() for i in text.split(","))))
+
+
 def _labels(text: str) -> dict[str, str]:
     """`k=v,k2=v2`: this workload's labels (localityLbSetting.failoverPriority)."""
     labels: dict[str, str] = {}
@@ -307,7 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         type=_labels,
         metavar="K=V,...",
-        help="this workload's labels (localityLbSetting.failoverPriority compares them)",
+        help="this workload's labels (localityLbSetting.failoverPriority compares them, "
+        "AuthorizationPolicy selectors match them)",
+    )
+    run.add_argument(
+        "--root-namespace",
+        default="istio-system",
+        metavar="NS",
+        help="meshConfig.rootNamespace: its AuthorizationPolicies apply in every namespace",
+    )
+    run.add_argument(
+        "--trust-domain",
+        default="cluster.local",
+        metavar="TD",
+        help="meshConfig.trustDomain: AuthorizationPolicy principals of cluster.local mean it",
+    )
+    run.add_argument(
+        "--trust-domain-aliases",
+        default=(),
+        type=_names,
+        metavar="TD,...",
+        help="meshConfig.trustDomainAliases: AuthorizationPolicy principals of the trust domain "
+        "or any alias match all of them",
     )
     run.add_argument(
         "--certs",
@@ -448,7 +474,8 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
     from meshfast.control import snapshot_cache
 
     s = settings
-    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality)
+    authz = (s.root_namespace, s.trust_domain, s.trust_domain_aliases)
+    compiled_with = (s.namespace, s.outbound, s.inbound, s.app, s.locality, *authz)
     served_with = (
         s.path_normalization,
         s.original_dst_header,
@@ -571,6 +598,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         gateway_bind=args.gateway_bind,
         locality=args.locality,
         labels=args.labels,
+        root_namespace=args.root_namespace,
+        trust_domain=args.trust_domain,
+        trust_domain_aliases=args.trust_domain_aliases,
         dns_refresh=args.dns_refresh,
         certs=_mesh_identity(args.certs),
         path_normalization=cast("PathNormalization", args.path_normalization.lower()),

@@ -504,7 +504,7 @@ def test_unknown_kinds() -> None:
         spec: {}
         ---
         apiVersion: security.istio.io/v1
-        kind: AuthorizationPolicy
+        kind: RequestAuthentication
         metadata: {name: deny}
         ---
         apiVersion: apps/v1
@@ -520,7 +520,8 @@ def test_unknown_kinds() -> None:
     assert [str(p) for p in got] == [
         "t.yaml:2: WorkloadGroup/wg: $.kind: WorkloadGroup is not implemented yet",
         't.yaml:4: WorkloadGroup/wg: $.spec: missing required field "template"',
-        "t.yaml:7: AuthorizationPolicy/deny: $.kind: AuthorizationPolicy is not implemented yet",
+        "t.yaml:7: RequestAuthentication/deny: $.kind: RequestAuthentication is not implemented"
+        " yet",
         "t.yaml:11: Deployment/web: $.kind: Deployment is not supported",
         't.yaml:14: -/nokind: $: missing required field "kind"',
         "t.yaml:17: -/-: $: a resource must be a mapping, got a list",
@@ -784,9 +785,10 @@ def test_kinds_checked_but_not_served() -> None:
         "t.yaml:2: PeerAuthentication/pa: $.kind: PeerAuthentication is not implemented yet",
         't.yaml:7: PeerAuthentication/pa: $.spec.portLevelMtls["0"]: port must be between 1'
         " and 65535, got 0",
-        "t.yaml:10: AuthorizationPolicy/ap: $.kind: AuthorizationPolicy is not implemented yet",
-        # The unknown field hides none of the deeper problems of its document.
+        # AuthorizationPolicy is served: the unknown field hides none of the rest.
         "t.yaml:12: AuthorizationPolicy/ap: $.spec.provider: a CUSTOM action needs provider.name",
+        "t.yaml:13: AuthorizationPolicy/ap: $.spec.action: CUSTOM (an external authorizer) is"
+        " not implemented yet: use ALLOW, DENY or AUDIT",
         "t.yaml:15: AuthorizationPolicy/ap: $.spec.rules[0].from[0].source: cannot set"
         " serviceAccounts with namespaces or principals",
         "t.yaml:15: AuthorizationPolicy/ap: $.spec.rules[0].from[0].source.ipBlocks[0]:"
@@ -796,7 +798,6 @@ def test_kinds_checked_but_not_served() -> None:
         't.yaml:17: AuthorizationPolicy/ap: $.spec.rules[0].when[0]: "request.headers[x]":'
         " values or notValues is required",
         't.yaml:18: AuthorizationPolicy/ap: $.spec.bogus: unknown field "bogus"',
-        "t.yaml:21: AuthorizationPolicy/ok: $.kind: AuthorizationPolicy is not implemented yet",
     ]
     # Without the unknown field, the same semantic problems.
     text = textwrap.dedent(
@@ -813,8 +814,11 @@ def test_kinds_checked_but_not_served() -> None:
         """
     )
     assert messages(text) == [
-        ("$.kind", "AuthorizationPolicy is not implemented yet"),
         ("$.spec.provider", "a CUSTOM action needs provider.name"),
+        (
+            "$.spec.action",
+            "CUSTOM (an external authorizer) is not implemented yet: use ALLOW, DENY or AUDIT",
+        ),
         (
             "$.spec.rules[0].from[0].source",
             "cannot set serviceAccounts with namespaces or principals",

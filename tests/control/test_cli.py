@@ -113,6 +113,33 @@ def test_run_locality_and_dns_refresh_flags() -> None:
     assert build_parser().parse_args(["run", "-c", "a", "--locality", "eu"]).locality == "eu"
 
 
+def test_run_authorization_flags() -> None:
+    from meshfast.control.settings import SidecarSettings, options_for
+
+    args = build_parser().parse_args(["run", "-c", "a.yaml"])
+    assert (args.root_namespace, args.trust_domain, args.trust_domain_aliases) == (
+        "istio-system",
+        "cluster.local",
+        (),
+    )
+    argv = ["run", "-c", "a", "--root-namespace", "mesh", "--trust-domain", "td1"]
+    args = build_parser().parse_args([*argv, "--trust-domain-aliases", "old, older,"])
+    assert (args.root_namespace, args.trust_domain, args.trust_domain_aliases) == (
+        "mesh",
+        "td1",
+        ("old", "older"),
+    )
+    settings = SidecarSettings(
+        root_namespace="mesh", trust_domain="td1", trust_domain_aliases=("old",)
+    )
+    options = options_for(settings, 1)
+    assert (options.root_namespace, options.trust_domain, options.trust_domain_aliases) == (
+        "mesh",
+        "td1",
+        ("old",),
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [

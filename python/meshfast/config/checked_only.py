@@ -11,7 +11,6 @@ webhook (pkg/config/validation), as ISTIO-API.md describes them.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -21,6 +20,12 @@ import msgspec
 
 from meshfast.config import duration
 from meshfast.config.load import child
+from meshfast.config.policy_target import (
+    PolicyTargetReference,
+    WorkloadSelector,
+    selector_problems,
+    targets,
+)
 from meshfast.config.resources import ObjectMeta
 from meshfast.config.structs import IstioStruct, Percentage
 
@@ -28,64 +33,6 @@ Issue = tuple[str, str]
 
 SECURITY_VERSIONS = frozenset({"security.istio.io/v1", "security.istio.io/v1beta1"})
 TELEMETRY_VERSIONS = frozenset({"telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"})
-
-_GROUP = re.compile(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-
-
-class WorkloadSelector(IstioStruct, frozen=True):
-    match_labels: dict[str, str] = {}
-
-
-class PolicyTargetReference(IstioStruct, frozen=True):
-    kind: str
-    name: str
-    group: str = ""
-    namespace: str = ""
-
-
-def _selector(selector: WorkloadSelector | None, path: str) -> Iterator[Issue]:
-    if selector is None:
-        return
-    for key, value in selector.match_labels.items():
-        p = child(f"{path}.matchLabels", key)
-        if not key:
-            yield p, "a label key must not be empty"
-        elif "*" in key:
-            yield p, f'"{key}": a wildcard is not allowed in a label key'
-        if "*" in value:
-            yield p, f'"{value}": a wildcard is not allowed in a label value'
-        elif len(value) > 63:
-            yield p, "a label value must be at most 63 characters long"
-
-
-def _target_ref(ref: PolicyTargetReference, path: str) -> Iterator[Issue]:
-    if not ref.kind or not _KIND.match(ref.kind) or len(ref.kind) > 63:
-        yield f"{path}.kind", f'"{ref.kind}" is not a valid kind'
-    if not _GROUP.match(ref.group) or len(ref.group) > 253:
-        yield f"{path}.group", f'"{ref.group}" is not a valid group'
-    if not ref.name or len(ref.name) > 253:
-        yield f"{path}.name", "name must be 1 to 253 characters long"
-    if ref.namespace:
-        yield f"{path}.namespace", "cross namespace referencing is not supported"
-
-
-def _targets(
-    selector: WorkloadSelector | None,
-    target_ref: PolicyTargetReference | None,
-    target_refs: tuple[PolicyTargetReference, ...] | None,
-) -> Iterator[Issue]:
-    if (selector is not None) + (target_ref is not None) + (target_refs is not None) > 1:
-        yield "$.spec", "only one of selector, targetRef or targetRefs can be set"
-    yield from _selector(selector, "$.spec.selector")
-    if target_ref is not None:
-        yield from _target_ref(target_ref, "$.spec.targetRef")
-    if target_refs is not None:
-        if len(target_refs) > 16:
-            yield "$.spec.targetRefs", "at most 16 targetRefs"
-        for i, ref in enumerate(target_refs):
-            yield from _target_ref(ref, f"$.spec.targetRefs[{i}]")
-
 
 # --- PeerAuthentication -------------------------------------------------------------------
 
@@ -113,7 +60,7 @@ class PeerAuthentication(IstioStruct, frozen=True):
 
 def peer_authentication(pa: PeerAuthentication) -> Iterator[Issue]:
     spec = pa.spec
-    yield from _selector(spec.selector, "$.spec.selector")
+    yield from selector_problems(spec.selector, "$.spec.selector")
     if spec.port_level_mtls is None:
         return
     if not spec.port_level_mtls:
@@ -127,154 +74,6 @@ def peer_authentication(pa: PeerAuthentication) -> Iterator[Issue]:
             yield p, f'port "{key}" is not a number'
         elif not 1 <= int(key) <= 65535:
             yield p, f"port must be between 1 and 65535, got {key}"
-
-
-# --- AuthorizationPolicy ------------------------------------------------------------------
-
-
-class Source(IstioStruct, frozen=True):
-    principals: tuple[str, ...] | None = None
-    not_principals: tuple[str, ...] | None = None
-    request_principals: tuple[str, ...] = ()
-    not_request_principals: tuple[str, ...] = ()
-    namespaces: tuple[str, ...] | None = None
-    not_namespaces: tuple[str, ...] | None = None
-    service_accounts: tuple[str, ...] | None = None
-    not_service_accounts: tuple[str, ...] | None = None
-    ip_blocks: tuple[str, ...] = ()
-    not_ip_blocks: tuple[str, ...] = ()
-    remote_ip_blocks: tuple[str, ...] = ()
-    not_remote_ip_blocks: tuple[str, ...] = ()
-    trust_domains: tuple[str, ...] = ()
-    not_trust_domains: tuple[str, ...] = ()
-
-
-class Operation(IstioStruct, frozen=True):
-    hosts: tuple[str, ...] = ()
-    not_hosts: tuple[str, ...] = ()
-    ports: tuple[str, ...] = ()
-    not_ports: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ()
-    not_methods: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    not_paths: tuple[str, ...] = ()
-
-
-class RuleFrom(IstioStruct, frozen=True):
-    source: Source | None = None
-
-
-class RuleTo(IstioStruct, frozen=True):
-    operation: Operation | None = None
-
-
-class Condition(IstioStruct, frozen=True):
-    key: str
-    values: tuple[str, ...] = ()
-    not_values: tuple[str, ...] = ()
-
-
-class Rule(IstioStruct, frozen=True):
-    from_: tuple[RuleFrom, ...] = msgspec.field(default=(), name="from")
-    to: tuple[RuleTo, ...] = ()
-    when: tuple[Condition, ...] = ()
-
-
-class ExtensionProvider(IstioStruct, frozen=True):
-    name: str = ""
-
-
-class AuthorizationPolicySpec(IstioStruct, frozen=True):
-    selector: WorkloadSelector | None = None
-    target_ref: PolicyTargetReference | None = None
-    target_refs: tuple[PolicyTargetReference, ...] | None = None
-    action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] | None = None
-    provider: ExtensionProvider | None = None
-    rules: tuple[Rule, ...] | None = None
-
-
-class AuthorizationPolicy(IstioStruct, frozen=True):
-    api_version: str
-    kind: str
-    metadata: ObjectMeta
-    spec: AuthorizationPolicySpec = AuthorizationPolicySpec()
-    status: Any = None
-
-
-def _ip_blocks(blocks: tuple[str, ...], path: str) -> Iterator[Issue]:
-    for i, block in enumerate(blocks):
-        try:
-            ipaddress.ip_network(block, strict=False)
-        except ValueError:
-            yield f"{path}[{i}]", f'"{block}" is not an IP address or CIDR'
-
-
-def _source(s: Source, path: str) -> Iterator[Issue]:
-    if s == Source():
-        yield path, "source must not be empty"
-    accounts = s.service_accounts is not None or s.not_service_accounts is not None
-    others = (s.principals, s.not_principals, s.namespaces, s.not_namespaces)
-    if accounts and any(x is not None for x in others):
-        yield path, "cannot set serviceAccounts with namespaces or principals"
-    for key, items in (
-        ("serviceAccounts", s.service_accounts),
-        ("notServiceAccounts", s.not_service_accounts),
-    ):
-        if items is None:
-            continue
-        if len(items) > 16:
-            yield f"{path}.{key}", "at most 16 service accounts"
-        for i, item in enumerate(items):
-            if len(item) > 320:
-                yield f"{path}.{key}[{i}]", "must be at most 320 characters long"
-    for key, blocks in (
-        ("ipBlocks", s.ip_blocks),
-        ("notIpBlocks", s.not_ip_blocks),
-        ("remoteIpBlocks", s.remote_ip_blocks),
-        ("notRemoteIpBlocks", s.not_remote_ip_blocks),
-    ):
-        yield from _ip_blocks(blocks, f"{path}.{key}")
-
-
-def _operation(op: Operation, path: str) -> Iterator[Issue]:
-    if op == Operation():
-        yield path, "operation must not be empty"
-    for key, ports in (("ports", op.ports), ("notPorts", op.not_ports)):
-        for i, port in enumerate(ports):
-            if not port.isdigit() or int(port) > 65535:
-                yield f"{path}.{key}[{i}]", f'"{port}" is not a port number (0 to 65535)'
-
-
-def authorization_policy(ap: AuthorizationPolicy) -> Iterator[Issue]:
-    spec = ap.spec
-    yield from _targets(spec.selector, spec.target_ref, spec.target_refs)
-    if spec.action == "CUSTOM":
-        if spec.provider is None or not spec.provider.name:
-            yield "$.spec.provider", "a CUSTOM action needs provider.name"
-        if spec.rules is None:
-            yield "$.spec", "a CUSTOM action without rules never applies (add an empty rule {})"
-    elif spec.provider is not None:
-        yield (
-            "$.spec.provider",
-            f"provider is only for the CUSTOM action, not {spec.action or 'ALLOW'}",
-        )
-    for i, rule in enumerate(spec.rules or ()):
-        p = f"$.spec.rules[{i}]"
-        for j, f in enumerate(rule.from_):
-            if f.source is None:
-                yield f"{p}.from[{j}]", 'missing required field "source"'
-            else:
-                yield from _source(f.source, f"{p}.from[{j}].source")
-        for j, t in enumerate(rule.to):
-            if t.operation is None:
-                yield f"{p}.to[{j}]", 'missing required field "operation"'
-            else:
-                yield from _operation(t.operation, f"{p}.to[{j}].operation")
-        for j, c in enumerate(rule.when):
-            if not c.key:
-                yield f"{p}.when[{j}].key", "key must not be empty"
-            if not c.values and not c.not_values:
-                yield f"{p}.when[{j}]", f'"{c.key}": values or notValues is required'
 
 
 # --- Telemetry ----------------------------------------------------------------------------
@@ -389,7 +188,7 @@ class Telemetry(IstioStruct, frozen=True):
 
 def telemetry(t: Telemetry) -> Iterator[Issue]:
     spec = t.spec
-    yield from _targets(spec.selector, spec.target_ref, spec.target_refs)
+    yield from targets(spec.selector, spec.target_ref, spec.target_refs)
     for i, m in enumerate(spec.metrics):
         p = f"$.spec.metrics[{i}]"
         if m.reporting_interval is not None:
@@ -462,7 +261,7 @@ class RequestAuthentication(IstioStruct, frozen=True):
 
 def request_authentication(ra: RequestAuthentication) -> Iterator[Issue]:
     spec = ra.spec
-    yield from _targets(spec.selector, spec.target_ref, spec.target_refs)
+    yield from targets(spec.selector, spec.target_ref, spec.target_refs)
     for i, rule in enumerate(spec.jwt_rules):
         p = f"$.spec.jwtRules[{i}]"
         if rule.issuer is None:
@@ -491,7 +290,6 @@ def request_authentication(ra: RequestAuthentication) -> Iterator[Issue]:
 
 CHECKED_ONLY: dict[str, tuple[type[Any], frozenset[str], Any]] = {
     "PeerAuthentication": (PeerAuthentication, SECURITY_VERSIONS, peer_authentication),
-    "AuthorizationPolicy": (AuthorizationPolicy, SECURITY_VERSIONS, authorization_policy),
     "RequestAuthentication": (RequestAuthentication, SECURITY_VERSIONS, request_authentication),
     "Telemetry": (Telemetry, TELEMETRY_VERSIONS, telemetry),
 }

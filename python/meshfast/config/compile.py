@@ -20,6 +20,9 @@ hashing, locality weights) are resolved by :mod:`meshfast.config.policy`.
 
 ``HttpFilter`` resources become ``FilterRef`` entries on routes
 (:mod:`meshfast.config.http_filter`).
+
+AuthorizationPolicies that apply to this workload (:mod:`meshfast.config.authz`) go in the
+snapshot once, in their HTTP and TCP forms; the inbound listeners are marked to enforce them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from meshfast.config import authz as authz_mod
 from meshfast.config import delegate as delegate_mod
 from meshfast.config import failure_rate, hosts, http_filter, ir, load_balancer, policy
 from meshfast.config import http_route as hr
@@ -67,6 +71,12 @@ class CompileOptions:
     # x-envoy-original-dst-host honoured (Envoy's use_http_header); off by default.
     original_dst_header: bool = False
     downstream: ir.Downstream = field(default_factory=ir.Downstream)  # client connection limits
+    # meshConfig.rootNamespace: its AuthorizationPolicies apply to every namespace.
+    root_namespace: str = authz_mod.ROOT_NAMESPACE
+    # meshConfig.trustDomain and trustDomainAliases: principals of any of them (or of
+    # "cluster.local") in AuthorizationPolicies stand for one another.
+    trust_domain: str = authz_mod.CLUSTER_LOCAL
+    trust_domain_aliases: tuple[str, ...] = ()
 
 
 # --- compile ------------------------------------------------------------------------------
@@ -103,6 +113,13 @@ class _Compiler:
                 else:
                     self.vs_exact.setdefault(fqdn, vs)
         self.vs_wild.sort(key=lambda pv: -len(pv[0]))
+        self.authz = authz_mod.policies_for(
+            res,
+            options.namespace,
+            options.labels,
+            options.root_namespace,
+            (options.trust_domain, *options.trust_domain_aliases),
+        )
 
     # -- scoping
 
@@ -402,6 +419,7 @@ class _Compiler:
                     protocol="http",
                     route_table="inbound",
                     tls=inbound_tls,
+                    authz=True,
                 )
             )
             route_tables.append(_inbound_table("inbound", "inbound|app"))
@@ -435,6 +453,7 @@ class _Compiler:
                                     name="default", clusters=(ir.WeightedCluster(cluster, 100),)
                                 ),
                             ),
+                            authz=True,
                         )
                     )
                 else:
@@ -445,6 +464,7 @@ class _Compiler:
                             protocol="http",
                             route_table=name,
                             tls=inbound_tls,
+                            authz=True,
                         )
                     )
                     route_tables.append(_inbound_table(name, cluster))
@@ -468,6 +488,8 @@ class _Compiler:
             path_normalization=opts.path_normalization,
             original_dst_header=opts.original_dst_header,
             downstream=opts.downstream,
+            authz=tuple(self.authz),
+            authz_tcp=tuple(authz_mod.tcp_form(p) for p in self.authz),
         )
 
 

@@ -206,6 +206,7 @@ class Listener(msgspec.Struct, frozen=True):
     tcp_routes: tuple[TcpRoute, ...] = ()
     tls: TlsServer | None = None  # http only: terminate TLS first
     sni_routes: tuple[SniRoute, ...] = ()  # tls (passthrough) only
+    authz: bool = False  # the workload's AuthorizationPolicies apply (inbound listeners)
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -317,6 +318,59 @@ class Downstream(msgspec.Struct, frozen=True):
     max_connections: int = 0  # open at once, all listeners and workers (65,536)
 
 
+AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
+AuthzAttribute = Literal[
+    "source_principal",  # the peer's SPIFFE ID, spiffe:// included
+    "source_ip",
+    "remote_ip",  # the peer's IP: no proxy in front is trusted
+    "destination_ip",
+    "destination_port",
+    "sni",
+    "host",  # :authority, case-insensitive
+    "method",
+    "path",  # normalized, without the query
+    "header",  # the header named by ``key``
+    "request_auth",  # JWT-derived: absent until RequestAuthentication is served
+    "metadata",  # Envoy dynamic metadata (experimental.*): always absent
+]
+# present: exists (non-empty but for headers); regex: anchored; cidr: addr[/len]; port: number;
+# template: Istio's {*} / {**} path template.
+AuthzMatch = Literal["exact", "prefix", "suffix", "present", "regex", "cidr", "port", "template"]
+
+
+class AuthzValue(msgspec.Struct, frozen=True):
+    kind: AuthzMatch
+    value: str = ""
+
+
+class AuthzCondition(msgspec.Struct, frozen=True):
+    """Holds when the attribute matches one of ``values`` (or there are none) and none of
+    ``not_values``; an absent attribute matches no value."""
+
+    attribute: AuthzAttribute
+    key: str = ""  # the header name of a "header" condition
+    values: tuple[AuthzValue, ...] = ()
+    not_values: tuple[AuthzValue, ...] = ()
+
+
+class AuthzRule(msgspec.Struct, frozen=True):
+    """Matches when one ``from`` entry (all its conditions), one ``to`` entry and every
+    ``when`` condition match; an empty list matches anything."""
+
+    from_: tuple[tuple[AuthzCondition, ...], ...] = msgspec.field(default=(), name="from")
+    to: tuple[tuple[AuthzCondition, ...], ...] = ()
+    when: tuple[AuthzCondition, ...] = ()
+
+
+class AuthzPolicy(msgspec.Struct, frozen=True):
+    """An AuthorizationPolicy of this workload; matches when any rule does (none: never)."""
+
+    name: str  # namespace/name: its counters' name
+    action: AuthzAction = "ALLOW"
+    dry_run: bool = False  # istio.io/dry-run: counted, never enforced
+    rules: tuple[AuthzRule, ...] = ()
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     version: int = 0
     listeners: tuple[Listener, ...] = ()
@@ -327,6 +381,11 @@ class Snapshot(msgspec.Struct, frozen=True):
     # use_http_header; off: any client could pick any address).
     original_dst_header: bool = False
     downstream: Downstream = Downstream()
+    # The workload's AuthorizationPolicies for listeners with ``authz``: as written (HTTP), and
+    # in Istio's TCP form (HTTP-only conditions dropped from DENY/AUDIT rules, ALLOW rules
+    # with one dropped whole).
+    authz: tuple[AuthzPolicy, ...] = ()
+    authz_tcp: tuple[AuthzPolicy, ...] = ()
 
 
 def encode(snapshot: Snapshot) -> bytes:

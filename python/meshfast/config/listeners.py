@@ -40,6 +40,7 @@ from meshfast.config import gateway as g
 from meshfast.config import hosts, ir
 from meshfast.config import resources as r
 from meshfast.config import routes as routes_mod
+from meshfast.config.authz import tcp_form as authz_tcp_form
 from meshfast.config.http_route import Destination
 from meshfast.config.registry import RegistryService, join_host_port, resolve
 
@@ -329,6 +330,7 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
             by_port.setdefault(server.port.number, []).append((gw, server))
     listeners: list[ir.Listener] = []
     tables: list[ir.RouteTable] = []
+    enforce = bool(c.authz)  # the gateway workload's AuthorizationPolicies (none: unmarked)
     for number, servers in sorted(by_port.items()):
         first_gw, first = servers[0]
         kind = g.server_kind(first)
@@ -338,7 +340,14 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
             tables.append(_http_table(c, b, name, number, servers))
             tls = tls_server(c, first_gw, first) if kind == "https" else None
             listeners.append(
-                ir.Listener(name=name, address=address, protocol="http", route_table=name, tls=tls)
+                ir.Listener(
+                    name=name,
+                    address=address,
+                    protocol="http",
+                    route_table=name,
+                    tls=tls,
+                    authz=enforce,
+                )
             )
         elif kind == "tls":
             listeners.append(
@@ -356,6 +365,7 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
                     address=address,
                     protocol="tcp",
                     tcp_routes=tuple(_tcp_routes(c, b, number, servers)),
+                    authz=enforce,
                 )
             )
     return ir.Snapshot(
@@ -365,4 +375,8 @@ def gateway_snapshot(c: _Compiler) -> ir.Snapshot:
         clusters=tuple(
             sorted({cl.name: cl for cl in reversed(clusters)}.values(), key=lambda cl: cl.name)
         ),
+        # The gateway workload's AuthorizationPolicies (selected by its --labels), as Istio
+        # applies them to ingress gateways; TLS passthrough listeners have none (no HTTP).
+        authz=tuple(c.authz),
+        authz_tcp=tuple(authz_tcp_form(p) for p in c.authz),
     )

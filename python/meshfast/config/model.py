@@ -6,17 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshfast.config.resources import Resource
-
-
-class Unsupported(str):
-    """A problem's message that says meshfast does not serve something Istio accepts.
-
-    A type, not a phrase to search for: ``validate --istio`` (Istio's validity alone) tells
-    these apart from errors by it, so every "not implemented yet" is made with this.
-    """
-
-
-Severity = Literal["error", "unsupported", "warning"]
+from meshfast.config.unsupported import Severity, Unsupported
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from meshfast.config.authorization_policy import AuthorizationPolicySpec
 from meshfast.config.gateway import GatewaySpec
 from meshfast.config.http_route import HTTPRoute
 from meshfast.config.structs import (
@@ -44,6 +45,7 @@ NETWORKING_VERSIONS = frozenset(
     {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"}
 )
 MESHFAST_VERSIONS = frozenset({"meshfast.io/v1alpha1"})
+SECURITY_VERSIONS = frozenset({"security.istio.io/v1", "security.istio.io/v1beta1"})
 
 
 class ObjectMeta(K8sStruct, frozen=True):
@@ -470,6 +472,17 @@ class EndpointSlice(K8sStruct, frozen=True):
     ports: tuple[SlicePort, ...] = ()
 
 
+# --- AuthorizationPolicy (its spec: meshfast.config.authorization_policy) ------------------
+
+
+class AuthorizationPolicy(IstioStruct, frozen=True):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: AuthorizationPolicySpec = AuthorizationPolicySpec()
+    status: Any = None
+
+
 Resource = (
     VirtualService
     | DestinationRule
@@ -480,6 +493,7 @@ Resource = (
     | HttpFilter
     | Service
     | EndpointSlice
+    | AuthorizationPolicy
 )
 
 # kind -> (Struct, accepted apiVersions)
@@ -493,6 +507,7 @@ KINDS: dict[str, tuple[type[Any], frozenset[str]]] = {
     "HttpFilter": (HttpFilter, MESHFAST_VERSIONS),
     "Service": (Service, frozenset({"v1"})),
     "EndpointSlice": (EndpointSlice, frozenset({"discovery.k8s.io/v1"})),
+    "AuthorizationPolicy": (AuthorizationPolicy, SECURITY_VERSIONS),
 }
 
 # Istio kinds meshfast knows of but does not implement yet.
@@ -501,7 +516,6 @@ ISTIO_KINDS_NOT_IMPLEMENTED = frozenset(
         "WorkloadGroup",
         "EnvoyFilter",
         "ProxyConfig",
-        "AuthorizationPolicy",
         "PeerAuthentication",
         "RequestAuthentication",
         "Telemetry",
@@ -512,10 +526,5 @@ ISTIO_KINDS_NOT_IMPLEMENTED = frozenset(
 
 # Every Istio kind: what ``validate --istio`` reports problems of.
 ISTIO_KINDS = ISTIO_KINDS_NOT_IMPLEMENTED | {
-    "VirtualService",
-    "DestinationRule",
-    "ServiceEntry",
-    "WorkloadEntry",
-    "Sidecar",
-    "Gateway",
+    kind for kind, (_, versions) in KINDS.items() if any(".istio.io/" in v for v in versions)
 }

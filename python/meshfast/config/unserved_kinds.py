@@ -1,7 +1,8 @@
 """The rest of Istio's kinds, checked against their CRD rules and never served: WorkloadGroup,
 ProxyConfig, WasmPlugin, TrafficExtension, EnvoyFilter.
 
-Like :mod:`meshfast.config.checked_only` (whose shared pieces this reuses): a document of
+Like :mod:`meshfast.config.checked_only` (with the selector and targetRef checks of
+:mod:`meshfast.config.policy_target`): a document of
 one of these kinds is checked field by field, then reported as not implemented.  Three of
 them configure Envoy itself (EnvoyFilter patches its xDS, WasmPlugin and TrafficExtension
 load Envoy Wasm or Lua code) and have no meaning for meshfast beyond being valid Istio.  The
@@ -16,13 +17,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from meshfast.config.checked_only import (
+from meshfast.config.policy_target import (
     Issue,
     PolicyTargetReference,
     WorkloadSelector,
-    _selector,
-    _target_ref,
+    target_ref_problems,
 )
+from meshfast.config.policy_target import selector_problems as _selector
 from meshfast.config.resources import NETWORKING_VERSIONS, ObjectMeta
 from meshfast.config.structs import IstioStruct
 
@@ -44,7 +45,7 @@ def _targets(
         if len(refs) > 16:
             yield "$.spec.targetRefs", "at most 16 targetRefs"
         for i, ref in enumerate(refs):
-            yield from _target_ref(ref, f"$.spec.targetRefs[{i}]")
+            yield from target_ref_problems(ref, f"$.spec.targetRefs[{i}]")
 
 
 def _port(value: int, path: str) -> Iterator[Issue]:
@@ -244,7 +245,7 @@ def wasm_plugin(wp: WasmPlugin) -> Iterator[Issue]:
         yield "$.spec", "only one of selector, targetRef or targetRefs can be set"
     yield from _selector(s.selector, "$.spec.selector")
     if s.target_ref is not None:
-        yield from _target_ref(s.target_ref, "$.spec.targetRef")
+        yield from target_ref_problems(s.target_ref, "$.spec.targetRef")
     yield from _targets(None, s.target_refs, "selector")
     yield from _wasm(s, "$.spec")
     for i, m in enumerate(s.match):

@@ -21,6 +21,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from meshfast.config import analyze, duration, failure_rate, load_balancer
+from meshfast.config import authorization_policy as authz_policy
 from meshfast.config import checked_only as co
 from meshfast.config import delegate as dg
 from meshfast.config import registry as reg
@@ -31,7 +32,8 @@ from meshfast.config import validate_http as vh
 from meshfast.config import validate_policy as vp
 from meshfast.config.http_filter import MAX_FILTER_TIMEOUT_MS, FilterLoader, parse_target
 from meshfast.config.load import Document, LoadError, child, parse_text, read_paths
-from meshfast.config.model import Config, ConfigError, Problem, Unsupported
+from meshfast.config.model import Config, ConfigError, Problem
+from meshfast.config.unsupported import Unsupported
 
 Issue = tuple[str, str]  # (JSON path, message)
 
@@ -485,6 +487,7 @@ _SEMANTIC: dict[type[Any], Any] = {
     r.EndpointSlice: _endpoint_slice,
     r.Gateway: vg.gateway,
     r.HttpFilter: _http_filter,
+    r.AuthorizationPolicy: lambda ap: authz_policy.problems(ap.spec),
 }
 
 

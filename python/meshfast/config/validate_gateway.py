@@ -15,8 +15,9 @@ from meshfast.config import hosts
 from meshfast.config import resources as r
 from meshfast.config import validate_http as vh
 from meshfast.config.load import child
-from meshfast.config.model import Problem, Unsupported
+from meshfast.config.model import Problem
 from meshfast.config.registry import ip_literal
+from meshfast.config.unsupported import Unsupported
 
 if TYPE_CHECKING:
     from meshfast.config.load import Document

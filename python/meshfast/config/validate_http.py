@@ -17,8 +17,8 @@ from meshfast.config import resources as r
 from meshfast.config.duration import parse_ms
 from meshfast.config.duration import problems as duration_problems
 from meshfast.config.load import child
-from meshfast.config.model import Unsupported
 from meshfast.config.routes import AUTHORITY_HEADERS, GRPC_STATUS, RETRY_ON
+from meshfast.config.unsupported import Unsupported
 
 Issue = tuple[str, str]  # (JSON path, message)
 

@@ -36,6 +36,9 @@ class SidecarSettings(NamedTuple):
     gateway_bind: str = "0.0.0.0"
     locality: str = ""  # the sidecar's own region/zone/subzone
     labels: Mapping[str, str] = MappingProxyType({})  # this workload's labels
+    root_namespace: str = "istio-system"  # meshConfig.rootNamespace (AuthorizationPolicy)
+    trust_domain: str = "cluster.local"  # meshConfig.trustDomain (AuthorizationPolicy)
+    trust_domain_aliases: tuple[str, ...] = ()  # meshConfig.trustDomainAliases
     dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
     certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
     path_normalization: PathNormalization = "base"  # --path-normalization
@@ -60,6 +63,9 @@ def options_for(s: SidecarSettings, version: int) -> CompileOptions:
         version=version,
         locality=s.locality,
         labels=dict(s.labels),
+        root_namespace=s.root_namespace,
+        trust_domain=s.trust_domain,
+        trust_domain_aliases=tuple(s.trust_domain_aliases),
         gateway=s.gateway,
         gateway_bind=s.gateway_bind,
         mesh=s.certs,

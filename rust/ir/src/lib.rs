@@ -24,6 +24,13 @@ pub struct Snapshot {
     pub original_dst_header: bool,
     /// Limits on client connections.
     pub downstream: Downstream,
+    /// The AuthorizationPolicies of this sidecar's workload, evaluated on
+    /// listeners with `authz` set: as written, for HTTP listeners.
+    pub authz: Vec<AuthzPolicy>,
+    /// The same policies in Istio's TCP form (HTTP-only conditions dropped
+    /// from DENY and AUDIT rules; ALLOW rules with one left out), for TCP
+    /// listeners.
+    pub authz_tcp: Vec<AuthzPolicy>,
 }
 
 /// Limits on client connections (Envoy's connection-manager timeouts and
@@ -80,6 +87,8 @@ pub struct Listener {
     pub tcp_routes: Vec<TcpRoute>,
     pub tls: Option<TlsServer>,
     pub sni_routes: Vec<SniRoute>,
+    /// The workload's AuthorizationPolicies apply here (inbound listeners).
+    pub authz: bool,
 }
 
 /// TLS termination (Gateway `tls.mode` SIMPLE / MUTUAL), from PEM files.
@@ -544,6 +553,110 @@ pub struct Endpoint {
     /// Failover order (0 first): traffic goes to the lowest priority that has
     /// a healthy endpoint. Set by locality failover; 0 otherwise.
     pub priority: u32,
+}
+
+/// One AuthorizationPolicy that applies to this sidecar's workload, in the
+/// form the core evaluates: Istio's rule shape with every field turned into
+/// a [`AuthzCondition`] on one request attribute (Istio's builder does the
+/// same toward Envoy's RBAC filter).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthzPolicy {
+    /// `namespace/name`: the name its counters go under.
+    pub name: String,
+    pub action: AuthzAction,
+    /// `istio.io/dry-run: "true"`: evaluated and counted, never enforced.
+    pub dry_run: bool,
+    /// The policy matches when any rule does; no rules: it matches nothing.
+    pub rules: Vec<AuthzRule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthzAction {
+    #[default]
+    Allow,
+    Deny,
+    /// Counted, never affects the verdict.
+    Audit,
+}
+
+/// A rule matches when one `from` entry (all its conditions), one `to`
+/// entry, and every `when` condition match; an empty list matches anything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthzRule {
+    pub from: Vec<Vec<AuthzCondition>>,
+    pub to: Vec<Vec<AuthzCondition>>,
+    pub when: Vec<AuthzCondition>,
+}
+
+/// The request attribute a condition reads.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzAttribute {
+    /// The peer's SPIFFE ID (`spiffe://td/ns/NS/sa/SA`), from mesh mTLS.
+    #[default]
+    SourcePrincipal,
+    /// The direct peer's IP (`source.ip`, `ipBlocks`).
+    SourceIp,
+    /// The original client's IP (`remote.ip`, `remoteIpBlocks`): the peer's
+    /// IP, as no proxy in front is trusted (Envoy's `xff_num_trusted_hops: 0`).
+    RemoteIp,
+    DestinationIp,
+    DestinationPort,
+    /// The SNI the client sent in its TLS handshake.
+    Sni,
+    /// `:authority` (Host), compared case-insensitively.
+    Host,
+    Method,
+    /// The normalized path, without the query.
+    Path,
+    /// The request header `key`.
+    Header,
+    /// JWT-derived (`requestPrincipals`, `request.auth.*`): absent until
+    /// RequestAuthentication is served.
+    RequestAuth,
+    /// Envoy dynamic metadata (`experimental.envoy.filters.*`): always absent.
+    Metadata,
+}
+
+/// Holds when the attribute matches one of `values` (or `values` is empty)
+/// and none of `not_values`. An absent attribute matches no value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthzCondition {
+    pub attribute: AuthzAttribute,
+    /// The header name for [`AuthzAttribute::Header`].
+    pub key: String,
+    pub values: Vec<AuthzValue>,
+    pub not_values: Vec<AuthzValue>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzMatch {
+    #[default]
+    Exact,
+    Prefix,
+    Suffix,
+    /// Present (and, but for headers, non-empty).
+    Present,
+    /// Anchored RE2-style regex over the whole value.
+    Regex,
+    /// `address/len` (or a bare address) against an IP attribute.
+    Cidr,
+    /// A port number against a port attribute.
+    Port,
+    /// Istio's path template: `{*}` one segment, `{**}` the rest.
+    Template,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthzValue {
+    pub kind: AuthzMatch,
+    pub value: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -323,9 +323,10 @@ fn listener() -> impl Strategy<Value = Listener> {
             }),
             0..2,
         ),
+        any::<bool>(),
     )
         .prop_map(
-            |(name, address, protocol, route_table, tcp_routes, tls, sni_routes)| Listener {
+            |(name, address, protocol, route_table, tcp_routes, tls, sni_routes, authz)| Listener {
                 name,
                 address,
                 protocol,
@@ -333,8 +334,80 @@ fn listener() -> impl Strategy<Value = Listener> {
                 tcp_routes,
                 tls,
                 sni_routes,
+                authz,
             },
         )
+}
+
+fn authz_value() -> impl Strategy<Value = AuthzValue> {
+    (
+        prop_oneof![
+            Just(AuthzMatch::Exact),
+            Just(AuthzMatch::Prefix),
+            Just(AuthzMatch::Suffix),
+            Just(AuthzMatch::Present),
+            Just(AuthzMatch::Regex),
+            Just(AuthzMatch::Cidr),
+            Just(AuthzMatch::Port),
+            Just(AuthzMatch::Template),
+        ],
+        name(),
+    )
+        .prop_map(|(kind, value)| AuthzValue { kind, value })
+}
+
+fn authz_condition() -> impl Strategy<Value = AuthzCondition> {
+    (
+        prop_oneof![
+            Just(AuthzAttribute::SourcePrincipal),
+            Just(AuthzAttribute::SourceIp),
+            Just(AuthzAttribute::RemoteIp),
+            Just(AuthzAttribute::DestinationIp),
+            Just(AuthzAttribute::DestinationPort),
+            Just(AuthzAttribute::Sni),
+            Just(AuthzAttribute::Host),
+            Just(AuthzAttribute::Method),
+            Just(AuthzAttribute::Path),
+            Just(AuthzAttribute::Header),
+            Just(AuthzAttribute::RequestAuth),
+            Just(AuthzAttribute::Metadata),
+        ],
+        name(),
+        vec(authz_value(), 0..2),
+        vec(authz_value(), 0..2),
+    )
+        .prop_map(|(attribute, key, values, not_values)| AuthzCondition {
+            attribute,
+            key,
+            values,
+            not_values,
+        })
+}
+
+fn authz_policies() -> impl Strategy<Value = Vec<AuthzPolicy>> {
+    let rule = (
+        vec(vec(authz_condition(), 0..2), 0..2),
+        vec(vec(authz_condition(), 0..2), 0..2),
+        vec(authz_condition(), 0..2),
+    )
+        .prop_map(|(from, to, when)| AuthzRule { from, to, when });
+    let policy = (
+        name(),
+        prop_oneof![
+            Just(AuthzAction::Allow),
+            Just(AuthzAction::Deny),
+            Just(AuthzAction::Audit)
+        ],
+        any::<bool>(),
+        vec(rule, 0..2),
+    )
+        .prop_map(|(name, action, dry_run, rules)| AuthzPolicy {
+            name,
+            action,
+            dry_run,
+            rules,
+        });
+    vec(policy, 0..2)
 }
 
 fn cluster() -> impl Strategy<Value = Cluster> {
@@ -515,9 +588,19 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         ],
         any::<bool>(),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()),
+        (authz_policies(), authz_policies()),
     )
         .prop_map(
-            |(version, listeners, route_tables, clusters, path_normalization, header, limits)| {
+            |(
+                version,
+                listeners,
+                route_tables,
+                clusters,
+                path_normalization,
+                header,
+                limits,
+                authz,
+            )| {
                 Snapshot {
                     version,
                     listeners,
@@ -531,6 +614,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                         stream_idle_timeout_ms: limits.2,
                         max_connections: limits.3,
                     },
+                    authz: authz.0,
+                    authz_tcp: authz.1,
                 }
             },
         )

@@ -14,6 +14,12 @@ pub struct Conn {
     pub original_dst: Option<SocketAddr>,
     /// The client's SPIFFE ID, when it came over mesh mTLS.
     pub identity: Option<Arc<str>>,
+    /// Where the connection arrived: its original destination, else the
+    /// listener's own address. Looked up only on listeners with
+    /// AuthorizationPolicies (`destination.ip`/`.port`, `ports`).
+    pub destination: Option<SocketAddr>,
+    /// The SNI of its TLS handshake (AuthorizationPolicy's `connection.sni`).
+    pub sni: Option<Arc<str>>,
     /// What keeps the connection counted (the workers' open count, read by
     /// the connection cap and the drain; its listener's `cx_active`): released
     /// when the connection and any tunnel it was upgraded into have closed —

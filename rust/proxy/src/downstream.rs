@@ -432,13 +432,14 @@ impl Http {
         let handshake =
             tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
         if let Ok(Ok(stream)) = handshake.await {
-            self.conn.identity = stream
-                .get_ref()
-                .1
+            let tls = stream.get_ref().1;
+            self.conn.identity = tls
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(crate::spiffe::identity)
                 .map(Arc::from);
+            // AuthorizationPolicies' `connection.sni`.
+            self.conn.sni = tls.server_name().map(Arc::from);
             self.serve(stream).await;
         }
     }

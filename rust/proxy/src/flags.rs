@@ -37,12 +37,14 @@ pub enum ResponseFlag {
     /// A connection-pool limit (circuit breaker) was reached (503); on a
     /// passed-on answer: a retry was not made past `maxRetries`.
     UpstreamOverflow,
+    /// An AuthorizationPolicy denied the request (403).
+    RbacDenied,
 }
 
 // === impl ResponseFlag ===
 
 impl ResponseFlag {
-    pub const ALL: [ResponseFlag; 15] = [
+    pub const ALL: [ResponseFlag; 16] = [
         Self::NoRoute,
         Self::NoCluster,
         Self::NoHealthyUpstream,
@@ -58,6 +60,7 @@ impl ResponseFlag {
         Self::StreamIdleTimeout,
         Self::UpstreamProtocolError,
         Self::UpstreamOverflow,
+        Self::RbacDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +80,7 @@ impl ResponseFlag {
             Self::StreamIdleTimeout => "SI",
             Self::UpstreamProtocolError => "UPE",
             Self::UpstreamOverflow => "UO",
+            Self::RbacDenied => "RBAC",
         }
     }
 
@@ -84,6 +88,7 @@ impl ResponseFlag {
         use http::StatusCode as S;
         match self {
             Self::NoRoute => S::NOT_FOUND,
+            Self::RbacDenied => S::FORBIDDEN,
             Self::StreamIdleTimeout => S::REQUEST_TIMEOUT,
             Self::UpstreamRequestTimeout => S::GATEWAY_TIMEOUT,
             Self::DownstreamProtocolError => S::BAD_REQUEST,
@@ -124,6 +129,8 @@ impl ResponseFlag {
             Self::UpstreamOverflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow\n"
             }
+            // Envoy's RBAC filter's words, without a newline.
+            Self::RbacDenied => "RBAC: access denied",
         }
     }
 
@@ -190,6 +197,16 @@ mod tests {
         assert!(f.contains(ResponseFlag::DelayInjected));
         assert!(!f.contains(ResponseFlag::NoRoute));
         assert_eq!(f.iter().count(), 2);
+    }
+
+    #[test]
+    fn every_flag_has_its_own_name() {
+        let names: std::collections::HashSet<_> =
+            ResponseFlag::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names.len(), ResponseFlag::ALL.len());
+        let rbac = ResponseFlag::RbacDenied;
+        assert_eq!((rbac.as_str(), rbac.status().as_u16()), ("RBAC", 403));
+        assert_eq!(rbac.body(), "RBAC: access denied");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //!
 //! 1. [`decode`]: the request id, the client's identity (XFCC), the authority;
 //!    headers a client may not set are dropped.
-//! 2. [`route`]: the listener's route table.
-//! 3. [`filters`]: the route's Python filters, request phase (they may move
+//! 2. [`authz`]: the workload's AuthorizationPolicies (inbound listeners):
+//!    before anything else sees the request, as Envoy's RBAC filter.
+//! 3. [`route`]: the listener's route table.
+//! 4. [`filters`]: the route's Python filters, request phase (they may move
 //!    the request to another route).
-//! 4. [`local`]: CORS preflight, fault injection, redirect, direct response.
-//! 5. Authorization: where AuthorizationPolicy's verdict goes (not yet).
+//! 5. [`local`]: CORS preflight, fault injection, redirect, direct response.
 //! 6. [`forward`]: the upstream request ([`upstream_request`]), mirrors
 //!    ([`mirror`]), tries on endpoints from [`crate::upstream`] with retries
 //!    from [`crate::retry`], upgrades ([`tunnel`]), then the filters'
@@ -17,6 +18,7 @@
 //! 7. [`respond`]: the request id and the flags header, written once.
 //! 8. [`log`]: counters and the filters' log phase.
 
+mod authz;
 mod ctx;
 mod decode;
 mod filters;
@@ -96,6 +98,7 @@ async fn phases<'a>(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Answer> {
     let req = decode::decode(ctx, tls, req)?;
+    authz::check(ctx, &req)?;
     route::find(ctx, &req)?;
     let req = filters::on_request(ctx, req).await?;
     // Set by `route::find` and kept by a re-match.

@@ -7,6 +7,7 @@
 //! once and keeps that `Arc`, so a swap never changes a request in flight.
 
 mod actions;
+pub mod authz;
 mod body;
 mod breaker;
 mod cluster;

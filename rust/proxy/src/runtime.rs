@@ -38,6 +38,8 @@ pub enum BuildError {
     Header(#[from] HeaderError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
 }
 
 #[derive(Debug)]
@@ -81,6 +83,9 @@ pub struct ListenerRt {
     pub name: String,
     pub stats: Arc<Counters>,
     pub kind: ListenerKind,
+    /// The workload's AuthorizationPolicies (inbound listeners of a workload
+    /// that has some; None costs nothing).
+    pub authz: Option<Arc<crate::authz::Enforcer>>,
 }
 
 pub enum ListenerKind {
@@ -419,6 +424,9 @@ impl Runtime {
             }
         }
 
+        // Built once, shared by every inbound listener of their protocol.
+        let authz_http = crate::authz::Enforcer::build(&snap.authz, registry)?;
+        let authz_tcp = crate::authz::Enforcer::build(&snap.authz_tcp, registry)?;
         let size = listener_ids.values().max().map_or(0, |m| m + 1);
         let mut listeners: Vec<Option<ListenerRt>> = (0..size).map(|_| None).collect();
         for l in &snap.listeners {
@@ -426,10 +434,18 @@ impl Runtime {
                 continue;
             };
             let kind = ListenerKind::build(l, &tables, &by_name)?;
+            let authz = match l.protocol {
+                _ if !l.authz => None,
+                ir::ListenerProtocol::Http => authz_http.clone(),
+                ir::ListenerProtocol::Tcp => authz_tcp.clone(),
+                // Passthrough TLS: no inbound listener is one.
+                ir::ListenerProtocol::Tls => None,
+            };
             listeners[id] = Some(ListenerRt {
                 name: l.name.clone(),
                 stats: registry.get(Scope::Listener, &l.name),
                 kind,
+                authz,
             });
         }
         // Built: endpoints this snapshot no longer names are forgotten.

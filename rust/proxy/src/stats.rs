@@ -87,6 +87,18 @@ impl Counters {
     }
 }
 
+/// One AuthorizationPolicy's counts, by its `namespace/name`.
+#[derive(Debug, Default)]
+pub struct PolicyCounters {
+    /// Requests (connections) this ALLOW policy let through.
+    pub allowed: AtomicU64,
+    /// Requests (connections) this DENY policy refused (for
+    /// [`crate::authz::UNMATCHED`]: those no ALLOW policy matched).
+    pub denied: AtomicU64,
+    /// Requests this AUDIT or dry-run policy matched (never enforced).
+    pub shadow_matched: AtomicU64,
+}
+
 /// Guards an `active` gauge: +1 now, -1 on drop.
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<Counters>, fn(&Counters) -> &AtomicU64);
@@ -116,6 +128,7 @@ impl Drop for ActiveGuard {
 #[derive(Debug, Default)]
 pub struct Registry {
     sets: Mutex<BTreeMap<(Scope, String), Arc<Counters>>>,
+    policies: Mutex<BTreeMap<String, Arc<PolicyCounters>>>,
 }
 
 // === impl Registry ===
@@ -127,6 +140,23 @@ impl Registry {
             .entry((scope, name.to_owned()))
             .or_default()
             .clone()
+    }
+
+    /// The counters of one AuthorizationPolicy.
+    pub fn policy(&self, name: &str) -> Arc<PolicyCounters> {
+        self.policies
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn policy_snapshot(&self) -> Vec<(String, Arc<PolicyCounters>)> {
+        let policies = self.policies.lock();
+        policies
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn snapshot(&self) -> Vec<((Scope, String), Arc<Counters>)> {
@@ -199,6 +229,21 @@ impl Registry {
                 g.insert(name, obj);
             }
         }
+        let policies = self.policy_snapshot();
+        if !policies.is_empty() {
+            let by_name = policies
+                .into_iter()
+                .map(|(name, c)| {
+                    let counts = serde_json::json!({
+                        "allowed": c.allowed.load(Relaxed),
+                        "denied": c.denied.load(Relaxed),
+                        "shadow_matched": c.shadow_matched.load(Relaxed),
+                    });
+                    (name, counts)
+                })
+                .collect();
+            out.insert("authz_policies".into(), serde_json::Value::Object(by_name));
+        }
         serde_json::Value::Object(out).to_string()
     }
 
@@ -213,6 +258,28 @@ impl Registry {
                 .collect();
             if !in_scope.is_empty() {
                 write_scope(&mut out, scope, &in_scope);
+            }
+        }
+        let policies = self.policy_snapshot();
+        if !policies.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP meshfast_authz_policy_requests_total requests (TCP: connections) by AuthorizationPolicy and result"
+            );
+            let _ = writeln!(out, "# TYPE meshfast_authz_policy_requests_total counter");
+            for (name, c) in policies {
+                let name = escape(&name);
+                for (result, n) in [
+                    ("allowed", &c.allowed),
+                    ("denied", &c.denied),
+                    ("shadow_matched", &c.shadow_matched),
+                ] {
+                    let n = n.load(Relaxed);
+                    let _ = writeln!(
+                        out,
+                        "meshfast_authz_policy_requests_total{{policy=\"{name}\",result=\"{result}\"}} {n}"
+                    );
+                }
             }
         }
         out
@@ -411,6 +478,23 @@ mod tests {
         assert!(prom.contains(
             "meshfast_cluster_requests_total{cluster=\"outbound|80||a\",class=\"5xx\"} 1"
         ));
+    }
+
+    #[test]
+    fn policy_counters_render() {
+        let r = Registry::default();
+        let p = r.policy("default/frontend-only");
+        p.denied.fetch_add(2, Relaxed);
+        assert!(Arc::ptr_eq(&p, &r.policy("default/frontend-only")));
+        let json: serde_json::Value = serde_json::from_str(&r.render_json()).expect("json");
+        assert_eq!(json["authz_policies"]["default/frontend-only"]["denied"], 2);
+        assert!(r.render_prometheus().contains(
+            "meshfast_authz_policy_requests_total{policy=\"default/frontend-only\",result=\"denied\"} 2"
+        ));
+        // No policies, no section.
+        let empty: serde_json::Value =
+            serde_json::from_str(&Registry::default().render_json()).expect("json");
+        assert!(empty.get("authz_policies").is_none());
     }
 
     #[test]

@@ -16,6 +16,21 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+/// The workload's AuthorizationPolicies in their TCP form (compiled so: no
+/// request attributes are asked for).
+fn authorized(listener: &ListenerRt, conn: &Conn) -> bool {
+    let Some(enforcer) = &listener.authz else {
+        return true;
+    };
+    enforcer.allows(&crate::authz::Facts {
+        principal: conn.identity.as_deref(),
+        peer: Some(conn.peer.ip()),
+        destination: conn.destination,
+        sni: conn.sni.as_deref(),
+        request: None,
+    })
+}
+
 pub async fn serve(
     mut downstream: TcpStream,
     conn: Conn,
@@ -26,6 +41,11 @@ pub async fn serve(
     let Some(listener) = snap.listener(listener_id) else {
         return;
     };
+    if !authorized(listener, &conn) {
+        // Istio's TCP denial: the connection is closed, nothing forwarded.
+        listener.stats.flag(ResponseFlag::RbacDenied);
+        return;
+    }
     let Some((destinations, prefix)) = route(listener, &mut downstream).await else {
         return;
     };

@@ -533,11 +533,19 @@ async fn accept(
         } else {
             None
         };
+        // Policies may ask where the connection was going.
+        let destination = snap
+            .listener(ctx.listener_id)
+            .is_some_and(|l| l.authz.is_some())
+            .then(|| original_dst.or_else(|| stream.local_addr().ok()))
+            .flatten();
         drop(snap);
         let conn = Conn {
             peer,
             original_dst,
             identity: None,
+            destination,
+            sni: None,
             held: Arc::new(open),
         };
         let (ctx, signal, builder) = (ctx.clone(), drain.signal.clone(), builder.clone());

@@ -11,8 +11,9 @@ mod speedups;
 
 use meshfast_proxy::echo::{Echo, EchoConfig};
 use meshfast_proxy::Proxy;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -150,6 +151,79 @@ fn ir_roundtrip(py: Python<'_>, snapshot: &Bound<'_, PyBytes>) -> PyResult<Py<Py
     Ok(PyBytes::new(py, &snap.encode()).unbind())
 }
 
+/// The core's verdict on one request (or, `tcp`, one connection) under the
+/// AuthorizationPolicies of an IR snapshot: `(allowed, deciding policy)`.
+/// `facts` holds `principal`, `peer` (IP), `destination` (`ip:port`), `sni`,
+/// `authority`, `method`, `path` and `headers` (name, value pairs), each
+/// optional. Lets the oracle tests hold the Rust evaluation against
+/// verdicts derived from Istio's Envoy RBAC output.
+#[pyfunction]
+#[pyo3(signature = (snapshot, facts, tcp = false))]
+fn authz_verdict(
+    snapshot: &Bound<'_, PyBytes>,
+    facts: &Bound<'_, PyDict>,
+    tcp: bool,
+) -> PyResult<(bool, Option<String>)> {
+    use meshfast_proxy::authz::{Facts, Policies, RequestFacts};
+    let snap = meshfast_proxy::ir::Snapshot::decode(snapshot.as_bytes())
+        .map_err(|e| errors::from_proxy(e.into()))?;
+    let policies = if tcp { &snap.authz_tcp } else { &snap.authz };
+    let bad = |e: String| PyValueError::new_err(e);
+    let Some(built) = Policies::build(policies).map_err(|e| bad(e.to_string()))? else {
+        return Ok((true, None));
+    };
+    let text = |key: &str| -> PyResult<Option<String>> {
+        facts.get_item(key)?.map(|v| v.extract()).transpose()
+    };
+    let peer = text("peer")?
+        .map(|p| p.parse().map_err(|_| bad(format!("bad peer IP {p:?}"))))
+        .transpose()?;
+    let destination = text("destination")?
+        .map(|d| d.parse().map_err(|_| bad(format!("bad destination {d:?}"))))
+        .transpose()?;
+    let mut headers = http::HeaderMap::new();
+    if let Some(list) = facts.get_item("headers")? {
+        for (name, value) in list.extract::<Vec<(String, String)>>()? {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("bad header name {name:?}")))?;
+            let value = http::HeaderValue::from_str(&value)
+                .map_err(|_| bad(format!("bad header value {value:?}")))?;
+            headers.append(name, value);
+        }
+    }
+    let (principal, sni) = (text("principal")?, text("sni")?);
+    let (authority, method) = (text("authority")?.unwrap_or_default(), text("method")?);
+    let path = text("path")?.unwrap_or_else(|| "/".into());
+    let method = method.unwrap_or_else(|| "GET".into());
+    let facts = Facts {
+        principal: principal.as_deref(),
+        peer,
+        destination,
+        sni: sni.as_deref(),
+        request: (!tcp).then_some(RequestFacts {
+            authority: &authority,
+            method: &method,
+            path: &path,
+            headers: &headers,
+        }),
+    };
+    let verdict = built.verdict(&facts);
+    Ok((
+        verdict.allowed,
+        verdict.by.map(|i| built.policies[i].name.clone()),
+    ))
+}
+
+/// Every response flag the core sets, `(name, status)` in rendering order:
+/// the Python side and the docs are checked against it.
+#[pyfunction]
+fn response_flags() -> Vec<(&'static str, u16)> {
+    meshfast_proxy::ResponseFlag::ALL
+        .iter()
+        .map(|f| (f.as_str(), f.status().as_u16()))
+        .collect()
+}
+
 /// A span batch as the core writes it (rust/proxy/src/spans.rs), from tuples of
 /// `meshfast.tracing.spans.Span`'s fields in order: the contract tests of the
 /// Python decoders read what Rust wrote.
@@ -231,6 +305,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EchoServer>()?;
     m.add_class::<filters::Completion>()?;
     m.add_function(wrap_pyfunction!(ir_roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(authz_verdict, m)?)?;
+    m.add_function(wrap_pyfunction!(response_flags, m)?)?;
     m.add_function(wrap_pyfunction!(cert_identity, m)?)?;
     m.add_function(wrap_pyfunction!(encode_span_batch, m)?)?;
     m.add_function(wrap_pyfunction!(trim_memory, m)?)?;
