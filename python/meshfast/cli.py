@@ -325,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         "before, byte for byte, starts from its cached snapshot; see README)",
     )
     run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when a -c file changes (polled, debounced); a config that does not load "
+        "is logged and the running one keeps serving. SIGHUP reloads too, with or without it",
+    )
+    run.add_argument(
         "--dns-refresh",
         default=30.0,
         type=_non_negative_float,
@@ -564,6 +570,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         stream_idle_timeout=args.stream_idle_timeout,
         max_connections=args.max_connections,
+        watch=args.watch,
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None

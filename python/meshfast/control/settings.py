@@ -46,6 +46,7 @@ class SidecarSettings(NamedTuple):
     idle_timeout: float = 0.0
     stream_idle_timeout: float = 0.0
     max_connections: int = 0
+    watch: bool = False  # --watch: reload when a file of ``sources`` changes
 
 
 def options_for(s: SidecarSettings, version: int) -> CompileOptions:
