@@ -491,7 +491,8 @@ async def test_post_config_rejected_by_the_core_is_400_and_keeps_the_old_config(
     # The next good config gets the next version: the rejected one did not take it.
     running.core.reject = None
     assert (await running.client.post("/config", content=GOOD_YAML, headers=YAML)).json() == {
-        "version": 2
+        "version": 2,
+        "changed": True,
     }
 
 
