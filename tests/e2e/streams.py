@@ -21,6 +21,7 @@ import grpc
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
@@ -87,7 +88,9 @@ class H2Upstream:
                         if event.data:
                             conn.send_data(event.stream_id, self.name + b":" + event.data)
                     elif isinstance(event, h2.events.StreamEnded):
-                        conn.send_headers(event.stream_id, [("x-done", "1")], end_stream=True)
+                        # (The stream may be reset already: a client closing everything.)
+                        with contextlib.suppress(h2.exceptions.StreamClosedError):
+                            conn.send_headers(event.stream_id, [("x-done", "1")], end_stream=True)
                 sock.sendall(conn.data_to_send())
         except OSError:
             return
@@ -240,8 +243,9 @@ class WsStream:
     def __init__(self, outbound: str, authority: str) -> None:
         host, port = outbound.rsplit(":", 1)
         sock = socket.create_connection((host, int(port)), timeout=TIMEOUT_S)
-        self.ws: ClientConnection = ws_connect(
-            f"ws://{authority}/chat", sock=sock, open_timeout=TIMEOUT_S
+        self.stack = contextlib.ExitStack()
+        self.ws: ClientConnection = self.stack.enter_context(
+            ws_connect(f"ws://{authority}/chat", sock=sock, open_timeout=TIMEOUT_S)
         )
 
     def exchange(self, message: str) -> str:
@@ -251,7 +255,7 @@ class WsStream:
         return answer
 
     def close(self) -> None:
-        self.ws.close()
+        self.stack.close()
 
 
 # kind -> (upstream class, stream class, ServiceEntry protocol)
