@@ -60,7 +60,7 @@ def test_load_with_a_config_change_every_second_fails_nothing(echo, sidecar, pro
             "-D",
             str(SECONDS),
             "-H",
-            "host: web.example.com",
+            ":authority: web.example.com",
             f"{car.url}/",
         ],
         stdout=subprocess.PIPE,
@@ -93,3 +93,8 @@ def test_load_with_a_config_change_every_second_fails_nothing(echo, sidecar, pro
     assert counts["done"] > 0
     assert counts["failed"] == counts["errored"] == counts["timeout"] == 0, output
     assert counts["2xx"] == counts["done"] == counts["succeeded"], output
+    # Both subsets served: the changes took effect under load.
+    clusters = car.stats()["clusters"]
+    for subset in ("v1", "v2"):
+        (name,) = [n for n in clusters if n.startswith(f"outbound|80|{subset}|")]
+        assert clusters[name]["rq_2xx"] > 0, clusters
