@@ -161,3 +161,25 @@ async def test_dns_changes_apply_only_while_live() -> None:
     await r.dns_changed()  # no DNS names: nothing changed, nothing applied
     assert len(core.applied) == 1
     assert r.dns_names() == set()
+
+
+async def test_a_config_with_certificate_files_is_applied_even_when_unchanged() -> None:
+    """The PEM file behind a path may have been rotated: a reload is how it is read."""
+    tls = (
+        GOOD_YAML
+        + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/ssl/certs/ca-certificates.crt}
+"""
+    )
+    core = FakeCore()
+    r = reloader(core)
+    await r.start()
+    assert await r.apply_yaml(tls) == 2
+    assert await r.apply_yaml(tls) == 3
+    assert r.counts() == {"applied": 2, "unchanged": 0, "refused": 0}
