@@ -64,3 +64,24 @@ def test_keepalive_race_gives_no_client_visible_error(sidecar) -> None:  # type:
         assert failures == []
     finally:
         up.stop()
+
+
+def test_a_pooled_connection_closed_under_a_request_resends_only_idempotent_ones(sidecar) -> None:  # type: ignore[no-untyped-def]
+    """Case 28, made certain: the upstream answers one request per connection, then reads
+    the next and closes without answering. A GET written to such a reused connection is
+    sent again on another (the client sees 200); a POST is not (it may have been
+    processed): 503 UC, as the default retry policy does not retry a reset."""
+    up = KeepAliveUpstream(idle_ms=None, answers=1)
+    try:
+        car = sidecar(service_entry("ka.example.com", 80, [(up.address, {})]), workers=1)
+        with httpx.Client(base_url=car.url, headers={"host": "ka.example.com"}) as c:
+            for _ in range(20):
+                r = c.get("/", timeout=30)
+                assert (r.status_code, r.text) == (200, "ka")
+            assert up.dropped >= 19  # each GET after the first met a closing connection
+            assert c.get("/", timeout=30).status_code == 200  # leaves one pooled to drop
+            r = c.post("/", timeout=30)
+            assert r.status_code == 503, r.text
+            assert r.headers["x-meshfast-flags"] == "UC", r.headers
+    finally:
+        up.stop()
