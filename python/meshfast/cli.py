@@ -544,9 +544,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
 
+    import time
+
     from meshfast.control import lazy_stdlib
     from meshfast.control.settings import SidecarSettings
     from meshfast.errors import core_errors
+
+    # Before the files are read: --watch reloads a file changed since (while starting).
+    read_at_ns = time.time_ns()
 
     # Before anything imports Trio: its TLS modules load only if something uses them.
     lazy_stdlib.defer("ssl", "hmac")
@@ -571,6 +576,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stream_idle_timeout=args.stream_idle_timeout,
         max_connections=args.max_connections,
         watch=args.watch,
+        read_at_ns=read_at_ns,
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None

@@ -294,7 +294,12 @@ class Sidecar:
                         from meshfast.control.watch import watch
 
                         await nursery.start(
-                            watch, self.settings.sources, partial(self.reload_files, "watch")
+                            partial(
+                                watch,
+                                self.settings.sources,
+                                partial(self.reload_files, "watch"),
+                                since_ns=self.settings.read_at_ns,
+                            )
                         )
                     task_status.started(ready)
                     # What the start freed (imports, a compile) goes back to the system.
