@@ -392,6 +392,9 @@ class Sidecar:
                 f"version {before} keeps serving"
             )
             return None
+        except Exception as exc:  # a reload in the background must never end the sidecar
+            _log(f"{why}: failed ({type(exc).__name__}: {exc}); version {before} keeps serving")
+            return None
         if version == before:
             _log(f"{why}: config unchanged, version {version} keeps serving (nothing reset)")
         else:
