@@ -350,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
         "before, byte for byte, starts from its cached snapshot; see README)",
     )
     run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when a -c file changes (polled, debounced); a config that does not load "
+        "is logged and the running one keeps serving. SIGHUP reloads too, with or without it",
+    )
+    run.add_argument(
         "--dns-refresh",
         default=30.0,
         type=_non_negative_float,
@@ -580,9 +586,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
 
+    import time
+
     from meshfast.control import lazy_stdlib
     from meshfast.control.settings import SidecarSettings
     from meshfast.errors import core_errors
+
+    # Before the files are read: --watch reloads a file changed since (while starting).
+    read_at_ns = time.time_ns()
 
     # Before anything imports Trio: its TLS modules load only if something uses them.
     lazy_stdlib.defer("ssl", "hmac")
@@ -609,6 +620,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         stream_idle_timeout=args.stream_idle_timeout,
         max_connections=args.max_connections,
+        watch=args.watch,
+        read_at_ns=read_at_ns,
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None

@@ -342,7 +342,8 @@ class Sidecar:
         """Replaces the whole config (files and/or YAML text, as in the constructor; neither:
         read the same ones again); the filters given to :meth:`add_filter` stay.
 
-        Returns the version now serving (0 before the sidecar starts).  Raises
+        Returns the version now serving (0 before the sidecar starts; unchanged when the
+        config compiles to the one served, which is then not swapped in).  Raises
         ``ConfigError`` or the core's ``SnapshotError``/``CoreError``, and the old config keeps
         serving.
         """

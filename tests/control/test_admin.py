@@ -270,7 +270,10 @@ async def test_stats_json(running: Running) -> None:
     response = await running.client.get("/stats")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"listeners": {"outbound": {"requests": 3}}}
+    assert response.json() == {
+        "listeners": {"outbound": {"requests": 3}},
+        "reloads": {"applied": 0, "unchanged": 0, "refused": 0},
+    }
 
 
 async def test_stats_prometheus(running: Running) -> None:
@@ -389,7 +392,7 @@ async def test_head_answers_without_a_body(running: Running) -> None:
 async def test_post_config_applies_and_bumps_the_version(running: Running) -> None:
     response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
     assert response.status_code == 200, response.text
-    assert response.json() == {"version": 2}
+    assert response.json() == {"version": 2, "changed": True}
     applied = running.core.applied[-1]
     assert applied.version == 2
     assert [li.name for li in applied.listeners] == ["outbound"]
@@ -400,8 +403,10 @@ async def test_post_config_applies_and_bumps_the_version(running: Running) -> No
     assert dump["sources"] == ["<POST /config>"]
     assert dump["snapshot"] == as_json(applied)
 
+    # The same config again compiles to what is served: nothing swapped, the version stays.
     response = await running.client.post("/config", content=GOOD_YAML, headers=YAML)
-    assert response.json() == {"version": 3}
+    assert response.json() == {"version": 2, "changed": False}
+    assert running.core.applied[-1] is applied
 
 
 FILTER_YAML = """
@@ -492,7 +497,8 @@ async def test_post_config_rejected_by_the_core_is_400_and_keeps_the_old_config(
     # The next good config gets the next version: the rejected one did not take it.
     running.core.reject = None
     assert (await running.client.post("/config", content=GOOD_YAML, headers=YAML)).json() == {
-        "version": 2
+        "version": 2,
+        "changed": True,
     }
 
 
@@ -565,7 +571,7 @@ async def test_loopback_hosts_are_accepted_where_another_name_is_not(
     assert response.json()["version"] == 1
     response = await running.client.post("/config", content=GOOD_YAML, headers={**YAML, **headers})
     assert response.status_code == 200, response.text
-    assert response.json() == {"version": 2}
+    assert response.json() == {"version": 2, "changed": True}
 
 
 async def test_the_admin_address_is_accepted_with_or_without_its_port(
@@ -617,7 +623,7 @@ async def test_post_config_from_a_foreign_origin_is_403_and_changes_nothing(
     headers = {**YAML, "origin": f"http://{running.ready.admin}"}
     response = await running.client.post("/config", content=GOOD_YAML, headers=headers)
     assert response.status_code == 200, response.text
-    assert response.json() == {"version": 2}
+    assert response.json() == {"version": 2, "changed": True}
 
 
 @pytest.mark.parametrize(

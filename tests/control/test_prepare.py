@@ -82,7 +82,7 @@ async def test_prepare_sees_every_loaded_config_and_reapply_uses_it(
     # POST /config: loaded, then prepared.
     async with httpx.AsyncClient(base_url=f"http://{ready.admin}") as client:
         r = await client.post("/config", headers=YAML_TYPE, content=GOOD_YAML)
-    assert r.json() == {"version": 3}
+    assert r.json() == {"version": 3, "changed": True}
     assert filter_ids(core) == {0}
     assert sidecar.sources == ("<POST /config>",)
 

@@ -98,14 +98,46 @@ async def test_applies_take_turns() -> None:
     await r.start()
     versions: list[int] = []
 
-    async def post() -> None:
-        versions.append(await r.apply_yaml(GOOD_YAML))
+    async def post(i: int) -> None:
+        # Three different configs (the same one again would not be applied: see below).
+        versions.append(await r.apply_yaml(GOOD_YAML.replace("127.0.0.1", f"127.0.0.{i}")))
 
     async with trio.open_nursery() as nursery:
-        for _ in range(3):
-            nursery.start_soon(post)
+        for i in range(2, 5):
+            nursery.start_soon(post, i)
     assert sorted(versions) == [2, 3, 4]
     assert [s.version for s in core.applied] == [1, 2, 3, 4]
+
+
+async def test_a_config_compiled_to_what_is_served_is_not_applied() -> None:
+    core = FakeCore()
+    r = reloader(core)
+    await r.start()
+    assert await r.apply_yaml(GOOD_YAML) == 2
+    served = core.applied[-1]
+    # Reformatted, commented: the same IR. No swap, the version stays, counted as unchanged.
+    same = "# a comment\n" + GOOD_YAML.replace(
+        "hosts: [reviews.example.com]", "hosts:\n  - reviews.example.com"
+    )
+    assert await r.apply_yaml(same, source="again.yaml") == 2
+    assert core.applied[-1] is served
+    assert r.sources == ("again.yaml",)
+    assert r.counts() == {"applied": 1, "unchanged": 1, "refused": 0}
+    # Anything that changes the IR is applied.
+    assert await r.apply_yaml(GOOD_YAML.replace("127.0.0.1", "127.0.0.2")) == 3
+    with pytest.raises(ConfigError):
+        await r.apply_yaml(GOOD_YAML.replace("STATIC", "SOMETIMES"))
+    assert r.counts() == {"applied": 2, "unchanged": 1, "refused": 1}
+
+
+async def test_a_config_with_filters_is_applied_even_when_unchanged() -> None:
+    """A filter's module may have changed behind the same config: it is installed again."""
+    core = FakeCore()
+    r = reloader(core)
+    await r.start()
+    assert await r.apply_yaml(FILTER_YAML) == 2
+    assert await r.apply_yaml(FILTER_YAML) == 3
+    assert r.counts() == {"applied": 2, "unchanged": 0, "refused": 0}
 
 
 async def test_configs_without_filters_never_import_the_filter_machinery(
@@ -129,3 +161,25 @@ async def test_dns_changes_apply_only_while_live() -> None:
     await r.dns_changed()  # no DNS names: nothing changed, nothing applied
     assert len(core.applied) == 1
     assert r.dns_names() == set()
+
+
+async def test_a_config_with_certificate_files_is_applied_even_when_unchanged() -> None:
+    """The PEM file behind a path may have been rotated: a reload is how it is read."""
+    tls = (
+        GOOD_YAML
+        + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/ssl/certs/ca-certificates.crt}
+"""
+    )
+    core = FakeCore()
+    r = reloader(core)
+    await r.start()
+    assert await r.apply_yaml(tls) == 2
+    assert await r.apply_yaml(tls) == 3
+    assert r.counts() == {"applied": 2, "unchanged": 0, "refused": 0}

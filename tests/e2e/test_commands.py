@@ -123,7 +123,7 @@ def test_the_admin_api_of_a_real_sidecar_trusts_no_browser(echo, sidecar) -> Non
     # What the admin's own clients send still works.
     same_origin = {**YAML_TYPE, "origin": car.admin}
     r = httpx.post(config_url, headers=same_origin, content=other, timeout=30)
-    assert (r.status_code, r.json()) == (200, {"version": 2})
+    assert (r.status_code, r.json()) == (200, {"version": 2, "changed": True})
     assert httpx.get(car.url, headers={"host": "b.example.com"}).status_code == 200
     assert httpx.post(quit_url).status_code == 200
     assert car.proc.wait(timeout=20) == 0

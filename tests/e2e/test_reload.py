@@ -104,3 +104,90 @@ def test_invalid_config_is_400_and_old_routing_stays(echo, sidecar) -> None:  # 
     assert any("weight" in line for line in lines), r.text
     with httpx.Client(base_url=car.url, headers={"host": "web.example.com"}) as c:
         assert {c.get("/").json()["name"] for _ in range(20)} == {"v1"}
+
+
+def test_an_equivalent_push_swaps_and_resets_nothing(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """Case 31: the same config pushed again (here with its documents reordered, which
+    compiles to the same IR) is not swapped in: the version stays, nothing is reset."""
+    addresses = [echo("v1").address, echo("v2").address]
+    text = config(addresses, (100, 0))
+    car = sidecar(text)
+    reordered = "---\n".join(reversed(text.split("---\n")))
+    for body in (text, reordered):
+        r = httpx.post(f"{car.admin}/config", headers=YAML_TYPE, content=body, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"version": 1, "changed": False}
+    r = httpx.post(
+        f"{car.admin}/config", headers=YAML_TYPE, content=config(addresses, (0, 100)), timeout=30
+    )
+    assert r.json() == {"version": 2, "changed": True}
+    assert car.stats()["reloads"] == {"applied": 1, "unchanged": 2, "refused": 0}
+
+
+def outlier_config(good: str, bad: str, generation: int) -> str:
+    return (
+        service_entry("web.example.com", 80, [(good, {}), (bad, {})])
+        + "---\n"
+        + service_entry("other.example.com", 80, [(good, {})])
+        + f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec:
+  host: web.example.com
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection:
+      consecutive5xxErrors: 1
+      interval: 1s
+      baseEjectionTime: 300s
+      maxEjectionPercent: 100
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: other}}
+spec:
+  hosts: [other.example.com]
+  http:
+  - route:
+    - destination: {{host: other.example.com}}
+      headers: {{response: {{set: {{x-generation: "{generation}"}}}}}}
+"""
+    )
+
+
+def test_endpoint_health_and_pools_survive_reloads_that_keep_the_cluster(echo, sidecar) -> None:  # type: ignore[no-untyped-def]
+    """What the core keeps across a swap, by (cluster, endpoint): an ejected endpoint stays
+    ejected through reloads that change other routes (and its pooled connections are
+    reused: no new upstream connection per reload)."""
+    from .keepalive_upstream import KeepAliveUpstream
+
+    good = KeepAliveUpstream(idle_ms=None, name="good")
+    bad = echo("bad", status=503)
+    try:
+        car = sidecar(outlier_config(good.address, bad.address, 0), workers=1)
+        with httpx.Client(base_url=car.url, headers={"host": "web.example.com"}) as c:
+            for _ in range(10):  # round robin meets the failing endpoint: ejected
+                c.get("/")
+
+            def health() -> dict[str, str]:
+                clusters = httpx.get(f"{car.admin}/clusters", timeout=10).json()["clusters"]
+                (web,) = [x for x in clusters if x["name"].startswith("outbound|80||web.")]
+                return {e["address"]: e["health"] for e in web["endpoints"]}
+
+            assert health()[bad.address] == "EJECTED"
+            assert c.get("/").text == "good"
+            accepted = good.accepted
+            for generation in range(1, 6):
+                r = httpx.post(
+                    f"{car.admin}/config",
+                    headers=YAML_TYPE,
+                    content=outlier_config(good.address, bad.address, generation),
+                    timeout=30,
+                )
+                assert r.json() == {"version": generation + 1, "changed": True}
+                assert health() == {bad.address: "EJECTED", good.address: "HEALTHY"}
+                assert [c.get("/").text for _ in range(5)] == ["good"] * 5
+            assert good.accepted == accepted  # one worker, sequential requests: one connection
+    finally:
+        good.stop()

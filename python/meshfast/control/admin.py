@@ -4,13 +4,15 @@
 ``GET /``              the live dashboard (``dashboard.html``: polls the JSON routes below)
 ``GET /help``          a plain-text index of these routes
 ``GET /ready``         200 ``ready``; 503 ``starting`` or ``draining`` (also ``stopped``)
-``GET /stats``         the core's counters as JSON
+``GET /stats``         the core's counters as JSON, and ``reloads``: config loads by outcome
 ``GET /stats/prometheus``  the same in Prometheus text format 0.0.4
 ``GET /clusters``      clusters, endpoints and their live state as JSON
 ``GET /config_dump``   ``{"version", "snapshot", "sources"}``: the IR the core serves
 ``POST /config``       a whole new config as YAML (``Content-Type: application/yaml``, or
-                       another of :data:`CONFIG_TYPES`): 200 ``{"version": N}`` once the core
-                       serves it; 400 with one problem per line and the old config kept
+                       another of :data:`CONFIG_TYPES`): 200 ``{"version": N, "changed": B}``
+                       once the core serves it (``changed`` false: it compiled to the config
+                       served already, nothing was swapped or reset, the version stays); 400
+                       with one problem per line and the old config kept
 ``POST /quitquitquit`` 200, then drain and exit
 =====================  ======================================================================
 
@@ -165,12 +167,12 @@ class AdminApi:
 
     async def stats(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_json)
+        stats = json.loads(body)
+        stats["reloads"] = self.sidecar.reloader.counts()
         failures = self._filter_failures()
         if failures:
-            stats = json.loads(body)
             stats["filters"] = failures
-            body = json.dumps(stats)
-        return Response(200, body.encode(), content_type="application/json")
+        return Response(200, json.dumps(stats).encode(), content_type="application/json")
 
     async def stats_prometheus(self, request: Request) -> Response:
         body = await trio.to_thread.run_sync(self.sidecar.core.stats_prometheus)
@@ -215,6 +217,7 @@ class AdminApi:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError as exc:
             return Response.text(400, f"{CONFIG_SOURCE}: the body is not UTF-8: {exc}\n")
+        before = self.sidecar.version
         try:
             version = await self.sidecar.apply_yaml(text, source=CONFIG_SOURCE)
         except ConfigError as exc:
@@ -224,7 +227,8 @@ class AdminApi:
             return Response.text(
                 400, f"{CONFIG_SOURCE}: the core rejected the snapshot ({name}): {exc}\n"
             )
-        return Response.json(200, {"version": version})
+        # changed: false when it compiled to what is served already (nothing was swapped).
+        return Response.json(200, {"version": version, "changed": version != before})
 
     async def quitquitquit(self, request: Request) -> Response:
         return Response(200, b"draining\n", after_sent=self.sidecar.request_shutdown)

@@ -111,6 +111,11 @@ class Reloader:
         self._loop: TrioLoop | None = None  # async filter phases run here once serving
         # Set by the sidecar while it is ready: loads trim the heap after, DNS refreshes apply.
         self.live = False
+        # Configs loaded (POST /config, SIGHUP, --watch, the embedding API): swapped in,
+        # compiled to what the core serves already (not swapped), refused (nothing changed).
+        self.applied = 0
+        self.unchanged = 0
+        self.refused = 0
 
     # === what is served ===
 
@@ -199,6 +204,15 @@ class Reloader:
         async with self._lock:
             return await self._deploy_locked(load, tuple(sources))
 
+    async def apply_files(self, paths: Sequence[str]) -> int:
+        """Loads the config files (and folders) ``paths`` again and applies them, as
+        :meth:`apply_config` (SIGHUP, ``--watch``).  Raises like it, and ``OSError`` for a
+        path that cannot be read."""
+        from meshfast.deploy import Sources
+
+        sources = Sources(tuple(paths), namespace=self.settings.namespace)
+        return await self.apply_config(sources.load, sources.names)
+
     async def reapply(self) -> int:
         """Compiles the current :attr:`config` again, through ``prepare``, and applies it as a
         new version: what ``prepare`` adds has changed.  Raises like :meth:`apply_yaml`, and
@@ -226,7 +240,19 @@ class Reloader:
             self._config = None
             return version
 
+    def counts(self) -> dict[str, int]:
+        """The config loads so far, by outcome (``/stats``' ``reloads``)."""
+        return {"applied": self.applied, "unchanged": self.unchanged, "refused": self.refused}
+
     async def _deploy_locked(self, load: Callable[[], Config], sources: tuple[str, ...]) -> int:
+        try:
+            version = await self._deploy_once(load, sources)
+        except Exception:
+            self.refused += 1
+            raise
+        return version
+
+    async def _deploy_once(self, load: Callable[[], Config], sources: tuple[str, ...]) -> int:
         from meshfast.config import dns
         from meshfast.deploy import deploy
 
@@ -237,6 +263,13 @@ class Reloader:
             return deploy(load(), options, prepare=prepare)
 
         deployment = await trio.to_thread.run_sync(build)
+        if self._serves(deployment):
+            # The same compiled config: no swap, no new version, nothing reset (the core
+            # would keep endpoint state and pools anyway; this also keeps the balancers'
+            # positions, the filter-free dispatcher and the version clients see).
+            self._config, self._sources = deployment.config, sources
+            self.unchanged += 1
+            return self._version
         await self.resolver.refresh(
             dns.hostnames(deployment.snapshot, deployment.plan), only_new=True
         )
@@ -244,12 +277,27 @@ class Reloader:
             deployment.snapshot, sources, deployment.plan, deployment.dispatcher, deployment.data
         )
         self._config = deployment.config
+        self.applied += 1
         if self.live:
             # What loading and compiling freed (the start trims once it is ready). In a
             # worker thread, so the Trio loop goes on; the data plane's workers wait on an
             # arena's lock only while that arena is walked (a heap of a few MiB).
             await trio.to_thread.run_sync(trim_heap)
         return version
+
+    def _serves(self, deployment: Deployment) -> bool:
+        """Whether the core serves ``deployment`` already: the same IR (but for the version)
+        and DNS plan, no filters on either side and no certificate files.  A filter's code,
+        or the PEM file behind a path, may have changed while the config has not: such a
+        config is always installed again (a reload is how rotated certificates are read)."""
+        if not self._applied or deployment.dispatcher is not None or self._dispatcher is not None:
+            return False
+        if deployment.plan != self._dns or _reads_files(deployment.snapshot):
+            return False
+        import msgspec
+
+        base = self.base_snapshot
+        return msgspec.structs.replace(deployment.snapshot, version=base.version) == base
 
     async def _install_locked(
         self,
@@ -336,3 +384,10 @@ class Reloader:
                     file=sys.stderr,
                     flush=True,
                 )
+
+
+def _reads_files(snapshot: ir.Snapshot) -> bool:
+    """Whether the core reads files to serve ``snapshot`` (TLS certificates and keys)."""
+    return any(x.tls is not None for x in snapshot.listeners) or any(
+        c.tls is not None for c in snapshot.clusters
+    )

@@ -49,6 +49,8 @@ class SidecarSettings(NamedTuple):
     idle_timeout: float = 0.0
     stream_idle_timeout: float = 0.0
     max_connections: int = 0
+    watch: bool = False  # --watch: reload when a file of ``sources`` changes
+    read_at_ns: int = 0  # time.time_ns() before ``sources`` were read (--watch's start)
 
 
 def options_for(s: SidecarSettings, version: int) -> CompileOptions:

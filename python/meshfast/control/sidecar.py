@@ -7,6 +7,10 @@
     ready ──(SIGTERM/SIGINT, POST /quitquitquit, request_shutdown())──► draining
     draining ──(core.shutdown(drain_timeout) returned)──► stopped
 
+While ready, SIGHUP (with ``handle_signals``) and, with ``settings.watch``, a change to a
+config file load the config files again (:meth:`Sidecar.reload_files`); a config that does
+not load keeps the running one and is logged on stderr, every problem at FILE:LINE.
+
 The core is anything with :class:`CoreLike`'s methods: ``meshfast._core.Core`` in
 production, a fake in the admin API's tests.
 
@@ -19,9 +23,12 @@ serves through :mod:`meshfast.deploy`.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import trio
@@ -148,6 +155,8 @@ class Sidecar:
         self._served = False
         self._core_stopped = False
         self._quit = trio.Event()
+        # SIGHUPs not yet acted on: one is enough (a burst of them is one reload).
+        self._hups_in, self._hups = trio.open_memory_channel[None](1)
         self._http = HttpServer(AdminApi(self), limits)
         self.admin_address: str | None = None
 
@@ -280,6 +289,18 @@ class Sidecar:
                             self.reloader.dns_names,
                             self.reloader.dns_changed,
                         )
+                    nursery.start_soon(self._reload_on_hup)
+                    if self.settings.watch and self.settings.sources:
+                        from meshfast.control.watch import watch
+
+                        await nursery.start(
+                            partial(
+                                watch,
+                                self.settings.sources,
+                                partial(self.reload_files, "watch"),
+                                since_ns=self.settings.read_at_ns,
+                            )
+                        )
                     task_status.started(ready)
                     # What the start freed (imports, a compile) goes back to the system.
                     await trio.to_thread.run_sync(trim_heap)
@@ -325,8 +346,61 @@ class Sidecar:
     async def _watch_signals(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             task_status.started()
-            async for _ in signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    # WouldBlock: a reload is pending already; it reads the files as they are.
+                    with contextlib.suppress(trio.WouldBlock):
+                        self._hups_in.send_nowait(None)
+                    continue
                 # A second signal while draining changes nothing: the drain is bounded.
                 self.request_shutdown()
+
+    async def _reload_on_hup(self) -> None:
+        async for _ in self._hups:
+            await self.reload_files("SIGHUP")
+
+    async def reload_files(self, why: str = "reload") -> int | None:
+        """Loads the config files this sidecar started from (``settings.sources``) again
+        and applies them; returns the version now served, or None when the config was
+        refused (then the running one keeps serving).  Logs the outcome on stderr: a
+        refused config with every problem, each at FILE:LINE."""
+        from meshfast.config import ConfigError
+
+        paths = self.settings.sources
+        if not paths:
+            _log(f"{why}: no config files to reload (the config did not come from files)")
+            return None
+        before = self.version
+        try:
+            version = await self.reloader.apply_files(paths)
+        except ConfigError as exc:
+            _log(f"{why}: config refused, version {before} keeps serving; problems:")
+            for problem in exc.problems:
+                print(problem, file=sys.stderr, flush=True)
+            return None
+        except OSError as exc:
+            _log(
+                f"{why}: cannot read {exc.filename or paths}: {exc.strerror or exc}; "
+                f"version {before} keeps serving"
+            )
+            return None
+        except self.core_errors as exc:
+            _log(
+                f"{why}: the core refused the config ({type(exc).__name__}): {exc}; "
+                f"version {before} keeps serving"
+            )
+            return None
+        except Exception as exc:  # a reload in the background must never end the sidecar
+            _log(f"{why}: failed ({type(exc).__name__}: {exc}); version {before} keeps serving")
+            return None
+        if version == before:
+            _log(f"{why}: config unchanged, version {version} keeps serving (nothing reset)")
+        else:
+            _log(f"{why}: version {version} serving (was {before})")
+        return version
+
+
+def _log(message: str) -> None:
+    print(f"meshfast: {message}", file=sys.stderr, flush=True)

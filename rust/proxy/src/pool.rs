@@ -60,6 +60,16 @@ pub enum SendError {
         #[source]
         source: hyper::Error,
     },
+    /// A reused HTTP/1.1 connection ended (closed or reset) before any of
+    /// the response came back: most likely the upstream closed it at its
+    /// own keep-alive timeout just as the request went out (the keep-alive
+    /// race). The request may be sent again if it is idempotent.
+    #[error("upstream {address}: pooled connection closed before a response: {source}")]
+    Stale {
+        address: String,
+        #[source]
+        source: hyper::Error,
+    },
 }
 
 /// How the downstream broke a request it was still sending.
@@ -378,11 +388,37 @@ async fn send_h1_pooled(dial: &Dial<'_>, req: http::Request<UpstreamBody>) -> Re
             Ok(resp) => return Reused::Sent(Ok((resp, Some(lease(dial, sender))))),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
-                None => return Reused::Sent(Err(http_error(dial.address, e.into_error()).into())),
+                None => {
+                    return Reused::Sent(Err(reused_error(dial.address, e.into_error()).into()))
+                }
             },
         }
     }
     Reused::Not(req)
+}
+
+/// The error of a request written to a reused HTTP/1.1 connection:
+/// [`SendError::Stale`] when the connection ended before any of the response
+/// (hyper answers at the response head, so nothing was read yet) and not
+/// because of the request's own body.
+fn reused_error(address: &str, source: hyper::Error) -> SendError {
+    let ended = source.is_incomplete_message()
+        || source.is_canceled()
+        || std::error::Error::source(&source)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| {
+                use std::io::ErrorKind::*;
+                matches!(
+                    e.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                )
+            });
+    let address = address.to_owned();
+    if ended && !source.is_user() {
+        SendError::Stale { address, source }
+    } else {
+        SendError::Http { address, source }
+    }
 }
 
 /// Where a request goes: the endpoint, its pool's key, how to connect to

@@ -153,6 +153,10 @@ fn original_destination(
     }
 }
 
+/// How many times one try may go again on another connection after a pooled
+/// connection closed under it (the keep-alive race).
+const MAX_STALE_RESENDS: u32 = 2;
+
 /// Sending to one cluster, with retries.
 struct Tries<'a> {
     cluster: &'a ClusterRt,
@@ -182,10 +186,12 @@ enum Attempt {
     /// nor held against the endpoint (Envoy never retries an overflow).
     Overflow,
     /// `unsent`: the request, when none of it was written (it may go elsewhere).
+    /// `stale`: a reused connection ended before any response (the keep-alive race).
     Failed {
         outcome: Outcome,
         flag: ResponseFlag,
         unsent: Option<Request<UpstreamBody>>,
+        stale: bool,
     },
 }
 
@@ -203,6 +209,7 @@ impl Tries<'_> {
         // The retry in flight (`maxRetries`), from when it is decided until
         // its outcome is known, as Envoy holds it.
         let mut retry_slot = None;
+        let mut resent = 0;
         loop {
             let mut target = self
                 .target(&retries, previous)
@@ -220,6 +227,16 @@ impl Tries<'_> {
             // Only a PEAK_EWMA cluster reads the clock around a try.
             let started = self.cluster.peak_ewma.then(tokio::time::Instant::now);
             let attempt = self.attempt(&target, request, req).await;
+            if let Attempt::Failed { stale: true, .. } = attempt {
+                // The upstream closed a pooled connection as the request went out:
+                // an idempotent request goes again at once (as browsers and Go's
+                // client do), not a retry of the policy's, nothing against the
+                // endpoint; bounded, as every idle connection might be closing.
+                if resent < MAX_STALE_RESENDS && request.resendable() {
+                    resent += 1;
+                    continue;
+                }
+            }
             if let Some(started) = started {
                 // Latency to response headers; a per-try timeout counts as slow.
                 if let Attempt::Answered(..)
@@ -266,6 +283,7 @@ impl Tries<'_> {
                     outcome,
                     flag,
                     unsent,
+                    ..
                 } => {
                     target.record(Health::LocalFailure);
                     pending = unsent;
@@ -325,6 +343,7 @@ impl Tries<'_> {
                 outcome: Outcome::Reset,
                 flag: ResponseFlag::UpstreamProtocolError,
                 unsent: None,
+                stale: false,
             },
             Some(Ok((resp, lease))) => Attempt::Answered(resp, lease),
             Some(Err(Failed {
@@ -349,16 +368,19 @@ impl Tries<'_> {
                 } else {
                     (Outcome::Reset, ResponseFlag::UpstreamConnectionTermination)
                 };
+                let stale = matches!(error, SendError::Stale { .. });
                 Attempt::Failed {
                     outcome,
                     flag,
                     unsent: request,
+                    stale,
                 }
             }
             None => Attempt::Failed {
                 outcome: Outcome::Timeout,
                 flag: ResponseFlag::UpstreamRequestTimeout,
                 unsent: None,
+                stale: false,
             },
         }
     }

@@ -87,11 +87,17 @@ pub async fn prepare(
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // An idempotent HTTP/1.1 request with its body in hand is kept too: sent on
+    // a pooled connection the upstream was closing, it goes again (the
+    // keep-alive race; forward.rs).
     let keep = !route.mirrors.is_empty()
         || route
             .retry
             .as_ref()
-            .is_some_and(|r| r.attempts > 0 && r.retries_after_sending(grpc));
+            .is_some_and(|r| r.attempts > 0 && r.retries_after_sending(grpc))
+        || (cluster.protocol != UpstreamProtocol::Http2
+            && idempotent(&parts.method)
+            && matches!(body, BodySource::Replay { .. }));
     // Only TLS origination (auto SNI) and mirrors need the host after the headers are taken.
     let host = (cluster.tls.is_some() || !route.mirrors.is_empty())
         .then(|| {
@@ -183,7 +189,22 @@ enum BodySource {
     },
 }
 
+/// RFC 9110 §9.2.2: a request that may be sent again after a connection
+/// failure (the client cannot tell whether the server processed it).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
 impl UpstreamRequest {
+    /// Whether the request may go again after its connection failed under it
+    /// before any response (idempotent, and another request can be built).
+    pub fn resendable(&self) -> bool {
+        idempotent(&self.method) && self.replayable()
+    }
+
     /// Whether another request can still be built.
     pub fn replayable(&self) -> bool {
         if self.spent {
