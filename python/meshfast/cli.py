@@ -340,7 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="this workload's mesh identity: DIR/cert-chain.pem, key.pem, root-cert.pem "
-        "(`meshfast ca issue`); enables ISTIO_MUTUAL and mTLS on the inbound listener",
+        "(`meshfast ca issue`); enables ISTIO_MUTUAL and mTLS on the inbound listener; "
+        "new files there are served to new handshakes",
+    )
+    run.add_argument(
+        "--ca",
+        default=None,
+        metavar="DIR",
+        help="the mesh CA (`meshfast ca init`) that renews the --certs certificate at half "
+        "its lifetime",
     )
     run.add_argument(
         "--no-snapshot-cache",
@@ -473,6 +481,19 @@ def _mesh_identity(folder: str | None) -> MeshIdentity | None:
         return load_identity(folder)
     except (OSError, ValueError) as exc:
         _die(f"--certs {folder}: {exc}", 1)
+
+
+def _renewing_ca(folder: str | None, certs: str | None) -> str | None:
+    """``--ca DIR``: a CA folder, and only beside ``--certs`` (the identity it renews)."""
+    if folder is None:
+        return None
+    if certs is None:
+        _die("--ca renews the --certs identity: give --certs too", 2)
+    from pathlib import Path
+
+    if not (Path(folder) / "root-key.pem").is_file():
+        _die(f"--ca {folder}: no root-key.pem (make one with `meshfast ca init`)", 1)
+    return folder
 
 
 def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | None:
@@ -614,6 +635,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         trust_domain_aliases=args.trust_domain_aliases,
         dns_refresh=args.dns_refresh,
         certs=_mesh_identity(args.certs),
+        ca=_renewing_ca(args.ca, args.certs),
         path_normalization=cast("PathNormalization", args.path_normalization.lower()),
         original_dst_header=args.original_dst_header,
         request_headers_timeout=args.request_headers_timeout,

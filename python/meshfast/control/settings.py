@@ -41,6 +41,7 @@ class SidecarSettings(NamedTuple):
     trust_domain_aliases: tuple[str, ...] = ()  # meshConfig.trustDomainAliases
     dns_refresh: float = DEFAULT_REFRESH_S  # seconds between DNS refreshes; 0: never
     certs: MeshIdentity | None = None  # --certs: this workload's mesh identity
+    ca: str | None = None  # --ca: the mesh CA that renews --certs before it expires
     path_normalization: PathNormalization = "base"  # --path-normalization
     original_dst_header: bool = False  # --original-dst-header
     # --request-headers-timeout, --idle-timeout, --stream-idle-timeout (seconds),

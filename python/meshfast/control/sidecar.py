@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import trio
@@ -290,6 +291,14 @@ class Sidecar:
                             self.reloader.dns_changed,
                         )
                     nursery.start_soon(self._reload_on_hup)
+                    if self.settings.certs is not None:
+                        from meshfast.control.watch import watch
+
+                        identity = self.settings.certs
+                        files = [identity.cert_chain, identity.private_key, identity.root_cert]
+                        await nursery.start(partial(watch, files, self.rotate_certs))
+                        if self.settings.ca is not None:
+                            nursery.start_soon(self._keep_renewed, self.settings.ca)
                     if self.settings.watch and self.settings.sources:
                         from meshfast.control.watch import watch
 
@@ -361,6 +370,54 @@ class Sidecar:
         async for _ in self._hups:
             await self.reload_files("SIGHUP")
 
+    async def rotate_certs(self) -> int | None:
+        """The ``--certs`` files changed (rotated, renewed): the config is applied again, so
+        new handshakes present and trust what the files hold now; connections already open
+        keep the certificates they were made with.  Files that do not make an identity
+        (half-written, a key that does not match) are logged and the running ones kept."""
+        from meshfast.security.identity import load_identity
+
+        assert self.settings.certs is not None
+        folder = Path(self.settings.certs.cert_chain).parent
+        try:
+            identity = await trio.to_thread.run_sync(load_identity, folder)
+        except (OSError, ValueError) as exc:
+            _log(f"certificates in {folder} not taken: {exc}; the running ones keep serving")
+            return None
+        if self.settings.sources:
+            version = await self.reload_files("certificates")
+        else:
+            try:
+                version = await self.reloader.reapply()
+            except Exception as exc:  # a rotation in the background must never end the sidecar
+                _log(f"certificates: not applied ({type(exc).__name__}: {exc})")
+                return None
+        if version is not None:
+            _log(f"certificates: {identity.identity} from {folder} serves new handshakes")
+        return version
+
+    async def _keep_renewed(self, ca: str) -> None:
+        """``--ca``: the ``--certs`` certificate is issued again at half its lifetime (the
+        watch on the files then serves it); a failure is logged and tried again later."""
+        from meshfast.security import renew
+
+        assert self.settings.certs is not None
+        folder = Path(self.settings.certs.cert_chain).parent
+        while True:
+            try:
+                delay = await trio.to_thread.run_sync(renew.due_in, folder)
+                if delay <= 0:
+                    issued = await trio.to_thread.run_sync(renew.renew, Path(ca), folder)
+                    until = f"{issued.not_after:%Y-%m-%d %H:%M:%S} UTC"
+                    _log(f"certificates: {issued.identity} renewed by {ca}, valid until {until}")
+                    # A certificate so short-lived that it is due again at once (its
+                    # validity starts backdated) is not renewed in a tight loop.
+                    delay = RENEW_RETRY_S
+            except (OSError, ValueError) as exc:
+                _log(f"certificates: renewal by {ca} failed ({exc}); trying again in a minute")
+                delay = RENEW_RETRY_S
+            await trio.sleep(min(delay, RENEW_RETRY_S * 60))
+
     async def reload_files(self, why: str = "reload") -> int | None:
         """Loads the config files this sidecar started from (``settings.sources``) again
         and applies them; returns the version now served, or None when the config was
@@ -400,6 +457,11 @@ class Sidecar:
         else:
             _log(f"{why}: version {version} serving (was {before})")
         return version
+
+
+# A failed renewal is tried again this often; a due date far away is looked at again at
+# least hourly (the clock may have jumped).
+RENEW_RETRY_S = 60.0
 
 
 def _log(message: str) -> None:
