@@ -606,6 +606,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag, dest, _ in NOT_IMPLEMENTED_RUN_FLAGS:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
+    from meshfast.control import logs
+
+    logs.setup()  # stderr, WARNING; POST /logging changes it
 
     import time
 

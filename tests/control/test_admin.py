@@ -864,3 +864,24 @@ def test_parse_address_rejects(text: str) -> None:
 def test_format_address() -> None:
     assert format_address(("127.0.0.1", 80)) == "127.0.0.1:80"
     assert format_address(("::1", 80, 0, 0)) == "[::1]:80"
+
+
+async def test_logging_lists_and_sets_levels(running: Running) -> None:
+    from meshfast.control import logs
+
+    logs.setup()
+    listed = (await running.client.get("/logging")).json()["loggers"]
+    assert listed["meshfast"] == "warning"
+    assert listed["meshfast.filters"] == "warning"  # follows meshfast
+    changed = await running.client.post("/logging?meshfast.filters=debug")
+    assert changed.status_code == 200
+    assert changed.json()["loggers"]["meshfast.filters"] == "debug"
+    assert changed.json()["loggers"]["meshfast.admin"] == "warning"
+    every = (await running.client.post("/logging?level=error")).json()["loggers"]
+    assert set(every.values()) == {"error"}
+    bad = await running.client.post("/logging?level=loud")
+    assert bad.status_code == 400
+    assert "unknown level 'loud'" in bad.text
+    assert (await running.client.post("/logging?nosuch=info")).status_code == 400
+    assert (await running.client.post("/logging")).status_code == 400
+    logs.set_level("level", "warning")

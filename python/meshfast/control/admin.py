@@ -13,6 +13,9 @@
                        once the core serves it (``changed`` false: it compiled to the config
                        served already, nothing was swapped or reset, the version stays); 400
                        with one problem per line and the old config kept
+``GET /logging``       ``{"loggers": {name: level}}``: meshfast's Python loggers
+``POST /logging``      ``?level=LEVEL`` (all of them) or ``?LOGGER=LEVEL``: 200 with the new
+                       levels, 400 naming an unknown logger or level
 ``POST /quitquitquit`` 200, then drain and exit
 =====================  ======================================================================
 
@@ -41,11 +44,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
+from meshfast.control import logs
 from meshfast.control.http import Request, Response, parse_address
 
 if TYPE_CHECKING:
@@ -95,6 +100,7 @@ class AdminApi:
             "/config_dump": {"GET": self.config_dump},
             "/config": {"POST": self.post_config},
             "/quitquitquit": {"POST": self.quitquitquit},
+            "/logging": {"GET": self.logging, "POST": self.set_logging},
         }
 
     @property
@@ -229,6 +235,21 @@ class AdminApi:
             )
         # changed: false when it compiled to what is served already (nothing was swapped).
         return Response.json(200, {"version": version, "changed": version != before})
+
+    async def logging(self, request: Request) -> Response:
+        return Response.json(200, {"loggers": logs.levels()})
+
+    async def set_logging(self, request: Request) -> Response:
+        """``POST /logging?level=debug`` (every logger) or ``?meshfast.filters=debug``."""
+        changes = urllib.parse.parse_qsl(request.query, keep_blank_values=True)
+        if not changes:
+            return Response.text(400, "give ?level=LEVEL or ?LOGGER=LEVEL\n")
+        try:
+            for name, level in changes:
+                logs.set_level(name, level)
+        except ValueError as exc:
+            return Response.text(400, f"{exc}\n")
+        return Response.json(200, {"loggers": logs.levels()})
 
     async def quitquitquit(self, request: Request) -> Response:
         return Response(200, b"draining\n", after_sent=self.sidecar.request_shutdown)
