@@ -422,6 +422,7 @@ impl ClusterRt {
 
     /// Takes endpoint `i` for a request as its failure-rate breaker allows:
     /// false when it is open, or half-open with all its probes out.
+    #[inline] // Every request asks; without a failure-rate breaker, one branch.
     pub fn admit(&self, i: usize) -> bool {
         let Some(c) = &self.failure_rate else {
             return true;

@@ -77,17 +77,28 @@ impl FrameBudget {
                 bytes = &bytes[n..];
                 continue;
             }
-            let n = (9 - self.have).min(bytes.len());
-            self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-            self.have += n;
-            bytes = &bytes[n..];
-            if self.have < 9 {
-                break;
-            }
-            self.have = 0;
-            let len = u32::from_be_bytes([0, self.head[0], self.head[1], self.head[2]]);
+            // A whole frame header in this read (the usual case) is read in
+            // place; one split across reads is gathered in `self.head`.
+            let head = match (self.have, bytes.split_first_chunk::<9>()) {
+                (0, Some((head, rest))) => {
+                    bytes = rest;
+                    *head
+                }
+                _ => {
+                    let n = (9 - self.have).min(bytes.len());
+                    self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                    self.have += n;
+                    bytes = &bytes[n..];
+                    if self.have < 9 {
+                        break;
+                    }
+                    self.have = 0;
+                    self.head
+                }
+            };
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]);
             self.skip = len as usize;
-            if costs(self.head[3], self.head[4], len) && self.spend(&now).is_err() {
+            if costs(head[3], head[4], len) && self.spend(&now).is_err() {
                 self.flooded = true;
                 return Err(Flooded);
             }

@@ -40,18 +40,21 @@ pub struct Target<'a> {
 /// An endpoint of `cluster`: by hash when there is one, else by the balancer
 /// from the lowest priority with a healthy endpoint. None: no healthy endpoint.
 pub fn select<'a>(cluster: &'a ClusterRt, pick: Pick) -> Option<Target<'a>> {
-    let mut index = choose(cluster, pick)?;
     // The choice skipped open failure-rate breakers; taking the endpoint
     // takes a probe when half-open, which a concurrent request may have
-    // taken first: choose again then.
+    // taken first: choose again then. (One call of `choose`, so that it is
+    // inlined into every request's path.)
     let mut attempts = 0;
-    while !cluster.admit(index) {
+    let index = loop {
+        let index = choose(cluster, pick)?;
+        if cluster.admit(index) {
+            break index;
+        }
         attempts += 1;
         if attempts > HOST_SELECTION_ATTEMPTS {
             return None;
         }
-        index = choose(cluster, pick)?;
-    }
+    };
     let endpoint = cluster.endpoints.get(index)?;
     Some(Target {
         cluster,

@@ -22,7 +22,7 @@ use crate::runtime::{Destination, RouteRt};
 use crate::upstream::{self, Pick, Target};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -102,11 +102,19 @@ async fn upstream<'a>(
     // keep its own slot in this future's state beside the copy (twice the size).
     let tried = match (route.timeout, request.body_end().cloned()) {
         (None, None) => tries.run(&mut request, &mut ctx.flags).await,
-        (timeout, end) => {
+        // The whole body is here: the route timeout alone, tokio's timer inline.
+        (Some(t), None) => tokio::time::timeout(t, tries.run(&mut request, &mut ctx.flags))
+            .await
+            .unwrap_or(Err(ResponseFlag::UpstreamRequestTimeout)),
+        // A body still streaming: its end (or stall) starts the clock. Boxed,
+        // so that only such requests carry the wait's state (~300 bytes): every
+        // request's future is moved whole a few times on its way in.
+        (timeout, Some(end)) => {
             let idle = ctx.snap.downstream.stream_idle_timeout;
+            let expiry = Box::pin(expiry(Some(&end), idle, timeout));
             tokio::select! {
                 tried = tries.run(&mut request, &mut ctx.flags) => tried,
-                flag = expiry(end.as_ref(), idle, timeout) => Err(flag),
+                flag = expiry => Err(flag),
             }
         }
     };
@@ -202,7 +210,6 @@ impl Tries<'_> {
         request: &mut UpstreamRequest,
         flags: &mut Flags,
     ) -> Result<Tried, ResponseFlag> {
-        let breaker = self.cluster.breaker();
         let mut retries = Retries::new(self.retry);
         let mut previous = None;
         let mut pending: Option<Request<UpstreamBody>> = None;
@@ -216,7 +223,7 @@ impl Tries<'_> {
                 .ok_or(ResponseFlag::NoHealthyUpstream)?;
             previous = target.index;
             // A request in flight (`http2MaxRequests`) until its response ends.
-            match breaker.request() {
+            match self.cluster.breaker().request() {
                 Ok(slot) => target.load.hold(slot),
                 Err(Overflow) => return Err(ResponseFlag::UpstreamOverflow),
             }
@@ -226,80 +233,84 @@ impl Tries<'_> {
             };
             // Only a PEAK_EWMA cluster reads the clock around a try.
             let started = self.cluster.peak_ewma.then(tokio::time::Instant::now);
-            let attempt = self.attempt(&target, request, req).await;
-            if let Attempt::Failed { stale: true, .. } = attempt {
-                // The upstream closed a pooled connection as the request went out:
-                // an idempotent request goes again at once (as browsers and Go's
-                // client do), not a retry of the policy's, nothing against the
-                // endpoint; bounded, as every idle connection might be closing.
-                if resent < MAX_STALE_RESENDS && request.resendable() {
-                    resent += 1;
-                    continue;
-                }
-            }
-            if let Some(started) = started {
-                // Latency to response headers; a per-try timeout counts as slow.
-                if let Attempt::Answered(..)
-                | Attempt::Failed {
-                    outcome: Outcome::Timeout,
-                    ..
-                } = attempt
-                {
-                    target.observe_rtt(started.elapsed());
-                }
-            }
-            // The retry before this try (if any) has its outcome.
-            drop(retry_slot.take());
-            let backoff = match attempt {
-                Attempt::Answered(resp, lease) => {
-                    let outcome = outcome_of(&resp);
-                    target.record(health(outcome));
-                    let mut step = retries.after(outcome, request.replayable());
-                    if let Step::Retry(_) = step {
-                        match breaker.retry() {
-                            Ok(slot) => retry_slot = slot,
-                            Err(Overflow) => {
-                                flags.insert(ResponseFlag::UpstreamOverflow);
-                                step = Step::Stop { exhausted: false };
-                            }
-                        }
-                    }
-                    match step {
-                        Step::Stop { exhausted } => {
-                            let load = target.load;
-                            return Ok(Tried {
-                                resp,
-                                lease,
-                                load,
-                                exhausted,
-                            });
-                        }
-                        Step::Retry(backoff) => backoff,
+            // `attempt` ends with this block: held in the future's state across
+            // the backoff below, it would grow every request's future.
+            let backoff = {
+                let attempt = self.attempt(&target, request, req).await;
+                if let Attempt::Failed { stale: true, .. } = attempt {
+                    // The upstream closed a pooled connection as the request went out:
+                    // an idempotent request goes again at once (as browsers and Go's
+                    // client do), not a retry of the policy's, nothing against the
+                    // endpoint; bounded, as every idle connection might be closing.
+                    if resent < MAX_STALE_RESENDS && request.resendable() {
+                        resent += 1;
+                        continue;
                     }
                 }
-                Attempt::Downstream(flag) => return Err(flag),
-                Attempt::Overflow => return Err(ResponseFlag::UpstreamOverflow),
-                Attempt::Failed {
-                    outcome,
-                    flag,
-                    unsent,
-                    ..
-                } => {
-                    target.record(Health::LocalFailure);
-                    pending = unsent;
-                    let replayable = pending.is_some() || request.replayable();
-                    match retries.after(outcome, replayable) {
-                        Step::Stop { .. } => return Err(flag),
-                        Step::Retry(backoff) => match breaker.retry() {
-                            Ok(slot) => {
-                                retry_slot = slot;
-                                backoff
+                if let Some(started) = started {
+                    // Latency to response headers; a per-try timeout counts as slow.
+                    if let Attempt::Answered(..)
+                    | Attempt::Failed {
+                        outcome: Outcome::Timeout,
+                        ..
+                    } = attempt
+                    {
+                        target.observe_rtt(started.elapsed());
+                    }
+                }
+                // The retry before this try (if any) has its outcome.
+                drop(retry_slot.take());
+                match attempt {
+                    Attempt::Answered(resp, lease) => {
+                        let outcome = outcome_of(&resp);
+                        target.record(health(outcome));
+                        let mut step = retries.after(outcome, request.replayable());
+                        if let Step::Retry(_) = step {
+                            match self.cluster.breaker().retry() {
+                                Ok(slot) => retry_slot = slot,
+                                Err(Overflow) => {
+                                    flags.insert(ResponseFlag::UpstreamOverflow);
+                                    step = Step::Stop { exhausted: false };
+                                }
                             }
-                            Err(Overflow) => {
-                                flags.insert(ResponseFlag::UpstreamOverflow);
-                                return Err(flag);
+                        }
+                        match step {
+                            Step::Stop { exhausted } => {
+                                let load = target.load;
+                                return Ok(Tried {
+                                    resp,
+                                    lease,
+                                    load,
+                                    exhausted,
+                                });
                             }
-                        },
+                            Step::Retry(backoff) => backoff,
+                        }
+                    }
+                    Attempt::Downstream(flag) => return Err(flag),
+                    Attempt::Overflow => return Err(ResponseFlag::UpstreamOverflow),
+                    Attempt::Failed {
+                        outcome,
+                        flag,
+                        unsent,
+                        ..
+                    } => {
+                        target.record(Health::LocalFailure);
+                        pending = unsent;
+                        let replayable = pending.is_some() || request.replayable();
+                        match retries.after(outcome, replayable) {
+                            Step::Stop { .. } => return Err(flag),
+                            Step::Retry(backoff) => match self.cluster.breaker().retry() {
+                                Ok(slot) => {
+                                    retry_slot = slot;
+                                    backoff
+                                }
+                                Err(Overflow) => {
+                                    flags.insert(ResponseFlag::UpstreamOverflow);
+                                    return Err(flag);
+                                }
+                            },
+                        }
                     }
                 }
             };
@@ -329,13 +340,24 @@ impl Tries<'_> {
     ) -> Attempt {
         let (host, http2) = (request.host(), request.http2());
         // None: the per-try timeout fired. (The future is built in each arm, as above.)
-        let result = match self.retry.and_then(|r| r.per_try_timeout) {
-            Some(t) => tokio::select! {
-                sent = target.send(host, http2, req) => Some(sent),
-                // A client that stalls its body is the route-level expiry's to end.
-                _ = expiry(request.body_end(), Duration::MAX, Some(t)) => None,
-            },
-            None => Some(target.send(host, http2, req).await),
+        let result = match (
+            self.retry.and_then(|r| r.per_try_timeout),
+            request.body_end(),
+        ) {
+            (None, _) => Some(target.send(host, http2, req).await),
+            // The whole body is here: the per-try timeout alone, tokio's timer inline.
+            (Some(t), None) => tokio::time::timeout(t, target.send(host, http2, req))
+                .await
+                .ok(),
+            // A body still streaming starts the clock at its end (boxed, as in
+            // `upstream`). A client that stalls it is the route-level expiry's to end.
+            (Some(t), Some(end)) => {
+                let expiry = Box::pin(expiry(Some(end), Duration::MAX, Some(t)));
+                tokio::select! {
+                    sent = target.send(host, http2, req) => Some(sent),
+                    _ = expiry => None,
+                }
+            }
         };
         match result {
             // Dropped unread: the connection is not reused.
@@ -411,6 +433,12 @@ async fn expiry(
 /// (RFC 9112 §6.3: "ought to be handled as an error"; its body was read by
 /// the coding, and the length would be passed on wrong).
 fn smuggles(resp: &Response<Incoming>) -> bool {
+    // A body of a known, non-zero length was framed by Content-Length alone:
+    // hyper's client reads a Transfer-Encoding first when there is one. Most
+    // responses end the check here, without a header lookup.
+    if resp.body().size_hint().exact().is_some_and(|n| n > 0) {
+        return false;
+    }
     let h = resp.headers();
     h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH)
 }

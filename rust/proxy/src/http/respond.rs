@@ -96,6 +96,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
 
+    #[inline] // On every response's path, under the connection's wrapper body.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
