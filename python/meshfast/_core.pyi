@@ -82,6 +82,13 @@ class Core:
         original destination (iptables' or ``x-envoy-original-dst-host``) may name it.
         Raises ValueError when it is not ``ip:port``."""
 
+    def start_access_log(self, path: str, fields: list[str] | None = None) -> None:
+        """Starts the access log: one JSON line per request to ``path`` (``-``: stdout), with
+        ``fields`` (Envoy's names, in that order; None: all), written by a thread of its own
+        through a bounded queue (drops counted in ``stats_json()["access_log"]``). Requests
+        served by snapshots installed from now on are logged. Raises ValueError for an
+        unknown field, OSError when ``path`` cannot be opened."""
+
     def listeners(self) -> list[tuple[str, str]]:
         """(name, bound address) of every listener currently serving."""
 

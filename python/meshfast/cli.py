@@ -35,7 +35,6 @@ NOT_IMPLEMENTED_COMMANDS = {
 }
 # `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
 NOT_IMPLEMENTED_RUN_FLAGS = (
-    ("--access-log", "access_log", "PATH|-"),
     ("--zipkin", "zipkin", "URL"),
     ("--otlp", "otlp", "URL"),
     ("--trace-sampling", "trace_sampling", "PERCENT"),
@@ -83,6 +82,11 @@ def _locality(text: str) -> str:
             f"expected REGION, REGION/ZONE or REGION/ZONE/SUBZONE, not {text!r}"
         )
     return "/".join(parts)
+
+
+def _names(text: str) -> list[str]:
+    """`a,b,c`: a list of names (checked by whoever uses them)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -331,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often DNS ServiceEntry endpoints are re-resolved (default 30; 0: never)",
     )
+    run.add_argument(
+        "--access-log",
+        default=None,
+        metavar="PATH|-",
+        help="one JSON line per request, Envoy's field names, appended to PATH (-: stdout)",
+    )
+    run.add_argument(
+        "--access-log-fields",
+        default=None,
+        type=_names,
+        metavar="FIELD,...",
+        help="the access log's fields, in order (default: all; see README)",
+    )
     for flag, dest, metavar in NOT_IMPLEMENTED_RUN_FLAGS:
         run.add_argument(flag, dest=dest, metavar=metavar, help="(not implemented yet)")
 
@@ -461,7 +478,7 @@ def _start_from_cache(
     data = snapshot_cache.load(entry)
     if data is None:
         return None
-    core = _new_core(core_class, args.workers)
+    core = _new_core(core_class, args)
     try:
         version = core.apply_snapshot(data)
     except core_errors():
@@ -486,13 +503,24 @@ def _start_from_cache(
     return core, snapshot
 
 
-def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
+def _new_core(core_class: type[_core.Core], args: argparse.Namespace) -> _core.Core:
     from meshfast.errors import core_errors
 
     try:
-        return core_class(workers=workers)
+        core = core_class(workers=args.workers)
     except core_errors() as exc:
         _die(f"the core did not start: {exc}", 1)
+    if args.access_log is not None:
+        # Before the first install: every request the sidecar serves is logged.
+        try:
+            core.start_access_log(args.access_log, args.access_log_fields)
+        except ValueError as exc:
+            core.shutdown(0.0)
+            _die(f"--access-log-fields: {exc}", 2)
+        except OSError as exc:
+            core.shutdown(0.0)
+            _die(f"--access-log: {exc}", 1)
+    return core
 
 
 def _deploy_and_start(
@@ -516,7 +544,7 @@ def _deploy_and_start(
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stderr)
         return 1
-    core = _new_core(core_class, args.workers)
+    core = _new_core(core_class, args)
     if deployment.plan:
         return core, deployment, False
     # Nothing to resolve first: start the data plane now, before Trio and the admin API are
@@ -537,6 +565,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag, dest, _ in NOT_IMPLEMENTED_RUN_FLAGS:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
+    if args.access_log_fields is not None and args.access_log is None:
+        _die("--access-log-fields needs --access-log", 2)
 
     from meshfast.control import lazy_stdlib
     from meshfast.control.settings import SidecarSettings

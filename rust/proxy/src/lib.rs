@@ -6,6 +6,7 @@
 //! config is a [`runtime::Runtime`] behind an `ArcSwap`: each request loads it
 //! once and keeps that `Arc`, so a swap never changes a request in flight.
 
+pub mod access_log;
 mod actions;
 mod body;
 mod breaker;

@@ -64,6 +64,8 @@ pub struct Runtime {
     /// installed together, so a request never mixes one snapshot's ids with
     /// another's filters.
     pub filters: Option<Hook>,
+    /// The access log, when on: the proxy's, given to every snapshot.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// A filter hook shared by the snapshots that use it.
@@ -377,6 +379,7 @@ impl Runtime {
     pub fn empty() -> Self {
         Self {
             filters: None,
+            access_log: None,
             path_normalization: meshfast_route::Normalization::default(),
             original_dst_header: false,
             downstream: DownstreamRt::build(&ir::Downstream::default()),
@@ -445,6 +448,7 @@ impl Runtime {
         loads.retain(&live);
         Ok(Self {
             filters: None,
+            access_log: None,
             path_normalization: snap.path_normalization.into(),
             original_dst_header: snap.original_dst_header,
             downstream: DownstreamRt::build(&snap.downstream),

@@ -70,6 +70,26 @@ impl Core {
         Ok(())
     }
 
+    /// Starts the access log: JSON lines to `path` (`-`: stdout) with
+    /// `fields` (None: all of them), for snapshots installed from now on.
+    #[pyo3(signature = (path, fields = None))]
+    fn start_access_log(&self, path: &str, fields: Option<Vec<String>>) -> PyResult<()> {
+        use meshfast_proxy::access_log::{parse_fields, AccessLogError, Field, Sink};
+        let fields = match fields {
+            Some(names) => parse_fields(&names),
+            None => Ok(Field::ALL.to_vec()),
+        }
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let sink = match path {
+            "-" => Sink::Stdout,
+            p => Sink::File(p.into()),
+        };
+        // Fields were checked above: what is left is the OS's (open, spawn).
+        self.proxy
+            .start_access_log(sink, fields)
+            .map_err(|e: AccessLogError| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+    }
+
     fn listeners(&self) -> Vec<(String, String)> {
         self.proxy.listeners()
     }

@@ -38,6 +38,8 @@ pub struct RequestCtx<'a> {
     pub filtered: Option<Box<Filtered<'a>>>,
     /// The request's `Origin`, when the route's CORS policy allows it.
     pub cors_origin: Option<HeaderValue>,
+    /// The access log's entry, when the log is on (None costs nothing).
+    pub log: Option<Box<crate::access_log::Entry>>,
     /// `rq_active` of the listener, route and cluster while the request lives.
     active: [Option<ActiveGuard>; 3],
 }
@@ -63,6 +65,7 @@ impl<'a> RequestCtx<'a> {
             flags: Flags::default(),
             filtered: None,
             cors_origin: None,
+            log: None,
             active: [Some(ActiveGuard::request(&listener.stats)), None, None],
         }
     }

@@ -1,13 +1,16 @@
 //! Log: the one place that sees every request end, whichever phase answered
 //! it. Counters now (responses by class, response flags, per listener, route
 //! and cluster), and the filters' log phase when no response phase ran; the
-//! access log, spans and Istio's metrics belong here too. It runs as the
-//! response head leaves: a streamed body's bytes are counted as they pass.
+//! access log's entry is completed here; spans and Istio's metrics belong
+//! here too. It runs as the response head leaves: a streamed body's bytes are
+//! counted as they pass, and the access log's entry travels with the body
+//! until its end ([`Pending`]).
 
 use super::ctx::RequestCtx;
+use crate::access_log::Pending;
 use http::StatusCode;
 
-pub fn log(ctx: RequestCtx<'_>, status: StatusCode) {
+pub fn log(mut ctx: RequestCtx<'_>, status: StatusCode) -> Pending {
     for c in ctx.counters() {
         c.response(status.as_u16());
         for f in ctx.flags.iter() {
@@ -17,4 +20,14 @@ pub fn log(ctx: RequestCtx<'_>, status: StatusCode) {
     if let Some(filtered) = ctx.filtered {
         (*filtered).ended(status, &ctx.flags.render());
     }
+    if let Some(e) = ctx.log.as_deref_mut() {
+        e.status = status.as_u16();
+        e.flags = ctx.flags;
+        e.request_id = ctx.request_id.take();
+        e.authority = std::mem::take(&mut ctx.authority);
+        e.route = ctx.route.map(|r| r.name.clone());
+        e.cluster = ctx.cluster.cloned();
+        e.peer_identity = ctx.conn.identity.clone();
+    }
+    Pending::new(ctx.log.take())
 }
