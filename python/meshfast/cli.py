@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
@@ -336,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often DNS ServiceEntry endpoints are re-resolved (default 30; 0: never)",
     )
     run.add_argument(
+        "--workload",
+        default="",
+        metavar="NAME",
+        help="this workload's name in Istio's metrics labels (default: its app label)",
+    )
+    run.add_argument(
         "--access-log",
         default=None,
         metavar="PATH|-",
@@ -468,7 +474,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
 
 def _start_from_cache(
-    core_class: type[_core.Core], args: argparse.Namespace, entry: str
+    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings, entry: str
 ) -> tuple[_core.Core, ir.Snapshot | EncodedSnapshot] | None:
     """The core serving the cached snapshot of this exact config, before the config pipeline
     is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
@@ -478,7 +484,7 @@ def _start_from_cache(
     data = snapshot_cache.load(entry)
     if data is None:
         return None
-    core = _new_core(core_class, args)
+    core = _new_core(core_class, args, settings)
     try:
         version = core.apply_snapshot(data)
     except core_errors():
@@ -503,13 +509,32 @@ def _start_from_cache(
     return core, snapshot
 
 
-def _new_core(core_class: type[_core.Core], args: argparse.Namespace) -> _core.Core:
+def _label(labels: Mapping[str, str], *keys: str) -> str:
+    """The first of `keys` that `labels` has (Istio's order of precedence), else ""."""
+    return next((labels[k] for k in keys if labels.get(k)), "")
+
+
+def _new_core(
+    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings
+) -> _core.Core:
     from meshfast.errors import core_errors
 
     try:
         core = core_class(workers=args.workers)
     except core_errors() as exc:
         _die(f"the core did not start: {exc}", 1)
+    # Istio's metrics labels: app and version as Istio reads them from the pod's labels.
+    labels = settings.labels
+    app = _label(labels, "service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
+    core.set_workload(
+        namespace=settings.namespace,
+        name=args.workload or app,
+        app=app,
+        version=_label(
+            labels, "service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"
+        ),
+        principal=settings.certs.identity if settings.certs else None,
+    )
     if args.access_log is not None:
         # Before the first install: every request the sidecar serves is logged.
         try:
@@ -544,7 +569,7 @@ def _deploy_and_start(
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stderr)
         return 1
-    core = _new_core(core_class, args)
+    core = _new_core(core_class, args, settings)
     if deployment.plan:
         return core, deployment, False
     # Nothing to resolve first: start the data plane now, before Trio and the admin API are
@@ -597,7 +622,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None
-    started = _start_from_cache(core_class, args, entry) if entry is not None else None
+    started = _start_from_cache(core_class, args, settings, entry) if entry is not None else None
     snapshot: ir.Snapshot | EncodedSnapshot
     if started is not None:
         core, snapshot = started

@@ -158,7 +158,6 @@ impl AccessLog {
         Box::new(Entry {
             log: self.clone(),
             start: SystemTime::now(),
-            started: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -176,7 +175,7 @@ impl AccessLog {
             cluster: None,
             upstream_host: String::new(),
             upstream_service_time: None,
-            received: Received::Known(0),
+            received: 0,
             sent: 0,
             duration: Duration::ZERO,
             peer_identity: None,
@@ -213,7 +212,7 @@ pub enum Received {
 }
 
 impl Received {
-    fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         match self {
             Self::Known(n) => *n,
             Self::Streaming(end) => end.bytes(),
@@ -226,7 +225,6 @@ impl Received {
 pub struct Entry {
     log: Arc<AccessLog>,
     start: SystemTime,
-    started: Instant,
     method: Method,
     uri: Uri,
     version: Version,
@@ -245,7 +243,7 @@ pub struct Entry {
     /// The endpoint of the last try ("" for none).
     upstream_host: String,
     pub upstream_service_time: Option<Duration>,
-    pub received: Received,
+    received: u64,
     sent: u64,
     duration: Duration,
     pub peer_identity: Option<Arc<str>>,
@@ -261,15 +259,32 @@ impl Entry {
     }
 }
 
-/// A finished request's entry, travelling with its response body: counts
-/// the bytes sent, and is queued when the body ends (or is dropped: a reset
-/// stream, a client gone).
+impl Default for Received {
+    fn default() -> Self {
+        Self::Known(0)
+    }
+}
+
+/// What is left to record of a request once its response head has left:
+/// travels with the response body, counting the bytes sent, and is recorded
+/// when the body ends (or is dropped: a reset stream, a client gone) — in
+/// Istio's metrics, and queued for the access log when it is on.
 #[derive(Debug, Default)]
-pub struct Pending(Option<Box<Entry>>);
+pub struct Pending(Option<Ended>);
+
+#[derive(Debug)]
+pub struct Ended {
+    pub started: Instant,
+    pub received: Received,
+    pub sent: u64,
+    /// The request's Istio series (None: its table was full).
+    pub istio: Option<(Arc<crate::istio_metrics::IstioSet>, u16)>,
+    pub log: Option<Box<Entry>>,
+}
 
 impl Pending {
-    pub fn new(entry: Option<Box<Entry>>) -> Self {
-        Self(entry)
+    pub fn new(ended: Ended) -> Self {
+        Self(Some(ended))
     }
 
     pub fn sent(&mut self, n: usize) {
@@ -281,8 +296,16 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(mut e) = self.0.take() {
-            e.duration = e.started.elapsed();
+        let Some(ended) = self.0.take() else {
+            return;
+        };
+        let duration = ended.started.elapsed();
+        let received = ended.received.bytes();
+        if let Some((set, series)) = &ended.istio {
+            set.record(*series, duration, received, ended.sent);
+        }
+        if let Some(mut e) = ended.log {
+            (e.duration, e.received, e.sent) = (duration, received, ended.sent);
             let log = e.log.clone();
             log.send(e);
         }
@@ -348,7 +371,7 @@ pub fn format(e: &Entry, fields: &[Field], out: &mut Vec<u8>) {
             Field::ResponseCode => number(out, u64::from(e.status)),
             Field::ResponseFlags if e.flags.is_empty() => string(out, "-"),
             Field::ResponseFlags => string(out, &e.flags.render()),
-            Field::BytesReceived => number(out, e.received.bytes()),
+            Field::BytesReceived => number(out, e.received),
             Field::BytesSent => number(out, e.sent),
             Field::Duration => number(out, millis(e.duration)),
             Field::UpstreamServiceTime => match e.upstream_service_time {
@@ -478,7 +501,7 @@ mod tests {
     fn dates_are_utc_civil_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_820), (2027, 1, 1));
+        assert_eq!(civil_from_days(20_819), (2027, 1, 1));
         let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123 + 3_723_000);
         assert_eq!(rfc3339_ms(t), "2000-02-29T01:02:03.123Z");
     }

@@ -82,12 +82,16 @@ async fn handle(req: Request<Incoming>, snap: &Runtime, listener_id: usize, conn
     let log = snap.access_log.as_ref().map(|l| l.open(&req, conn.peer));
     let mut ctx = RequestCtx::new(snap, listener, table, conn);
     ctx.log = log;
+    ctx.grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut resp = match phases(&mut ctx, tls.as_ref(), req).await {
         Ok(resp) => resp,
         Err(resp) => *resp,
     };
     respond::finish(&mut ctx, &mut resp);
-    let pending = log::log(ctx, resp.status());
+    let pending = log::log(ctx, &resp);
     (resp, pending)
 }
 

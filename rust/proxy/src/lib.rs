@@ -22,6 +22,7 @@ mod h2_flood;
 mod hashing;
 mod headers;
 mod http;
+pub mod istio_metrics;
 mod listener;
 mod pool;
 mod retry;

@@ -82,6 +82,8 @@ impl std::fmt::Debug for Hook {
 pub struct ListenerRt {
     pub name: String,
     pub stats: Arc<Counters>,
+    /// Istio's metrics of requests that reached no cluster.
+    pub istio: Arc<crate::istio_metrics::IstioSet>,
     pub kind: ListenerKind,
 }
 
@@ -432,6 +434,7 @@ impl Runtime {
             listeners[id] = Some(ListenerRt {
                 name: l.name.clone(),
                 stats: registry.get(Scope::Listener, &l.name),
+                istio: registry.istio.for_listener(&l.name),
                 kind,
             });
         }

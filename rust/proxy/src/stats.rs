@@ -128,6 +128,8 @@ pub struct Registry {
     sets: Mutex<BTreeMap<(Scope, String), Arc<Counters>>>,
     /// The access log's (zero while it is off).
     pub access_log: Arc<LogStats>,
+    /// Istio's standard metrics.
+    pub istio: crate::istio_metrics::Istio,
 }
 
 // === impl Registry ===
@@ -236,6 +238,7 @@ impl Registry {
                 write_scope(&mut out, scope, &in_scope);
             }
         }
+        self.istio.render(&mut out);
         let log = &self.access_log;
         for (name, help, n) in [
             ("written", "access log lines written", &log.written),
@@ -423,7 +426,7 @@ fn write_scope(out: &mut String, scope: Scope, sets: &[(String, &Arc<Counters>)]
     }
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

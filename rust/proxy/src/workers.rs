@@ -207,6 +207,12 @@ impl Proxy {
         Ok(())
     }
 
+    /// This workload, for Istio's metrics labels: applies to snapshots
+    /// installed from now on (call before the first install).
+    pub fn set_workload(&self, workload: crate::istio_metrics::Workload) {
+        self.stats.istio.set_workload(workload);
+    }
+
     pub fn workers(&self) -> usize {
         self.workers.len()
     }

@@ -70,6 +70,27 @@ impl Core {
         Ok(())
     }
 
+    /// This workload, for the labels of Istio's metrics (`reporter`,
+    /// `source_*` / `destination_*`): snapshots installed from now on use it.
+    #[pyo3(signature = (*, namespace, name, app, version, principal = None))]
+    fn set_workload(
+        &self,
+        namespace: String,
+        name: String,
+        app: String,
+        version: String,
+        principal: Option<String>,
+    ) {
+        self.proxy
+            .set_workload(meshfast_proxy::istio_metrics::Workload {
+                namespace,
+                name,
+                app,
+                version,
+                principal: principal.unwrap_or_default(),
+            });
+    }
+
     /// Starts the access log: JSON lines to `path` (`-`: stdout) with
     /// `fields` (None: all of them), for snapshots installed from now on.
     #[pyo3(signature = (path, fields = None))]

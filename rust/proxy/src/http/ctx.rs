@@ -40,6 +40,12 @@ pub struct RequestCtx<'a> {
     pub cors_origin: Option<HeaderValue>,
     /// The access log's entry, when the log is on (None costs nothing).
     pub log: Option<Box<crate::access_log::Entry>>,
+    /// When the request came (its duration, for Istio's metrics and the log).
+    pub started: tokio::time::Instant,
+    /// The request body's bytes, once forwarding has it.
+    pub received: crate::access_log::Received,
+    /// A gRPC request (`content-type: application/grpc…`).
+    pub grpc: bool,
     /// `rq_active` of the listener, route and cluster while the request lives.
     active: [Option<ActiveGuard>; 3],
 }
@@ -66,6 +72,9 @@ impl<'a> RequestCtx<'a> {
             filtered: None,
             cors_origin: None,
             log: None,
+            started: tokio::time::Instant::now(),
+            received: crate::access_log::Received::default(),
+            grpc: false,
             active: [Some(ActiveGuard::request(&listener.stats)), None, None],
         }
     }

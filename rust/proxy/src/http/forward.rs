@@ -102,9 +102,7 @@ async fn upstream<'a>(
             mirror::spawn(m, &request);
         }
     }
-    if let Some(log) = ctx.log.as_deref_mut() {
-        log.received = request.received();
-    }
+    ctx.received = request.received();
     let sent = tokio::time::Instant::now();
     // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).

@@ -7,10 +7,13 @@
 //! until its end ([`Pending`]).
 
 use super::ctx::RequestCtx;
-use crate::access_log::Pending;
-use http::StatusCode;
+use super::respond::ProxyBody;
+use crate::access_log::{Ended, Pending};
+use crate::istio_metrics::Dynamic;
+use http::Response;
 
-pub fn log(mut ctx: RequestCtx<'_>, status: StatusCode) -> Pending {
+pub fn log(mut ctx: RequestCtx<'_>, resp: &Response<ProxyBody>) -> Pending {
+    let status = resp.status();
     for c in ctx.counters() {
         c.response(status.as_u16());
         for f in ctx.flags.iter() {
@@ -29,5 +32,29 @@ pub fn log(mut ctx: RequestCtx<'_>, status: StatusCode) -> Pending {
         e.cluster = ctx.cluster.cloned();
         e.peer_identity = ctx.conn.identity.clone();
     }
-    Pending::new(ctx.log.take())
+    // Istio's metrics: the cluster's label set, or the listener's when the
+    // request reached no cluster; the series by what this request adds.
+    let set = ctx.cluster.map_or(&ctx.listener.istio, |c| &c.istio);
+    let grpc_status = if ctx.grpc {
+        resp.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    } else {
+        None
+    };
+    let labels = Dynamic {
+        code: status.as_u16(),
+        flags: ctx.flags,
+        grpc_status,
+        grpc: ctx.grpc,
+        peer: ctx.conn.identity.as_deref(),
+    };
+    let istio = set.series(&labels).map(|i| (set.clone(), i));
+    Pending::new(Ended {
+        started: ctx.started,
+        received: std::mem::take(&mut ctx.received),
+        sent: 0,
+        istio,
+        log: ctx.log.take(),
+    })
 }
