@@ -134,7 +134,9 @@ async fn upstream<'a>(
     let (mut parts, body) = tried.resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
-    parts.headers.insert(SERVICE_TIME, HeaderValue::from(ms));
+    parts
+        .headers
+        .insert(SERVICE_TIME, crate::headers::millis_value(ms));
     let body = Held::new(body, tried.load, tried.lease);
     let body = match ctx.filtered.take() {
         Some(f) => Box::pin(filters::on_response(ctx, f, &mut parts, body)).await?,
