@@ -82,11 +82,10 @@ impl Dynamic<'_> {
             | u64::from(self.flags.bits()) << 16
             | u64::from(self.grpc_status.map_or(0, |g| u16::from(g) + 1)) << 32
             | u64::from(self.grpc) << 41;
-        if destination {
-            k |= u64::from(self.peer.is_some()) << 42;
-            if let Some(p) = self.peer {
-                k ^= hash(p.as_bytes()) & !((1 << 43) - 1);
-            }
+        if let Some(p) = self.peer.filter(|_| destination) {
+            // Odd multiplier: a bijection, so one identity's keys stay distinct;
+            // two identities meet only by a 64-bit hash collision.
+            k = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ hash(p.as_bytes());
         }
         k | 1 << 63 // 0 is an empty slot
     }
