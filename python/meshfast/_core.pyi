@@ -82,6 +82,20 @@ class Core:
         original destination (iptables' or ``x-envoy-original-dst-host``) may name it.
         Raises ValueError when it is not ``ip:port``."""
 
+    def set_workload(
+        self, *, namespace: str, name: str, app: str, version: str, principal: str | None = None
+    ) -> None:
+        """This workload, for the labels of Istio's metrics at ``stats_prometheus()``
+        (``source_*`` on the outbound side, ``destination_*`` on the inbound side; empty
+        strings render as ``unknown``). Snapshots installed from now on use it."""
+
+    def start_access_log(self, path: str, fields: list[str] | None = None) -> None:
+        """Starts the access log: one JSON line per request to ``path`` (``-``: stdout), with
+        ``fields`` (Envoy's names, in that order; None: all), written by a thread of its own
+        through a bounded queue (drops counted in ``stats_json()["access_log"]``). Requests
+        served by snapshots installed from now on are logged. Raises ValueError for an
+        unknown field, OSError when ``path`` cannot be opened."""
+
     def listeners(self) -> list[tuple[str, str]]:
         """(name, bound address) of every listener currently serving."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
@@ -34,7 +34,6 @@ NOT_IMPLEMENTED_COMMANDS = {
 }
 # `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
 NOT_IMPLEMENTED_RUN_FLAGS = (
-    ("--access-log", "access_log", "PATH|-"),
     ("--zipkin", "zipkin", "URL"),
     ("--otlp", "otlp", "URL"),
     ("--trace-sampling", "trace_sampling", "PERCENT"),
@@ -370,6 +369,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often DNS ServiceEntry endpoints are re-resolved (default 30; 0: never)",
     )
+    run.add_argument(
+        "--workload",
+        default="",
+        metavar="NAME",
+        help="this workload's name in Istio's metrics labels (default: its app label)",
+    )
+    run.add_argument(
+        "--access-log",
+        default=None,
+        metavar="PATH|-",
+        help="one JSON line per request, Envoy's field names, appended to PATH (-: stdout)",
+    )
+    run.add_argument(
+        "--access-log-fields",
+        default=None,
+        type=_names,
+        metavar="FIELD,...",
+        help="the access log's fields, in order (default: all; see README)",
+    )
     for flag, dest, metavar in NOT_IMPLEMENTED_RUN_FLAGS:
         run.add_argument(flag, dest=dest, metavar=metavar, help="(not implemented yet)")
 
@@ -519,7 +537,7 @@ def _cache_entry(args: argparse.Namespace, settings: SidecarSettings) -> str | N
 
 
 def _start_from_cache(
-    core_class: type[_core.Core], args: argparse.Namespace, entry: str
+    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings, entry: str
 ) -> tuple[_core.Core, ir.Snapshot | EncodedSnapshot] | None:
     """The core serving the cached snapshot of this exact config, before the config pipeline
     is imported; None on a miss (or if the core refuses the entry: then it loads normally)."""
@@ -529,7 +547,7 @@ def _start_from_cache(
     data = snapshot_cache.load(entry)
     if data is None:
         return None
-    core = _new_core(core_class, args.workers)
+    core = _new_core(core_class, args, settings)
     try:
         version = core.apply_snapshot(data)
     except core_errors():
@@ -554,13 +572,43 @@ def _start_from_cache(
     return core, snapshot
 
 
-def _new_core(core_class: type[_core.Core], workers: int) -> _core.Core:
+def _label(labels: Mapping[str, str], *keys: str) -> str:
+    """The first of `keys` that `labels` has (Istio's order of precedence), else ""."""
+    return next((labels[k] for k in keys if labels.get(k)), "")
+
+
+def _new_core(
+    core_class: type[_core.Core], args: argparse.Namespace, settings: SidecarSettings
+) -> _core.Core:
     from meshfast.errors import core_errors
 
     try:
-        return core_class(workers=workers)
+        core = core_class(workers=args.workers)
     except core_errors() as exc:
         _die(f"the core did not start: {exc}", 1)
+    # Istio's metrics labels: app and version as Istio reads them from the pod's labels.
+    labels = settings.labels
+    app = _label(labels, "service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
+    core.set_workload(
+        namespace=settings.namespace,
+        name=args.workload or app,
+        app=app,
+        version=_label(
+            labels, "service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"
+        ),
+        principal=settings.certs.identity if settings.certs else None,
+    )
+    if args.access_log is not None:
+        # Before the first install: every request the sidecar serves is logged.
+        try:
+            core.start_access_log(args.access_log, args.access_log_fields)
+        except ValueError as exc:
+            core.shutdown(0.0)
+            _die(f"--access-log-fields: {exc}", 2)
+        except OSError as exc:
+            core.shutdown(0.0)
+            _die(f"--access-log: {exc}", 1)
+    return core
 
 
 def _deploy_and_start(
@@ -585,7 +633,7 @@ def _deploy_and_start(
         _print_problems(exc.problems, sys.stderr)
         return 1
     _print_problems(deployment.config.warnings, sys.stderr)
-    core = _new_core(core_class, args.workers)
+    core = _new_core(core_class, args, settings)
     if deployment.plan:
         return core, deployment, False
     # Nothing to resolve first: start the data plane now, before Trio and the admin API are
@@ -606,6 +654,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag, dest, _ in NOT_IMPLEMENTED_RUN_FLAGS:
         if getattr(args, dest) is not None:
             _die(f"{flag} is not implemented yet", 2)
+    if args.access_log_fields is not None and args.access_log is None:
+        _die("--access-log-fields needs --access-log", 2)
     from meshfast.control import logs
 
     logs.setup()  # stderr, WARNING; POST /logging changes it
@@ -650,7 +700,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     core_class = _import_core()
     entry = _cache_entry(args, settings) if args.snapshot_cache else None
-    started = _start_from_cache(core_class, args, entry) if entry is not None else None
+    started = _start_from_cache(core_class, args, settings, entry) if entry is not None else None
     snapshot: ir.Snapshot | EncodedSnapshot
     if started is not None:
         core, snapshot = started

@@ -47,7 +47,6 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
-        ("--access-log", "-"),
         ("--zipkin", "http://127.0.0.1:9411"),
         ("--otlp", "http://127.0.0.1:4317"),
         ("--trace-sampling", "10"),

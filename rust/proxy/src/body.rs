@@ -153,6 +153,8 @@ struct BodyEndState {
     done: std::sync::atomic::AtomicBool,
     /// Frames read so far: progress, for the stream idle timeout.
     frames: std::sync::atomic::AtomicU64,
+    /// Data bytes read so far (the access log's `bytes_received`).
+    bytes: std::sync::atomic::AtomicU64,
     notify: tokio::sync::Notify,
 }
 
@@ -167,6 +169,17 @@ impl BodyEnd {
         self.0
             .frames
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn read(&self, n: usize) {
+        self.0
+            .bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The body's data bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves once the body has ended (true), or once the client sent
@@ -367,6 +380,11 @@ fn track(
     inner: &Incoming,
     end: &BodyEnd,
 ) {
+    if let Poll::Ready(Some(Ok(frame))) = polled {
+        if let Some(data) = frame.data_ref() {
+            end.read(data.len());
+        }
+    }
     match polled {
         Poll::Ready(Some(Ok(_))) if !inner.is_end_stream() => end.progress(),
         Poll::Ready(_) => end.set(),

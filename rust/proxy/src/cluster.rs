@@ -188,6 +188,8 @@ pub struct ClusterRt {
     /// Connection-pool limits; their gauges live in `stats` (across swaps).
     pub limits: Limits,
     pub stats: Arc<Counters>,
+    /// Istio's metrics of requests and connections sent here.
+    pub istio: Arc<crate::istio_metrics::IstioSet>,
 }
 
 // === impl ClusterRt ===
@@ -271,6 +273,7 @@ impl ClusterRt {
             failure_rate: c.failure_rate.clone(),
             peak_ewma: policy == Policy::PeakEwma,
             stats: registry.get(Scope::Cluster, &c.name),
+            istio: registry.istio.for_cluster(&c.name),
         })
     }
 

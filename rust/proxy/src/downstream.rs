@@ -463,9 +463,10 @@ impl Http {
             let in_flight = InFlight::start(&requests);
             let answer = http::serve(req, ctx.clone(), conn.clone());
             async move {
-                let resp = answer.await?;
+                let (resp, log) = answer.await?;
                 Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
                     body,
+                    log,
                     _in_flight: in_flight,
                 }))
             }
@@ -538,9 +539,11 @@ impl Http {
 }
 
 /// A response body that keeps its request counted in flight until hyper
-/// drops it (its last byte sent, or the stream reset).
+/// drops it (its last byte sent, or the stream reset), and carries the
+/// request's access log entry there (counting the bytes sent).
 struct Tracked {
     body: http::ProxyBody,
+    log: crate::access_log::Pending,
     _in_flight: InFlight,
 }
 
@@ -552,7 +555,13 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.log.sent(data.len());
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

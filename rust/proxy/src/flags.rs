@@ -157,6 +157,10 @@ impl Flags {
         self.0 & (1 << flag.index()) != 0
     }
 
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -101,9 +101,37 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A count of milliseconds as a header value (`x-meshfast-upstream-service-time`):
+/// under 100 — most answers — a static value, so no allocation per response.
+pub fn millis_value(ms: u64) -> http::HeaderValue {
+    const SMALL: [&str; 100] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
+        "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61",
+        "62", "63", "64", "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76",
+        "77", "78", "79", "80", "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91",
+        "92", "93", "94", "95", "96", "97", "98", "99",
+    ];
+    match usize::try_from(ms).ok().and_then(|i| SMALL.get(i)) {
+        Some(s) => http::HeaderValue::from_static(s),
+        None => http::HeaderValue::from(ms),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_render_the_same_static_or_not() {
+        for ms in [0, 7, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(
+                millis_value(ms).to_str().ok(),
+                Some(ms.to_string().as_str())
+            );
+        }
+    }
 
     fn hv(name: &str, value: &str) -> ir::HeaderValue {
         ir::HeaderValue {

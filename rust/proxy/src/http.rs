@@ -16,7 +16,7 @@
 //!    from [`crate::retry`], upgrades ([`tunnel`]), then the filters'
 //!    response phase.
 //! 7. [`respond`]: the request id and the flags header, written once.
-//! 8. [`log`]: counters and the filters' log phase.
+//! 8. [`log`]: counters, the filters' log phase, the access log's entry.
 
 mod authz;
 mod ctx;
@@ -33,6 +33,7 @@ mod upstream_request;
 
 pub use respond::ProxyBody;
 
+use crate::access_log::Pending;
 use crate::conn::{Conn, ConnCtx};
 use crate::flags::ResponseFlag;
 use crate::runtime::{ListenerKind, Runtime};
@@ -45,12 +46,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// A request's response, and the access log's entry that goes with its body
+/// (empty when the log is off).
+pub type Served = (Response<ProxyBody>, Pending);
+
 /// Serves one request.
 pub fn serve(
     req: Request<Incoming>,
     conn_ctx: Arc<ConnCtx>,
     conn: Conn,
-) -> Pin<Box<impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>> {
+) -> Pin<Box<impl Future<Output = Result<Served, Infallible>> + Send>> {
     // Boxed once here: hyper moves the service's future around (an HTTP/2 stream's
     // through several frames into its own task) and a request's state is ~6 KB, moved
     // whole each time: 8% of an h2 request's CPU was memmove. Boxed, h2 requests cost
@@ -63,15 +68,10 @@ pub fn serve(
     })
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    snap: &Runtime,
-    listener_id: usize,
-    conn: Conn,
-) -> Response<ProxyBody> {
+async fn handle(req: Request<Incoming>, snap: &Runtime, listener_id: usize, conn: Conn) -> Served {
     // A connection whose listener a reload removed, or turned to TCP.
     let Some(listener) = snap.listener(listener_id) else {
-        return respond::unserved(&req);
+        return (respond::unserved(&req), Pending::default());
     };
     let ListenerKind::Http(table, tls) = &listener.kind else {
         let _active = crate::stats::ActiveGuard::request(&listener.stats);
@@ -79,16 +79,22 @@ async fn handle(
         listener
             .stats
             .response(ResponseFlag::NoRoute.status().as_u16());
-        return respond::unserved(&req);
+        return (respond::unserved(&req), Pending::default());
     };
+    let log = snap.access_log.as_ref().map(|l| l.open(&req, conn.peer));
     let mut ctx = RequestCtx::new(snap, listener, table, conn);
+    ctx.log = log;
+    ctx.grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut resp = match phases(&mut ctx, tls.as_ref(), req).await {
         Ok(resp) => resp,
         Err(resp) => *resp,
     };
     respond::finish(&mut ctx, &mut resp);
-    log::log(ctx, resp.status());
-    resp
+    let pending = log::log(ctx, &resp);
+    (resp, pending)
 }
 
 /// Phases 1-6; `Err` is an answer given before the request got upstream.

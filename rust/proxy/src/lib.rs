@@ -6,6 +6,7 @@
 //! config is a [`runtime::Runtime`] behind an `ArcSwap`: each request loads it
 //! once and keeps that `Arc`, so a swap never changes a request in flight.
 
+pub mod access_log;
 mod actions;
 pub mod authz;
 mod body;
@@ -23,6 +24,7 @@ mod h2_flood;
 mod hashing;
 mod headers;
 mod http;
+pub mod istio_metrics;
 mod listener;
 mod pool;
 mod retry;

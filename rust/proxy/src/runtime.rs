@@ -66,6 +66,8 @@ pub struct Runtime {
     /// installed together, so a request never mixes one snapshot's ids with
     /// another's filters.
     pub filters: Option<Hook>,
+    /// The access log, when on: the proxy's, given to every snapshot.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// A filter hook shared by the snapshots that use it.
@@ -82,6 +84,8 @@ impl std::fmt::Debug for Hook {
 pub struct ListenerRt {
     pub name: String,
     pub stats: Arc<Counters>,
+    /// Istio's metrics of requests that reached no cluster.
+    pub istio: Arc<crate::istio_metrics::IstioSet>,
     pub kind: ListenerKind,
     /// The workload's AuthorizationPolicies (inbound listeners of a workload
     /// that has some; None costs nothing).
@@ -382,6 +386,7 @@ impl Runtime {
     pub fn empty() -> Self {
         Self {
             filters: None,
+            access_log: None,
             path_normalization: meshfast_route::Normalization::default(),
             original_dst_header: false,
             downstream: DownstreamRt::build(&ir::Downstream::default()),
@@ -444,6 +449,7 @@ impl Runtime {
             listeners[id] = Some(ListenerRt {
                 name: l.name.clone(),
                 stats: registry.get(Scope::Listener, &l.name),
+                istio: registry.istio.for_listener(&l.name),
                 kind,
                 authz,
             });
@@ -461,6 +467,7 @@ impl Runtime {
         loads.retain(&live);
         Ok(Self {
             filters: None,
+            access_log: None,
             path_normalization: snap.path_normalization.into(),
             original_dst_header: snap.original_dst_header,
             downstream: DownstreamRt::build(&snap.downstream),

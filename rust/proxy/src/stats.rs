@@ -123,12 +123,26 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// The access log's lines: written, dropped (its queue was full: the writer
+/// is behind, or blocked on a full disk or a pipe nobody reads) and lost to
+/// write errors.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
+}
+
 /// Every counter set ever created, by scope and name. Only touched when a
 /// snapshot is built and when stats are rendered, never per request.
 #[derive(Debug, Default)]
 pub struct Registry {
     sets: Mutex<BTreeMap<(Scope, String), Arc<Counters>>>,
     policies: Mutex<BTreeMap<String, Arc<PolicyCounters>>>,
+    /// The access log's (zero while it is off).
+    pub access_log: Arc<LogStats>,
+    /// Istio's standard metrics.
+    pub istio: crate::istio_metrics::Istio,
 }
 
 // === impl Registry ===
@@ -244,6 +258,15 @@ impl Registry {
                 .collect();
             out.insert("authz_policies".into(), serde_json::Value::Object(by_name));
         }
+        let log = &self.access_log;
+        out.insert(
+            "access_log".into(),
+            serde_json::json!({
+                "written": log.written.load(Relaxed),
+                "dropped": log.dropped.load(Relaxed),
+                "write_errors": log.errors.load(Relaxed),
+            }),
+        );
         serde_json::Value::Object(out).to_string()
     }
 
@@ -281,6 +304,25 @@ impl Registry {
                     );
                 }
             }
+        }
+        self.istio.render(&mut out);
+        let log = &self.access_log;
+        for (name, help, n) in [
+            ("written", "access log lines written", &log.written),
+            (
+                "dropped",
+                "access log lines dropped: the writer's queue was full",
+                &log.dropped,
+            ),
+            (
+                "write_errors",
+                "access log lines lost to write errors",
+                &log.errors,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP meshfast_access_log_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE meshfast_access_log_{name}_total counter");
+            let _ = writeln!(out, "meshfast_access_log_{name}_total {}", n.load(Relaxed));
         }
         out
     }
@@ -451,7 +493,7 @@ fn write_scope(out: &mut String, scope: Scope, sets: &[(String, &Arc<Counters>)]
     }
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

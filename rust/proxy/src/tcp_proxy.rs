@@ -104,6 +104,7 @@ pub async fn serve(
         upstream,
         &prefix,
         [&listener.stats, &cluster.stats],
+        cluster,
     )
     .await;
 }
@@ -147,7 +148,7 @@ async fn passthrough(
     if let Some(dst) = original_dst {
         let connect = tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(dst));
         if let Ok(Ok(upstream)) = connect.await {
-            splice(downstream, upstream, prefix, []).await;
+            splice(downstream, upstream, prefix, [], cluster).await;
             return;
         }
     }
@@ -155,24 +156,32 @@ async fn passthrough(
 }
 
 /// `prefix` first, then both directions until each side is done, counted
-/// into `counters` at the end.
+/// into `counters` and the cluster's Istio TCP metrics at the end.
 async fn splice<const N: usize>(
     mut downstream: TcpStream,
     mut upstream: TcpStream,
     prefix: &[u8],
     counters: [&Counters; N],
+    cluster: &ClusterRt,
 ) {
-    if !prefix.is_empty() && upstream.write_all(prefix).await.is_err() {
-        return;
-    }
+    let tcp = &cluster.istio.tcp;
+    tcp.opened.fetch_add(1, Relaxed);
     // copy_bidirectional uses a bounded buffer per direction and half-closes
     // each side when the other finishes.
-    if let Ok((to_up, to_down)) =
-        tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
-    {
+    let copied = if !prefix.is_empty() && upstream.write_all(prefix).await.is_err() {
+        None
+    } else {
+        tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
+            .await
+            .ok()
+    };
+    if let Some((to_up, to_down)) = copied {
         for c in counters {
             c.bytes_in.fetch_add(to_up, Relaxed);
             c.bytes_out.fetch_add(to_down, Relaxed);
         }
+        tcp.received.fetch_add(to_up, Relaxed);
+        tcp.sent.fetch_add(to_down, Relaxed);
     }
+    tcp.closed.fetch_add(1, Relaxed);
 }

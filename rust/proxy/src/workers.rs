@@ -4,6 +4,7 @@
 //! caller's thread (so bind errors come back synchronously), then handed to
 //! every worker as its own `SO_REUSEPORT` socket.
 
+use crate::access_log::{self, AccessLog};
 use crate::cluster::EndpointStates;
 use crate::conn::{Conn, ConnCtx};
 use crate::downstream;
@@ -110,6 +111,8 @@ pub struct Proxy {
     state: Mutex<State>,
     stats: Arc<Registry>,
     loads: EndpointStates,
+    /// Given to every snapshot installed after [`Proxy::start_access_log`].
+    access_log: Mutex<Option<Arc<AccessLog>>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -166,6 +169,7 @@ impl Proxy {
             state: Mutex::new(State::default()),
             stats: Arc::new(Registry::default()),
             loads: EndpointStates::default(),
+            access_log: Mutex::new(None),
         })
     }
 
@@ -188,6 +192,25 @@ impl Proxy {
         hook: Option<Box<dyn FilterHook>>,
     ) -> Result<u64, ProxyError> {
         self.apply_with(bytes, Some(hook.map(|h| Hook(Arc::new(h)))))
+    }
+
+    /// Starts the access log (its writer thread): requests served by
+    /// snapshots installed from now on write to it. Call before the first
+    /// install; an error (a path that cannot be opened) changes nothing.
+    pub fn start_access_log(
+        &self,
+        sink: access_log::Sink,
+        fields: Vec<access_log::Field>,
+    ) -> Result<(), access_log::AccessLogError> {
+        let log = AccessLog::start(sink, fields, self.stats.access_log.clone())?;
+        *self.access_log.lock() = Some(log);
+        Ok(())
+    }
+
+    /// This workload, for Istio's metrics labels: applies to snapshots
+    /// installed from now on (call before the first install).
+    pub fn set_workload(&self, workload: crate::istio_metrics::Workload) {
+        self.stats.istio.set_workload(workload);
     }
 
     pub fn workers(&self) -> usize {
@@ -240,6 +263,7 @@ impl Proxy {
             .map(|(_, b)| b.address);
         runtime.own_addresses.extend(bound.chain(kept));
         runtime.protected = self.protected.clone();
+        runtime.access_log = self.access_log.lock().clone();
         let version = runtime.version;
         self.store.store(Arc::new(runtime));
         state.next_id = next_id;

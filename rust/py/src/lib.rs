@@ -72,6 +72,47 @@ impl Core {
         Ok(())
     }
 
+    /// This workload, for the labels of Istio's metrics (`reporter`,
+    /// `source_*` / `destination_*`): snapshots installed from now on use it.
+    #[pyo3(signature = (*, namespace, name, app, version, principal = None))]
+    fn set_workload(
+        &self,
+        namespace: String,
+        name: String,
+        app: String,
+        version: String,
+        principal: Option<String>,
+    ) {
+        self.proxy
+            .set_workload(meshfast_proxy::istio_metrics::Workload {
+                namespace,
+                name,
+                app,
+                version,
+                principal: principal.unwrap_or_default(),
+            });
+    }
+
+    /// Starts the access log: JSON lines to `path` (`-`: stdout) with
+    /// `fields` (None: all of them), for snapshots installed from now on.
+    #[pyo3(signature = (path, fields = None))]
+    fn start_access_log(&self, path: &str, fields: Option<Vec<String>>) -> PyResult<()> {
+        use meshfast_proxy::access_log::{parse_fields, AccessLogError, Field, Sink};
+        let fields = match fields {
+            Some(names) => parse_fields(&names),
+            None => Ok(Field::ALL.to_vec()),
+        }
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let sink = match path {
+            "-" => Sink::Stdout,
+            p => Sink::File(p.into()),
+        };
+        // Fields were checked above: what is left is the OS's (open, spawn).
+        self.proxy
+            .start_access_log(sink, fields)
+            .map_err(|e: AccessLogError| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+    }
+
     fn listeners(&self) -> Vec<(String, String)> {
         self.proxy.listeners()
     }

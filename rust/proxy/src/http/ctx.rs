@@ -38,6 +38,14 @@ pub struct RequestCtx<'a> {
     pub filtered: Option<Box<Filtered<'a>>>,
     /// The request's `Origin`, when the route's CORS policy allows it.
     pub cors_origin: Option<HeaderValue>,
+    /// The access log's entry, when the log is on (None costs nothing).
+    pub log: Option<Box<crate::access_log::Entry>>,
+    /// When the request came (its duration, for Istio's metrics and the log).
+    pub started: tokio::time::Instant,
+    /// The request body's bytes, once forwarding has it.
+    pub received: crate::access_log::Received,
+    /// A gRPC request (`content-type: application/grpc…`).
+    pub grpc: bool,
     /// `rq_active` of the listener, route and cluster while the request lives.
     active: [Option<ActiveGuard>; 3],
 }
@@ -63,6 +71,10 @@ impl<'a> RequestCtx<'a> {
             flags: Flags::default(),
             filtered: None,
             cors_origin: None,
+            log: None,
+            started: tokio::time::Instant::now(),
+            received: crate::access_log::Received::default(),
+            grpc: false,
             active: [Some(ActiveGuard::request(&listener.stats)), None, None],
         }
     }

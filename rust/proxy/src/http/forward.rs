@@ -26,6 +26,10 @@ use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Envoy's `x-envoy-upstream-service-time`: ms from sending the request to
+/// the upstream's response head (an upstream's own is replaced).
+const SERVICE_TIME: HeaderName = HeaderName::from_static("x-meshfast-upstream-service-time");
+
 /// Envoy's header for choosing an original-destination endpoint explicitly.
 const ORIGINAL_DST_HOST: HeaderName = HeaderName::from_static("x-envoy-original-dst-host");
 
@@ -98,14 +102,18 @@ async fn upstream<'a>(
             mirror::spawn(m, &request);
         }
     }
+    ctx.received = request.received();
+    let sent = tokio::time::Instant::now();
     // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).
     let tried = match (route.timeout, request.body_end().cloned()) {
-        (None, None) => tries.run(&mut request, &mut ctx.flags).await,
+        (None, None) => tries.run(&mut request, &mut ctx.flags, &mut ctx.log).await,
         // The whole body is here: the route timeout alone, tokio's timer inline.
-        (Some(t), None) => tokio::time::timeout(t, tries.run(&mut request, &mut ctx.flags))
-            .await
-            .unwrap_or(Err(ResponseFlag::UpstreamRequestTimeout)),
+        (Some(t), None) => {
+            tokio::time::timeout(t, tries.run(&mut request, &mut ctx.flags, &mut ctx.log))
+                .await
+                .unwrap_or(Err(ResponseFlag::UpstreamRequestTimeout))
+        }
         // A body still streaming: its end (or stall) starts the clock. Boxed,
         // so that only such requests carry the wait's state (~300 bytes): every
         // request's future is moved whole a few times on its way in.
@@ -113,12 +121,18 @@ async fn upstream<'a>(
             let idle = ctx.snap.downstream.stream_idle_timeout;
             let expiry = Box::pin(expiry(Some(&end), idle, timeout));
             tokio::select! {
-                tried = tries.run(&mut request, &mut ctx.flags) => tried,
+                tried = tries.run(&mut request, &mut ctx.flags, &mut ctx.log) => tried,
                 flag = expiry => Err(flag),
             }
         }
     };
     let tried = tried.map_err(|flag| Box::new(ctx.fail(flag)))?;
+    // Envoy's x-envoy-upstream-service-time: the upstream's time to its
+    // response head, retries included.
+    let service_time = sent.elapsed();
+    if let Some(log) = ctx.log.as_deref_mut() {
+        log.upstream_service_time = Some(service_time);
+    }
     if tried.exhausted {
         ctx.flags.insert(ResponseFlag::RetryLimitExceeded);
     }
@@ -129,6 +143,10 @@ async fn upstream<'a>(
     }
     let (mut parts, body) = tried.resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
+    parts
+        .headers
+        .insert(SERVICE_TIME, crate::headers::millis_value(ms));
     let body = Held::new(body, tried.load, tried.lease);
     let body = match ctx.filtered.take() {
         Some(f) => Box::pin(filters::on_response(ctx, f, &mut parts, body)).await?,
@@ -204,11 +222,13 @@ enum Attempt {
 }
 
 impl Tries<'_> {
-    /// The tries; `flags` hears of a retry not made past `maxRetries` (`UO`).
+    /// The tries; `flags` hears of a retry not made past `maxRetries` (`UO`),
+    /// the access log (when on) of each try's endpoint.
     async fn run(
         &self,
         request: &mut UpstreamRequest,
         flags: &mut Flags,
+        log: &mut Option<Box<crate::access_log::Entry>>,
     ) -> Result<Tried, ResponseFlag> {
         let mut retries = Retries::new(self.retry);
         let mut previous = None;
@@ -222,6 +242,9 @@ impl Tries<'_> {
                 .target(&retries, previous)
                 .ok_or(ResponseFlag::NoHealthyUpstream)?;
             previous = target.index;
+            if let Some(log) = log.as_deref_mut() {
+                log.upstream_host(target.address);
+            }
             // A request in flight (`http2MaxRequests`) until its response ends.
             match self.cluster.breaker().request() {
                 Ok(slot) => target.load.hold(slot),

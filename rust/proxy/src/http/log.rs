@@ -1,13 +1,19 @@
 //! Log: the one place that sees every request end, whichever phase answered
 //! it. Counters now (responses by class, response flags, per listener, route
 //! and cluster), and the filters' log phase when no response phase ran; the
-//! access log, spans and Istio's metrics belong here too. It runs as the
-//! response head leaves: a streamed body's bytes are counted as they pass.
+//! access log's entry is completed here; spans and Istio's metrics belong
+//! here too. It runs as the response head leaves: a streamed body's bytes are
+//! counted as they pass, and the access log's entry travels with the body
+//! until its end ([`Pending`]).
 
 use super::ctx::RequestCtx;
-use http::StatusCode;
+use super::respond::ProxyBody;
+use crate::access_log::{Ended, Pending};
+use crate::istio_metrics::Dynamic;
+use http::Response;
 
-pub fn log(ctx: RequestCtx<'_>, status: StatusCode) {
+pub fn log(mut ctx: RequestCtx<'_>, resp: &Response<ProxyBody>) -> Pending {
+    let status = resp.status();
     for c in ctx.counters() {
         c.response(status.as_u16());
         for f in ctx.flags.iter() {
@@ -17,4 +23,38 @@ pub fn log(ctx: RequestCtx<'_>, status: StatusCode) {
     if let Some(filtered) = ctx.filtered {
         (*filtered).ended(status, &ctx.flags.render());
     }
+    if let Some(e) = ctx.log.as_deref_mut() {
+        e.status = status.as_u16();
+        e.flags = ctx.flags;
+        e.request_id = ctx.request_id.take();
+        e.authority = std::mem::take(&mut ctx.authority);
+        e.route = ctx.route.map(|r| r.name.clone());
+        e.cluster = ctx.cluster.cloned();
+        e.peer_identity = ctx.conn.identity.clone();
+    }
+    // Istio's metrics: the cluster's label set, or the listener's when the
+    // request reached no cluster; the series by what this request adds.
+    let set = ctx.cluster.map_or(&ctx.listener.istio, |c| &c.istio);
+    let grpc_status = if ctx.grpc {
+        resp.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    } else {
+        None
+    };
+    let labels = Dynamic {
+        code: status.as_u16(),
+        flags: ctx.flags,
+        grpc_status,
+        grpc: ctx.grpc,
+        peer: ctx.conn.identity.as_deref(),
+    };
+    let istio = set.series(&labels).map(|i| (set.clone(), i));
+    Pending::new(Ended {
+        started: ctx.started,
+        received: std::mem::take(&mut ctx.received),
+        sent: 0,
+        istio,
+        log: ctx.log.take(),
+    })
 }

@@ -230,6 +230,19 @@ impl UpstreamRequest {
         }
     }
 
+    /// The request body's bytes from the client, for the access log.
+    pub fn received(&self) -> crate::access_log::Received {
+        use crate::access_log::Received;
+        match &self.body {
+            BodySource::Streaming(_, end) | BodySource::Teed { end, .. } => {
+                Received::Streaming(end.clone())
+            }
+            BodySource::Replay { frames, .. } => {
+                Received::Known(frames.iter().map(|f| f.len() as u64).sum())
+            }
+        }
+    }
+
     /// The authority the upstream will see (Host before any try took it).
     pub fn host(&self) -> Option<&str> {
         self.host.as_deref()
