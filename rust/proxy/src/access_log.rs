@@ -213,7 +213,7 @@ pub enum Received {
 }
 
 impl Received {
-    fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         match self {
             Self::Known(n) => *n,
             Self::Streaming(end) => end.bytes(),
@@ -264,17 +264,27 @@ impl Entry {
 /// A finished request's entry, travelling with its response body: counts
 /// the bytes sent, and is queued when the body ends (or is dropped: a reset
 /// stream, a client gone).
+/// The request's span (when sampled) travels the same way and is recorded
+/// at the same moment.
 #[derive(Debug, Default)]
-pub struct Pending(Option<Box<Entry>>);
+pub struct Pending(Option<Box<Entry>>, Option<Box<crate::tracer::Open>>);
 
 impl Pending {
     pub fn new(entry: Option<Box<Entry>>) -> Self {
-        Self(entry)
+        Self(entry, None)
+    }
+
+    pub fn with_span(mut self, span: Option<Box<crate::tracer::Open>>) -> Self {
+        self.1 = span;
+        self
     }
 
     pub fn sent(&mut self, n: usize) {
         if let Some(e) = &mut self.0 {
             e.sent += n as u64;
+        }
+        if let Some(s) = &mut self.1 {
+            s.sent(n);
         }
     }
 }
@@ -285,6 +295,9 @@ impl Drop for Pending {
             e.duration = e.started.elapsed();
             let log = e.log.clone();
             log.send(e);
+        }
+        if let Some(span) = self.1.take() {
+            span.finish();
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct RequestCtx<'a> {
     pub cors_origin: Option<HeaderValue>,
     /// The access log's entry, when the log is on (None costs nothing).
     pub log: Option<Box<crate::access_log::Entry>>,
+    /// The request's span, when tracing sampled it (None costs nothing).
+    pub span: Option<Box<crate::tracer::Open>>,
     /// `rq_active` of the listener, route and cluster while the request lives.
     active: [Option<ActiveGuard>; 3],
 }
@@ -66,6 +68,7 @@ impl<'a> RequestCtx<'a> {
             filtered: None,
             cors_origin: None,
             log: None,
+            span: None,
             active: [Some(ActiveGuard::request(&listener.stats)), None, None],
         }
     }

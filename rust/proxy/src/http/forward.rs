@@ -105,6 +105,9 @@ async fn upstream<'a>(
     if let Some(log) = ctx.log.as_deref_mut() {
         log.received = request.received();
     }
+    if let Some(span) = ctx.span.as_deref_mut() {
+        span.received = Some(request.received());
+    }
     let sent = tokio::time::Instant::now();
     // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).
@@ -124,6 +127,9 @@ async fn upstream<'a>(
     let service_time = sent.elapsed();
     if let Some(log) = ctx.log.as_deref_mut() {
         log.upstream_service_time = Some(service_time);
+    }
+    if let Some(span) = ctx.span.as_deref_mut() {
+        span.upstream = Some(service_time);
     }
     if tried.exhausted {
         ctx.flags.insert(ResponseFlag::RetryLimitExceeded);
