@@ -119,7 +119,7 @@ impl SpanContext {
                 insert(h, B3_PARENT, &format!("{:016x}", self.parent_id));
             }
             // Debug (`x-b3-flags: 1`) implies sampled and stays as it came.
-            if !h.get(B3_FLAGS).is_some_and(|v| v.as_bytes() == b"1") {
+            if h.get(B3_FLAGS).is_none_or(|v| v.as_bytes() != b"1") {
                 insert(h, B3_SAMPLED, if self.sampled { "1" } else { "0" });
             }
         }

@@ -212,7 +212,7 @@ mod tests {
     fn the_callers_decision_wins() {
         let none = tracer(0.0);
         let mut h = HeaderMap::new();
-        h.insert("x-b3-sampled", "1".parse().unwrap());
+        h.insert("x-b3-sampled", "1".parse().expect("valid"));
         assert!(begin(&none, &mut h).is_some());
         assert_eq!(h["x-b3-sampled"], "1");
         let all = tracer(100.0);
@@ -221,10 +221,10 @@ mod tests {
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
                 .parse()
-                .unwrap(),
+                .expect("valid"),
         );
         assert!(begin(&all, &mut h).is_none());
-        let tp = h["traceparent"].to_str().unwrap();
+        let tp = h["traceparent"].to_str().expect("valid");
         assert!(
             tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
             "{tp}"
@@ -245,7 +245,7 @@ mod tests {
             route: None,
             request_id: None,
             response_flags: "UF".into(),
-            peer: "127.0.0.1:9".parse().unwrap(),
+            peer: "127.0.0.1:9".parse().expect("valid"),
         });
         let id = open.record.span_id;
         open.finish();
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), 1);
         let span_at = 12 + 16;
         assert_eq!(
-            u64::from_le_bytes(bytes[span_at..span_at + 8].try_into().unwrap()),
+            u64::from_le_bytes(bytes[span_at..span_at + 8].try_into().expect("valid")),
             id
         );
         // The next batch starts empty.

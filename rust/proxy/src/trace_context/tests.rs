@@ -4,8 +4,8 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
         h.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
+            HeaderName::from_bytes(k.as_bytes()).expect("valid"),
+            HeaderValue::from_str(v).expect("valid"),
         );
     }
     h
