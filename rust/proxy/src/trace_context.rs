@@ -101,9 +101,10 @@ impl SpanContext {
 
     /// Writes this span as the parent of the upstream request.
     pub fn inject(&self, h: &mut HeaderMap, b3: B3Forms) {
-        let flags = if self.sampled { "01" } else { "00" };
-        let tp = format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id);
-        insert(h, TRACEPARENT, &tp);
+        h.insert(TRACEPARENT, self.traceparent());
+        if !(b3.multi || b3.single) {
+            return;
+        }
         let trace = if b3.short_id && self.trace_id >> 64 == 0 {
             format!("{:016x}", self.trace_id as u64)
         } else {
@@ -131,6 +132,24 @@ impl SpanContext {
             };
             insert(h, B3, &value);
         }
+    }
+}
+
+impl SpanContext {
+    /// `00-{trace}-{span}-{flags}`, formatted on the stack: the header
+    /// value's own bytes are the one allocation (every traced request,
+    /// sampled or not, pays it).
+    fn traceparent(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for i in 0..32 {
+            out[3 + i] = HEX[((self.trace_id >> ((31 - i) * 4)) & 0xf) as usize];
+        }
+        for i in 0..16 {
+            out[36 + i] = HEX[((self.span_id >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+        out[54] = if self.sampled { b'1' } else { b'0' };
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
