@@ -664,7 +664,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if tracing:
         from meshfast.tracing import export
 
-        exporter = export.build(core, args.zipkin, args.otlp, _local(settings))
+        try:
+            exporter = export.build(core, args.zipkin, args.otlp, _local(settings))
+        except ValueError as exc:
+            core.shutdown(0.0)
+            _die(f"--otlp: {exc}", 1)
         tasks.append(exporter.run)
     sidecar = Sidecar(
         core,

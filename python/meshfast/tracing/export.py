@@ -29,7 +29,7 @@ __all__ = ["Collector", "Counts", "Exporter", "SpanCore", "build"]
 
 log = logging.getLogger("meshfast.tracing")
 
-INTERVAL_S = 1.0
+INTERVAL_S = 0.5
 MAX_POST_SPANS = 512  # spans per POST
 QUEUE_SPANS = 16384  # spans waiting per collector
 RETRIES = 4
@@ -149,9 +149,18 @@ class SpanCore(Protocol):
     def report_span_export(self, exported: int, failed: int, dropped: int, /) -> None: ...
 
 
+def _otlp_encode(spans: Sequence[Span], local: Local) -> bytes:
+    # Imported at the first export, not at the start: protobuf's runtime and the OTLP
+    # messages take ~100 ms to import, which would otherwise delay the ready line.
+    from meshfast.tracing import otlp
+
+    return otlp.encode(spans, local)
+
+
 def build(core: SpanCore, zipkin: str | None, otlp: str | None, local: Local) -> Exporter:
     """The exporter for ``--zipkin`` and/or ``--otlp`` URLs (checked: ValueError). The
-    OTLP encoder (and protobuf) is imported only when ``otlp`` is given."""
+    OTLP encoder (and protobuf) is imported only when ``otlp`` is given, at the first
+    export; a missing ``opentelemetry-proto`` is an error now (ValueError)."""
     from meshfast.tracing import post
 
     collectors = []
@@ -161,8 +170,10 @@ def build(core: SpanCore, zipkin: str | None, otlp: str | None, local: Local) ->
         endpoint = post.parse(zipkin, z.DEFAULT_PATH)
         collectors.append(Collector("zipkin", endpoint, z.CONTENT_TYPE, z.encode))
     if otlp is not None:
-        endpoint = post.parse(otlp, "/v1/traces")
-        from meshfast.tracing import otlp as o
+        import importlib.util
 
-        collectors.append(Collector("otlp", endpoint, o.CONTENT_TYPE, o.encode))
+        endpoint = post.parse(otlp, "/v1/traces")
+        if importlib.util.find_spec("opentelemetry.proto") is None:
+            raise ValueError("OTLP export needs the opentelemetry-proto package")
+        collectors.append(Collector("otlp", endpoint, "application/x-protobuf", _otlp_encode))
     return Exporter(core.take_spans, core.report_span_export, collectors, local)

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// The most spans one batch holds before new ones are dropped.
-pub const MAX_SPANS: usize = 8192;
+pub const MAX_SPANS: usize = 16384;
 /// The most bytes one batch holds (a span is ~200-600 bytes).
 pub const MAX_BYTES: usize = 8 << 20;
 /// Sampling is decided in millionths.
