@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import trio
+import trio.testing
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshfast import _core
@@ -186,3 +187,20 @@ def test_collector_urls() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+async def test_what_is_left_is_sent_when_the_exporter_stops() -> None:
+    server = Collectors([])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        e, reports = exporter([batch_of([span(0), span(1), span(2)])], server.port)
+        e.interval = 3600.0  # no periodic drain: only the final flush can send them
+        async with trio.open_nursery() as inner:
+            inner.start_soon(e.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.posts == 0
+            inner.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    assert e.counts.exported == 3
+    assert len(json.loads(server.bodies[0])) == 3
+    assert reports[-1] == (3, 0, 0)

@@ -36,6 +36,7 @@ RETRIES = 4
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 TIMEOUT_S = 5.0
+FLUSH_S = 2.0  # the last spans' export at shutdown
 
 
 @dataclass
@@ -85,13 +86,34 @@ class Exporter:
         self.counts = Counts()
 
     async def run(self) -> None:
-        """Runs until cancelled."""
-        async with trio.open_nursery() as nursery:
-            for c in self.collectors:
-                nursery.start_soon(self._send_loop, c)
-            while True:
-                await trio.sleep(self.interval)
-                self.drain()
+        """Runs until cancelled (the sidecar stopped: its requests have drained), then
+        sends what is left once, without retries, for at most ``FLUSH_S`` seconds."""
+        try:
+            async with trio.open_nursery() as nursery:
+                for c in self.collectors:
+                    nursery.start_soon(self._send_loop, c)
+                while True:
+                    await trio.sleep(self.interval)
+                    self.drain()
+        finally:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + FLUSH_S):
+                await self._flush()
+
+    async def _flush(self) -> None:
+        self.drain()
+        for c in self.collectors:
+            while c.queue:
+                batch = [c.queue.popleft() for _ in range(min(MAX_POST_SPANS, len(c.queue)))]
+                body = c.encode(batch, self.local)
+                try:
+                    status = await post(c.endpoint, body, c.content_type, 1.0)
+                except PostError:
+                    status = 0
+                if 200 <= status < 300:
+                    self.counts.exported += len(batch)
+                else:
+                    self.counts.failed += len(batch)
+        self._publish()
 
     def drain(self) -> None:
         """Takes the core's batch and queues its spans for every collector."""
