@@ -1,7 +1,7 @@
 """Spans as OTLP/HTTP protobuf (``POST /v1/traces``, ``ExportTraceServiceRequest``), built
 with the ``opentelemetry-proto`` messages. Imported only when ``--otlp`` is given, at the
 first export (:func:`meshfast.tracing.export.build`): it and the protobuf runtime take
-~100 ms to import, kept out of the start."""
+20-100 ms to import here (-X importtime), kept out of the start."""
 
 from __future__ import annotations
 
