@@ -110,9 +110,9 @@ def tracing_stats(car: Sidecar) -> dict[str, int]:
     return car.stats()["tracing"]  # type: ignore[return-value]
 
 
-def chain(echo, sidecar, *flags: str) -> tuple[Sidecar, Sidecar]:  # type: ignore[no-untyped-def]
+def chain(echo, sidecar, *flags: str) -> tuple[Sidecar, Sidecar, str, str]:  # type: ignore[no-untyped-def]
     """The reviews app behind a server sidecar (inbound), and a client sidecar sending to
-    it; both with `flags`."""
+    it; both with `flags`. Also the inbound's and the app's addresses."""
     app = echo("reviews-app")
     inbound = f"127.0.0.1:{free_port()}"
     server = sidecar(
@@ -121,7 +121,7 @@ def chain(echo, sidecar, *flags: str) -> tuple[Sidecar, Sidecar]:  # type: ignor
     client = sidecar(
         service_entry(HOST, 9080, [(inbound, {})]), "--labels", "app=productpage", *flags
     )
-    return client, server
+    return client, server, inbound, app.address
 
 
 def get(car: Sidecar, **headers: str) -> httpx.Response:
@@ -138,7 +138,9 @@ def traceparent(r: httpx.Response) -> tuple[str, str, str]:
 
 
 def test_zipkin_spans_link_across_two_sidecars(echo, sidecar, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
-    client, server = chain(echo, sidecar, "--zipkin", receiver.url, "--trace-sampling", "100")
+    client, server, inbound, app = chain(
+        echo, sidecar, "--zipkin", receiver.url, "--trace-sampling", "100"
+    )
     seen = [get(client) for _ in range(3)]
     spans = wait_for(6, zipkin_spans, receiver)
     assert len(spans) == 6
@@ -159,7 +161,8 @@ def test_zipkin_spans_link_across_two_sidecars(echo, sidecar, receiver: Receiver
         assert out["localEndpoint"] == {"serviceName": "productpage.default"}
         assert inn["localEndpoint"] == {"serviceName": "reviews.default"}
         request_id = r.json()["headers"]["x-request-id"]
-        for s, cluster in ((out, f"outbound|9080||{HOST}"), (inn, "inbound|app")):
+        hops = ((out, f"outbound|9080||{HOST}", inbound), (inn, "inbound|app", app))
+        for s, cluster, upstream in hops:
             tags = s["tags"]
             assert tags["component"] == "proxy"
             assert tags["http.method"] == "GET"
@@ -169,6 +172,7 @@ def test_zipkin_spans_link_across_two_sidecars(echo, sidecar, receiver: Receiver
             assert tags["upstream_cluster"] == cluster
             assert tags["guid:x-request-id"] == request_id
             assert tags["peer.address"].startswith("127.0.0.1:")
+            assert tags["upstream_address"] == upstream
             assert s["remoteEndpoint"]["ipv4"] == "127.0.0.1"
             assert int(tags["upstream_service_time_us"]) <= s["duration"]
             assert int(tags["proxy_time_us"]) <= s["duration"]
@@ -192,7 +196,7 @@ def test_zipkin_spans_link_across_two_sidecars(echo, sidecar, receiver: Receiver
 
 
 def test_otlp_honours_the_callers_decision_at_zero(echo, sidecar, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
-    client, server = chain(echo, sidecar, "--otlp", receiver.url, "--trace-sampling", "0")
+    client, server, _, _ = chain(echo, sidecar, "--otlp", receiver.url, "--trace-sampling", "0")
     # 0%: no span, but the decision travels (flags 00) with a fresh context.
     unsampled = [get(client) for _ in range(5)]
     for r in unsampled:

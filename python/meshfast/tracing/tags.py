@@ -38,6 +38,8 @@ def tags(span: Span, local: Local) -> dict[str, str]:
     }
     if span.route:
         out["route_name"] = span.route
+    if span.upstream:
+        out["upstream_address"] = span.upstream
     if span.flags & UPSTREAM:
         # The upstream's time to its response head: the span's duration minus it is the
         # proxy's own (Envoy's x-envoy-upstream-service-time, in microseconds here).

@@ -168,6 +168,12 @@ impl Open {
         self.record.bytes_out += n as u64;
     }
 
+    /// A try goes to `address` (the last one is the span's `upstream_address`).
+    pub fn upstream_host(&mut self, address: &str) {
+        self.record.upstream.clear();
+        self.record.upstream.push_str(address);
+    }
+
     /// Records the span: its response has ended (or was cut off).
     pub fn finish(mut self: Box<Self>) {
         let elapsed = self.started.elapsed();

@@ -112,11 +112,15 @@ async fn upstream<'a>(
     // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).
     let tried = match (route.timeout, request.body_end().cloned()) {
-        (None, None) => tries.run(&mut request, &mut ctx.flags, &mut ctx.log).await,
+        (None, None) => {
+            tries
+                .run(&mut request, &mut ctx.flags, &mut ctx.log, &mut ctx.span)
+                .await
+        }
         (timeout, end) => {
             let idle = ctx.snap.downstream.stream_idle_timeout;
             tokio::select! {
-                tried = tries.run(&mut request, &mut ctx.flags, &mut ctx.log) => tried,
+                tried = tries.run(&mut request, &mut ctx.flags, &mut ctx.log, &mut ctx.span) => tried,
                 flag = expiry(end.as_ref(), idle, timeout) => Err(flag),
             }
         }
@@ -213,12 +217,13 @@ enum Attempt {
 
 impl Tries<'_> {
     /// The tries; `flags` hears of a retry not made past `maxRetries` (`UO`),
-    /// the access log (when on) of each try's endpoint.
+    /// the access log and the span (when on) of each try's endpoint.
     async fn run(
         &self,
         request: &mut UpstreamRequest,
         flags: &mut Flags,
         log: &mut Option<Box<crate::access_log::Entry>>,
+        span: &mut Option<Box<crate::tracer::Open>>,
     ) -> Result<Tried, ResponseFlag> {
         let breaker = self.cluster.breaker();
         let mut retries = Retries::new(self.retry);
@@ -234,6 +239,9 @@ impl Tries<'_> {
             previous = target.index;
             if let Some(log) = log.as_deref_mut() {
                 log.upstream_host(target.address);
+            }
+            if let Some(span) = span.as_deref_mut() {
+                span.upstream_host(target.address);
             }
             // A request in flight (`http2MaxRequests`) until its response ends.
             match breaker.request() {
