@@ -25,8 +25,8 @@ cdef tuple _FIELDS = ()
 
 cdef enum:
     HEADER = 12  # magic, version, reserved, count, dropped
-    FIXED = 68  # the fixed-size part of a record
-    STRINGS = 8  # the length-prefixed strings after it
+    FIXED = 76  # the fixed-size part of a record
+    STRINGS = 10  # the length-prefixed strings after it
 
 
 cdef inline uint64_t _u64(const uint8_t* p) noexcept nogil:
@@ -59,8 +59,8 @@ def decode(const uint8_t[::1] buf):
         raise _Error(f"truncated span batch: {end} bytes, no header")
     if not (p[0] == b'M' and p[1] == b'F' and p[2] == b'S' and p[3] == b'B'):
         raise _Error(f"not a span batch (magic {bytes(buf[:4])!r})")
-    if p[4] != 1:
-        raise _Error(f"span batch version {p[4]}, this reader knows 1")
+    if p[4] != 2:
+        raise _Error(f"span batch version {p[4]}, this reader knows 2")
     cdef Py_ssize_t count = _u16(p + 6)
     cdef uint32_t dropped = _u32(p + 8)
     cdef Py_ssize_t pos = HEADER, i, k, n
@@ -81,9 +81,10 @@ def decode(const uint8_t[::1] buf):
             _u64(q + 40),
             _u64(q + 48),
             _u64(q + 56),
-            _u16(q + 64),
-            q[66],
-            q[67],
+            _u64(q + 64),
+            _u16(q + 72),
+            q[74],
+            q[75],
         )
         pos += FIXED
         texts = []

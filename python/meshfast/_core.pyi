@@ -96,6 +96,18 @@ class Core:
         served by snapshots installed from now on are logged. Raises ValueError for an
         unknown field, OSError when ``path`` cannot be opened."""
 
+    def start_tracing(self, percent: float) -> None:
+        """Starts tracing: requests served by snapshots installed from now on read and
+        propagate trace context; ``percent`` of those whose caller did not decide are
+        sampled. Raises ValueError outside 0..100."""
+
+    def take_spans(self) -> bytes:
+        """The spans finished since the last call, as one span batch (decoded by
+        ``meshfast.tracing.batch.decode``; its header counts spans dropped meanwhile)."""
+
+    def report_span_export(self, exported: int, failed: int, dropped: int, /) -> None:
+        """The exporter's totals so far, shown in ``stats_json()["tracing"]``."""
+
     def listeners(self) -> list[tuple[str, str]]:
         """(name, bound address) of every listener currently serving."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from meshfast.control.settings import SidecarSettings
     from meshfast.control.sidecar import EncodedSnapshot
     from meshfast.deploy import Deployment, Sources
+    from meshfast.tracing.tags import Local
 
 __all__ = ["build_parser", "main"]
 
@@ -33,11 +34,9 @@ NOT_IMPLEMENTED_COMMANDS = {
     "iptables": "traffic-capture rules of a transparent sidecar",
 }
 # `meshfast run` flags that exist in the contract but not yet in the code: (flag, dest, metavar).
-NOT_IMPLEMENTED_RUN_FLAGS = (
-    ("--zipkin", "zipkin", "URL"),
-    ("--otlp", "otlp", "URL"),
-    ("--trace-sampling", "trace_sampling", "PERCENT"),
-)
+NOT_IMPLEMENTED_RUN_FLAGS: tuple[tuple[str, str, str], ...] = ()
+# Istio's default `randomSamplingPercentage` (meshConfig.defaultConfig.tracing.sampling).
+DEFAULT_TRACE_SAMPLING = 1.0
 
 
 def _die(message: str, code: int) -> NoReturn:
@@ -86,6 +85,16 @@ def _locality(text: str) -> str:
 def _names(text: str) -> tuple[str, ...]:
     """`a,b`: a list of names (trust domain aliases)."""
     return tuple(filter(None, (i.strip() for i in text.split(","))))
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"a percentage from 0 to 100, not {text}")
+    return value
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -388,6 +397,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD,...",
         help="the access log's fields, in order (default: all; see README)",
     )
+    run.add_argument(
+        "--zipkin",
+        default=None,
+        metavar="URL",
+        help="trace: send spans as Zipkin v2 JSON to URL (http://host:port[/api/v2/spans])",
+    )
+    run.add_argument(
+        "--otlp",
+        default=None,
+        metavar="URL",
+        help="trace: send spans as OTLP/HTTP protobuf to URL (http://host:port[/v1/traces])",
+    )
+    run.add_argument(
+        "--trace-sampling",
+        default=None,
+        type=_percent,
+        metavar="PERCENT",
+        help=f"percent of requests traced when the caller did not decide "
+        f"(default {DEFAULT_TRACE_SAMPLING:g}, Istio's)",
+    )
     for flag, dest, metavar in NOT_IMPLEMENTED_RUN_FLAGS:
         run.add_argument(flag, dest=dest, metavar=metavar, help="(not implemented yet)")
 
@@ -608,6 +637,10 @@ def _new_core(
         except OSError as exc:
             core.shutdown(0.0)
             _die(f"--access-log: {exc}", 1)
+    if args.zipkin is not None or args.otlp is not None:
+        # Before the first install too: every request is traced from the start.
+        sampling = args.trace_sampling
+        core.start_tracing(DEFAULT_TRACE_SAMPLING if sampling is None else sampling)
     return core
 
 
@@ -656,6 +689,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             _die(f"{flag} is not implemented yet", 2)
     if args.access_log_fields is not None and args.access_log is None:
         _die("--access-log-fields needs --access-log", 2)
+    tracing = args.zipkin is not None or args.otlp is not None
+    if args.trace_sampling is not None and not tracing:
+        _die("--trace-sampling needs --zipkin or --otlp", 2)
+    if tracing:
+        from meshfast.tracing.post import parse
+
+        for flag, url in (("--zipkin", args.zipkin), ("--otlp", args.otlp)):
+            try:
+                if url is not None:
+                    parse(url, "/")
+            except ValueError as exc:
+                _die(f"{flag}: {exc}", 2)
     from meshfast.control import logs
 
     logs.setup()  # stderr, WARNING; POST /logging changes it
@@ -718,7 +763,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from meshfast.control.sidecar import Sidecar
 
-    sidecar = Sidecar(core, snapshot, settings, dns_plan=plan, applied=applied, filters=dispatcher)
+    tasks: list[Callable[[], Awaitable[None]]] = []
+    if tracing:
+        from meshfast.tracing import export
+
+        try:
+            exporter = export.build(core, args.zipkin, args.otlp, _local(settings))
+        except ValueError as exc:
+            core.shutdown(0.0)
+            _die(f"--otlp: {exc}", 1)
+        tasks.append(exporter.run)
+    sidecar = Sidecar(
+        core,
+        snapshot,
+        settings,
+        dns_plan=plan,
+        applied=applied,
+        filters=dispatcher,
+        tasks=tasks,
+    )
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
@@ -737,6 +800,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             _die(f"the core refused the config ({type(error).__name__}): {error}", 1)
         raise
     return 0
+
+
+def _local(settings: SidecarSettings) -> Local:
+    """This sidecar in its spans: Istio's ``{app}.{namespace}`` and an Envoy-like node id."""
+    import socket
+
+    from meshfast.tracing.tags import Local
+
+    app = settings.labels.get("app", "unknown")
+    service = f"{app}.{settings.namespace}"
+    return Local(service, f"sidecar~{socket.gethostname()}~{service}")
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -45,18 +45,23 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"),
+    ("argv", "message"),
     [
-        ("--zipkin", "http://127.0.0.1:9411"),
-        ("--otlp", "http://127.0.0.1:4317"),
-        ("--trace-sampling", "10"),
+        (["--trace-sampling", "10"], "--trace-sampling needs --zipkin or --otlp"),
+        (
+            ["--zipkin", "https://127.0.0.1:9411"],
+            "--zipkin: 'https://127.0.0.1:9411': only http://",
+        ),
+        (["--otlp", "127.0.0.1:4318"], "--otlp: '127.0.0.1:4318': only http://"),
+        (["--zipkin", "http://c", "--trace-sampling", "101"], "a percentage from 0 to 100"),
+        (["--otlp", "http://c", "--trace-sampling", "x"], "not a number: 'x'"),
     ],
 )
-def test_run_refuses_flags_not_implemented_yet(
-    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+def test_run_refuses_bad_tracing_flags(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", "-c", "does-not-matter.yaml", flag, value]) == 2
-    assert f"meshfast: {flag} is not implemented yet" in capsys.readouterr().err
+    assert main_exit(["run", "-c", "does-not-matter.yaml", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_run_certs_without_an_identity_exits_1(

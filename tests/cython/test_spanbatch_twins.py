@@ -24,11 +24,12 @@ SPAN = st.builds(
     parent_id=U64,
     start_unix_ns=U64,
     duration_ns=U64,
+    upstream_ns=U64,
     bytes_in=U64,
     bytes_out=U64,
     status=st.integers(0, 65535),
     kind=st.integers(0, 1),
-    flags=st.integers(0, 3),
+    flags=st.integers(0, 7),
     name=TEXT,
     method=st.sampled_from(["GET", "POST", ""]),
     authority=TEXT,
@@ -37,6 +38,8 @@ SPAN = st.builds(
     upstream=TEXT,
     request_id=TEXT,
     response_flags=st.sampled_from(["", "UF", "UH,URX"]),
+    route=TEXT,
+    peer=st.sampled_from(["", "127.0.0.1:5000", "[::1]:80"]),
 )
 
 
@@ -70,11 +73,11 @@ def test_broken_batches_fail_the_same_way(spans: list[Span], cut: int, junk: byt
 
 
 def test_errors_name_what_is_wrong() -> None:
-    good = _core.encode_span_batch([fields(Span(1, 2, 0, 3, 4, 5, 6, 200, 0, 1, *"abcdefgh"))])
+    good = _core.encode_span_batch([fields(Span(1, 2, 0, 3, 4, 9, 5, 6, 200, 0, 1, *"abcdefghij"))])
     cases = {
         b"": "no header",
         b"XXXX" + good[4:]: "not a span batch",
-        good[:4] + b"\x02" + good[5:]: "version 2",
+        good[:4] + b"\x01" + good[5:]: "version 1",
         good[:-1]: "truncated span batch: span 0 of 1",
         good + b"!": "1 bytes after the last of 1 spans",
         good[:-1] + b"\xff": "invalid UTF-8 in span 0",
@@ -86,7 +89,7 @@ def test_errors_name_what_is_wrong() -> None:
 
 
 def test_a_full_batch_counts_what_it_dropped() -> None:
-    span = fields(Span(1, 2, 0, 3, 4, 5, 6, 200, 0, 1, *"abcdefgh"))
+    span = fields(Span(1, 2, 0, 3, 4, 9, 5, 6, 200, 0, 1, *"abcdefghij"))
     buf = _core.encode_span_batch([span] * 5, max_spans=3)
     for decode in (twin.decode, compiled.decode):
         kept, dropped = decode(buf)

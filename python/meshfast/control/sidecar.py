@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -121,6 +121,7 @@ class Sidecar:
         filters: FilterDispatcher | None = None,
         config: Config | None = None,
         prepare: Prepare | None = None,
+        tasks: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         """``applied``: the caller already gave ``snapshot`` to the core (a config without
         DNS names can start serving before Trio is even imported), and ``filters``, the
@@ -130,7 +131,9 @@ class Sidecar:
         ``config``: the config ``snapshot`` was compiled from, as loaded (before ``prepare``),
         so :meth:`reapply` can compile it again.  ``prepare``: every config loaded later
         (:meth:`apply_yaml`, :meth:`apply_config`, :meth:`reapply`) passes through it before it
-        is compiled; it runs in a worker thread and may raise ``ConfigError``."""
+        is compiled; it runs in a worker thread and may raise ``ConfigError``.  ``tasks``
+        run beside the admin API once the sidecar is ready, until it stops (the span
+        exporter)."""
         from meshfast.control.admin import AdminApi
 
         if core_errors is None:
@@ -160,6 +163,7 @@ class Sidecar:
         self._hups_in, self._hups = trio.open_memory_channel[None](1)
         self._http = HttpServer(AdminApi(self), limits)
         self.admin_address: str | None = None
+        self._tasks = tuple(tasks)
 
     # === state ===
 
@@ -310,6 +314,8 @@ class Sidecar:
                                 since_ns=self.settings.read_at_ns,
                             )
                         )
+                    for task in self._tasks:
+                        nursery.start_soon(task)
                     task_status.started(ready)
                     # What the start freed (imports, a compile) goes back to the system.
                     await trio.to_thread.run_sync(trim_heap)

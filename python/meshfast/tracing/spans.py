@@ -1,8 +1,9 @@
 """Span batches from the core, decoded: the pure-Python twin of ``cython/spanbatch.pyx``.
 
-The core's workers will collect finished request spans into bounded batches (the layout is
+The core's workers collect finished request spans into a bounded batch (the layout is
 documented in ``rust/proxy/src/spans.rs``; ``meshfast._core.encode_span_batch`` writes one)
-and hand each batch over in one crossing; the exporter decodes it with :func:`decode`.
+and ``Core.take_spans`` hands it over in one crossing; the exporter decodes it with
+:func:`decode`.
 This module is the reference and test oracle; :mod:`meshfast.tracing.batch` picks the
 compiled decoder unless ``MESHFAST_PURE_PYTHON=1``.
 """
@@ -13,12 +14,12 @@ import struct
 
 import msgspec
 
-__all__ = ["FIELDS", "Span", "SpanBatchError", "decode"]
+__all__ = ["ERROR", "FIELDS", "SAMPLED", "UPSTREAM", "Span", "SpanBatchError", "decode"]
 
 MAGIC = b"MFSB"
-VERSION = 1
+VERSION = 2
 _HEADER = struct.Struct("<4sBBHI")
-_FIXED = struct.Struct("<QQQQQQQQHBB")
+_FIXED = struct.Struct("<QQQQQQQQQHBB")
 _LEN = struct.Struct("<H")
 # The string fields of a record, in order.
 FIELDS = (
@@ -30,18 +31,27 @@ FIELDS = (
     "upstream",
     "request_id",
     "response_flags",
+    "route",
+    "peer",
 )
+# Span.flags bits.
+SAMPLED = 1
+ERROR = 2
+UPSTREAM = 4
 
 
 class Span(msgspec.Struct, frozen=True, gc=False):
     """One finished span.  ``kind``: 0 server (inbound), 1 client (outbound); ``flags``: bit
-    0 sampled, bit 1 error; ``parent_id`` 0: a root span."""
+    0 sampled, bit 1 error, bit 2 an upstream answered (``upstream_ns``: its time to the
+    response head; ``duration_ns - upstream_ns`` is the proxy's own); ``parent_id`` 0: a
+    root span."""
 
     trace_id: int
     span_id: int
     parent_id: int
     start_unix_ns: int
     duration_ns: int
+    upstream_ns: int
     bytes_in: int
     bytes_out: int
     status: int
@@ -55,6 +65,8 @@ class Span(msgspec.Struct, frozen=True, gc=False):
     upstream: str
     request_id: str
     response_flags: str
+    route: str
+    peer: str
 
 
 class SpanBatchError(ValueError):
@@ -76,7 +88,7 @@ def decode(buf: bytes) -> tuple[list[Span], int]:
     for i in range(count):
         if pos + _FIXED.size > end:
             raise SpanBatchError(f"truncated span batch: span {i} of {count} at byte {pos}")
-        hi, lo, sid, parent, start, dur, b_in, b_out, status, kind, flags = _FIXED.unpack_from(
+        hi, lo, sid, parent, start, dur, up, b_in, b_out, status, kind, flags = _FIXED.unpack_from(
             buf, pos
         )
         pos += _FIXED.size
@@ -93,9 +105,8 @@ def decode(buf: bytes) -> tuple[list[Span], int]:
             except UnicodeDecodeError:
                 raise SpanBatchError(f"invalid UTF-8 in span {i} at byte {pos}") from None
             pos += n
-        spans.append(
-            Span((hi << 64) | lo, sid, parent, start, dur, b_in, b_out, status, kind, flags, *texts)
-        )
+        fixed = (sid, parent, start, dur, up, b_in, b_out, status, kind, flags)
+        spans.append(Span((hi << 64) | lo, *fixed, *texts))
     if pos != end:
         raise SpanBatchError(f"{end - pos} bytes after the last of {count} spans")
     return spans, dropped

@@ -268,9 +268,11 @@ impl Default for Received {
 /// What is left to record of a request once its response head has left:
 /// travels with the response body, counting the bytes sent, and is recorded
 /// when the body ends (or is dropped: a reset stream, a client gone) — in
-/// Istio's metrics, and queued for the access log when it is on.
+/// Istio's metrics, and queued for the access log when it is on. The
+/// request's span (when sampled) travels the same way and is recorded at the
+/// same moment.
 #[derive(Debug, Default)]
-pub struct Pending(Option<Ended>);
+pub struct Pending(Option<Ended>, Option<Box<crate::tracer::Open>>);
 
 #[derive(Debug)]
 pub struct Ended {
@@ -284,12 +286,20 @@ pub struct Ended {
 
 impl Pending {
     pub fn new(ended: Ended) -> Self {
-        Self(Some(ended))
+        Self(Some(ended), None)
+    }
+
+    pub fn with_span(mut self, span: Option<Box<crate::tracer::Open>>) -> Self {
+        self.1 = span;
+        self
     }
 
     pub fn sent(&mut self, n: usize) {
         if let Some(e) = &mut self.0 {
             e.sent += n as u64;
+        }
+        if let Some(s) = &mut self.1 {
+            s.sent(n);
         }
     }
 }
@@ -308,6 +318,9 @@ impl Drop for Pending {
             (e.duration, e.received, e.sent) = (duration, received, ended.sent);
             let log = e.log.clone();
             log.send(e);
+        }
+        if let Some(span) = self.1.take() {
+            span.finish();
         }
     }
 }

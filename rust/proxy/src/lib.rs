@@ -34,6 +34,8 @@ pub mod spiffe;
 pub mod stats;
 mod tcp_proxy;
 mod tls;
+pub mod trace_context;
+pub mod tracer;
 mod upstream;
 mod upstream_tls;
 mod workers;

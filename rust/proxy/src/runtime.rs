@@ -68,6 +68,8 @@ pub struct Runtime {
     pub filters: Option<Hook>,
     /// The access log, when on: the proxy's, given to every snapshot.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The tracer, when tracing is on: the proxy's, given to every snapshot.
+    pub tracer: Option<Arc<crate::tracer::Tracer>>,
 }
 
 /// A filter hook shared by the snapshots that use it.
@@ -387,6 +389,7 @@ impl Runtime {
         Self {
             filters: None,
             access_log: None,
+            tracer: None,
             path_normalization: meshfast_route::Normalization::default(),
             original_dst_header: false,
             downstream: DownstreamRt::build(&ir::Downstream::default()),
@@ -468,6 +471,7 @@ impl Runtime {
         Ok(Self {
             filters: None,
             access_log: None,
+            tracer: None,
             path_normalization: snap.path_normalization.into(),
             original_dst_header: snap.original_dst_header,
             downstream: DownstreamRt::build(&snap.downstream),

@@ -2,16 +2,20 @@
 //! the Python tracing exporter — many spans per crossing, in one flat buffer
 //! that Python decodes without a per-field call into Rust.
 //!
-//! Layout (little-endian), version 1:
+//! Layout (little-endian), version 2:
 //!
 //! ```text
 //! batch   = "MFSB" version:u8 0:u8 count:u16 dropped:u32 record*count
 //! record  = trace_hi:u64 trace_lo:u64 span_id:u64 parent_id:u64
-//!           start_unix_ns:u64 duration_ns:u64 bytes_in:u64 bytes_out:u64
+//!           start_unix_ns:u64 duration_ns:u64 upstream_ns:u64
+//!           bytes_in:u64 bytes_out:u64
 //!           status:u16 kind:u8 flags:u8
-//!           (len:u16 utf8)*8   -- name method authority path cluster upstream
-//!                                 request_id response_flags
+//!           (len:u16 utf8)*10  -- name method authority path cluster upstream
+//!                                 request_id response_flags route peer
 //! ```
+//!
+//! Version 2 added `upstream_ns` (the upstream's time to its response head:
+//! the span's duration minus it is the proxy's own), `route` and `peer`.
 //!
 //! `dropped` counts spans refused since the previous batch because a batch
 //! was full: the buffer is bounded (spans and bytes), and the exporter reports
@@ -26,12 +30,16 @@ pub struct SpanRecord {
     pub parent_id: u64,
     pub start_unix_ns: u64,
     pub duration_ns: u64,
+    /// The upstream's time to its response head, retries included (flag
+    /// bit 2 says whether an upstream answered at all).
+    pub upstream_ns: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub status: u16,
     /// 0: server (inbound), 1: client (outbound).
     pub kind: u8,
-    /// Bit 0: sampled; bit 1: error.
+    /// Bit 0: sampled; bit 1: error (5xx or no upstream answer); bit 2:
+    /// an upstream answered (`upstream_ns` is its time).
     pub flags: u8,
     pub name: String,
     pub method: String,
@@ -41,10 +49,18 @@ pub struct SpanRecord {
     pub upstream: String,
     pub request_id: String,
     pub response_flags: String,
+    /// The route's name ("" when none matched).
+    pub route: String,
+    /// The downstream peer's `ip:port`.
+    pub peer: String,
 }
 
+pub const FLAG_SAMPLED: u8 = 1;
+pub const FLAG_ERROR: u8 = 2;
+pub const FLAG_UPSTREAM: u8 = 4;
+
 pub const MAGIC: &[u8; 4] = b"MFSB";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The most spans one batch holds (its count is a u16).
 pub const MAX_SPANS: usize = u16::MAX as usize;
 /// A string field longer than this is cut (at a character boundary).
@@ -124,6 +140,7 @@ fn encode_record(buf: &mut Vec<u8>, s: &SpanRecord) {
         s.parent_id,
         s.start_unix_ns,
         s.duration_ns,
+        s.upstream_ns,
         s.bytes_in,
         s.bytes_out,
     ] {
@@ -141,6 +158,8 @@ fn encode_record(buf: &mut Vec<u8>, s: &SpanRecord) {
         &s.upstream,
         &s.request_id,
         &s.response_flags,
+        &s.route,
+        &s.peer,
     ] {
         put_str(buf, field);
     }

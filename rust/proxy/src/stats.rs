@@ -133,6 +133,56 @@ pub struct LogStats {
     pub errors: AtomicU64,
 }
 
+/// Spans: recorded into the batch, dropped (the batch was full: the
+/// exporter is behind), requests not sampled; and the exporter's own counts,
+/// reported by it (spans sent, failed after retries, dropped from its queue).
+#[derive(Debug, Default)]
+pub struct TraceStats {
+    pub recorded: AtomicU64,
+    pub dropped: AtomicU64,
+    pub unsampled: AtomicU64,
+    pub exported: AtomicU64,
+    pub export_failed: AtomicU64,
+    pub export_dropped: AtomicU64,
+}
+
+impl TraceStats {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 6] {
+        [
+            (
+                "spans_recorded",
+                "spans recorded by the workers",
+                &self.recorded,
+            ),
+            (
+                "spans_dropped",
+                "spans dropped: the batch was full (the exporter is behind)",
+                &self.dropped,
+            ),
+            (
+                "requests_unsampled",
+                "requests not sampled",
+                &self.unsampled,
+            ),
+            (
+                "spans_exported",
+                "spans the collector accepted",
+                &self.exported,
+            ),
+            (
+                "spans_export_failed",
+                "spans lost after the export retries failed",
+                &self.export_failed,
+            ),
+            (
+                "spans_export_dropped",
+                "spans dropped: the exporter's queue was full",
+                &self.export_dropped,
+            ),
+        ]
+    }
+}
+
 /// Every counter set ever created, by scope and name. Only touched when a
 /// snapshot is built and when stats are rendered, never per request.
 #[derive(Debug, Default)]
@@ -143,6 +193,8 @@ pub struct Registry {
     pub access_log: Arc<LogStats>,
     /// Istio's standard metrics.
     pub istio: crate::istio_metrics::Istio,
+    /// Tracing's (zero while it is off).
+    pub tracing: Arc<TraceStats>,
 }
 
 // === impl Registry ===
@@ -267,6 +319,13 @@ impl Registry {
                 "write_errors": log.errors.load(Relaxed),
             }),
         );
+        let tracing: serde_json::Map<_, _> = self
+            .tracing
+            .counters()
+            .iter()
+            .map(|(name, _, n)| ((*name).to_owned(), n.load(Relaxed).into()))
+            .collect();
+        out.insert("tracing".into(), tracing.into());
         serde_json::Value::Object(out).to_string()
     }
 
@@ -323,6 +382,11 @@ impl Registry {
             let _ = writeln!(out, "# HELP meshfast_access_log_{name}_total {help}");
             let _ = writeln!(out, "# TYPE meshfast_access_log_{name}_total counter");
             let _ = writeln!(out, "meshfast_access_log_{name}_total {}", n.load(Relaxed));
+        }
+        for (name, help, n) in self.tracing.counters() {
+            let _ = writeln!(out, "# HELP meshfast_tracing_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE meshfast_tracing_{name}_total counter");
+            let _ = writeln!(out, "meshfast_tracing_{name}_total {}", n.load(Relaxed));
         }
         out
     }

@@ -12,6 +12,7 @@ use crate::filters::FilterHook;
 use crate::listener;
 use crate::runtime::{Hook, Runtime};
 use crate::stats::Registry;
+use crate::tracer::Tracer;
 use arc_swap::ArcSwap;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -113,6 +114,8 @@ pub struct Proxy {
     loads: EndpointStates,
     /// Given to every snapshot installed after [`Proxy::start_access_log`].
     access_log: Mutex<Option<Arc<AccessLog>>>,
+    /// Given to every snapshot installed after [`Proxy::start_tracing`].
+    tracer: Mutex<Option<Arc<Tracer>>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -170,6 +173,7 @@ impl Proxy {
             stats: Arc::new(Registry::default()),
             loads: EndpointStates::default(),
             access_log: Mutex::new(None),
+            tracer: Mutex::new(None),
         })
     }
 
@@ -211,6 +215,33 @@ impl Proxy {
     /// installed from now on (call before the first install).
     pub fn set_workload(&self, workload: crate::istio_metrics::Workload) {
         self.stats.istio.set_workload(workload);
+    }
+
+    /// Starts tracing: requests served by snapshots installed from now on
+    /// are traced, `percent` of them sampled when their caller did not
+    /// decide. Call before the first install.
+    pub fn start_tracing(&self, percent: f64) -> Result<(), crate::tracer::SamplingError> {
+        let tracer = Tracer::new(percent, self.stats.tracing.clone())?;
+        *self.tracer.lock() = Some(tracer);
+        Ok(())
+    }
+
+    /// The spans finished since the last call, as one encoded span batch
+    /// (an empty one while tracing is off).
+    pub fn take_spans(&self) -> Vec<u8> {
+        match &*self.tracer.lock() {
+            Some(t) => t.take(),
+            None => crate::spans::SpanBatch::new(0, 0).finish(),
+        }
+    }
+
+    /// The exporter's own counts (totals so far), shown with the stats.
+    pub fn report_span_export(&self, exported: u64, failed: u64, dropped: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.stats.tracing;
+        t.exported.store(exported, Relaxed);
+        t.export_failed.store(failed, Relaxed);
+        t.export_dropped.store(dropped, Relaxed);
     }
 
     pub fn workers(&self) -> usize {
@@ -264,6 +295,7 @@ impl Proxy {
         runtime.own_addresses.extend(bound.chain(kept));
         runtime.protected = self.protected.clone();
         runtime.access_log = self.access_log.lock().clone();
+        runtime.tracer = self.tracer.lock().clone();
         let version = runtime.version;
         self.store.store(Arc::new(runtime));
         state.next_id = next_id;

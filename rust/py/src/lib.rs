@@ -113,6 +113,25 @@ impl Core {
             .map_err(|e: AccessLogError| pyo3::exceptions::PyOSError::new_err(e.to_string()))
     }
 
+    /// Starts tracing, `percent` of requests sampled when their caller did
+    /// not decide, for snapshots installed from now on.
+    fn start_tracing(&self, percent: f64) -> PyResult<()> {
+        self.proxy
+            .start_tracing(percent)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+    }
+
+    /// The spans finished since the last call: one span batch (bytes).
+    fn take_spans(&self, py: Python<'_>) -> Py<PyBytes> {
+        let bytes = py.detach(|| self.proxy.take_spans());
+        PyBytes::new(py, &bytes).unbind()
+    }
+
+    /// The exporter's totals so far, shown in the stats.
+    fn report_span_export(&self, exported: u64, failed: u64, dropped: u64) {
+        self.proxy.report_span_export(exported, failed, dropped);
+    }
+
     fn listeners(&self) -> Vec<(String, String)> {
         self.proxy.listeners()
     }
@@ -287,19 +306,22 @@ fn encode_span_batch(
             parent_id: num(2)?,
             start_unix_ns: num(3)?,
             duration_ns: num(4)?,
-            bytes_in: num(5)?,
-            bytes_out: num(6)?,
-            status: t.get_item(7)?.extract()?,
-            kind: t.get_item(8)?.extract()?,
-            flags: t.get_item(9)?.extract()?,
-            name: text(10)?,
-            method: text(11)?,
-            authority: text(12)?,
-            path: text(13)?,
-            cluster: text(14)?,
-            upstream: text(15)?,
-            request_id: text(16)?,
-            response_flags: text(17)?,
+            upstream_ns: num(5)?,
+            bytes_in: num(6)?,
+            bytes_out: num(7)?,
+            status: t.get_item(8)?.extract()?,
+            kind: t.get_item(9)?.extract()?,
+            flags: t.get_item(10)?.extract()?,
+            name: text(11)?,
+            method: text(12)?,
+            authority: text(13)?,
+            path: text(14)?,
+            cluster: text(15)?,
+            upstream: text(16)?,
+            request_id: text(17)?,
+            response_flags: text(18)?,
+            route: text(19)?,
+            peer: text(20)?,
         };
         batch.push(&record);
     }

@@ -46,6 +46,8 @@ pub struct RequestCtx<'a> {
     pub received: crate::access_log::Received,
     /// A gRPC request (`content-type: application/grpc…`).
     pub grpc: bool,
+    /// The request's span, when tracing sampled it (None costs nothing).
+    pub span: Option<Box<crate::tracer::Open>>,
     /// `rq_active` of the listener, route and cluster while the request lives.
     active: [Option<ActiveGuard>; 3],
 }
@@ -75,6 +77,7 @@ impl<'a> RequestCtx<'a> {
             started: tokio::time::Instant::now(),
             received: crate::access_log::Received::default(),
             grpc: false,
+            span: None,
             active: [Some(ActiveGuard::request(&listener.stats)), None, None],
         }
     }

@@ -37,6 +37,12 @@ pub fn decode(
         }
     };
     ctx.request_id = Some(id);
+    if let Some(tracer) = &ctx.snap.tracer {
+        // Before any refusal: a refused request is traced too (Envoy's are).
+        let inbound = ctx.listener.name.starts_with("inbound");
+        ctx.span = tracer.begin(&mut req, inbound);
+    }
+    let h = req.headers_mut();
     // Flags are this proxy's report to its client; a client's never travel on.
     h.remove(FLAGS_HEADER);
     if let Some(t) = tls.filter(|t| t.forward_client_cert) {

@@ -103,17 +103,25 @@ async fn upstream<'a>(
         }
     }
     ctx.received = request.received();
+    if let Some(span) = ctx.span.as_deref_mut() {
+        span.received = Some(request.received());
+    }
     let sent = tokio::time::Instant::now();
     // The future is built inside each arm: a local moved into `select!` would
     // keep its own slot in this future's state beside the copy (twice the size).
     let tried = match (route.timeout, request.body_end().cloned()) {
-        (None, None) => tries.run(&mut request, &mut ctx.flags, &mut ctx.log).await,
-        // The whole body is here: the route timeout alone, tokio's timer inline.
-        (Some(t), None) => {
-            tokio::time::timeout(t, tries.run(&mut request, &mut ctx.flags, &mut ctx.log))
+        (None, None) => {
+            tries
+                .run(&mut request, &mut ctx.flags, &mut ctx.log, &mut ctx.span)
                 .await
-                .unwrap_or(Err(ResponseFlag::UpstreamRequestTimeout))
         }
+        // The whole body is here: the route timeout alone, tokio's timer inline.
+        (Some(t), None) => tokio::time::timeout(
+            t,
+            tries.run(&mut request, &mut ctx.flags, &mut ctx.log, &mut ctx.span),
+        )
+        .await
+        .unwrap_or(Err(ResponseFlag::UpstreamRequestTimeout)),
         // A body still streaming: its end (or stall) starts the clock. Boxed,
         // so that only such requests carry the wait's state (~300 bytes): every
         // request's future is moved whole a few times on its way in.
@@ -121,7 +129,7 @@ async fn upstream<'a>(
             let idle = ctx.snap.downstream.stream_idle_timeout;
             let expiry = Box::pin(expiry(Some(&end), idle, timeout));
             tokio::select! {
-                tried = tries.run(&mut request, &mut ctx.flags, &mut ctx.log) => tried,
+                tried = tries.run(&mut request, &mut ctx.flags, &mut ctx.log, &mut ctx.span) => tried,
                 flag = expiry => Err(flag),
             }
         }
@@ -132,6 +140,9 @@ async fn upstream<'a>(
     let service_time = sent.elapsed();
     if let Some(log) = ctx.log.as_deref_mut() {
         log.upstream_service_time = Some(service_time);
+    }
+    if let Some(span) = ctx.span.as_deref_mut() {
+        span.upstream = Some(service_time);
     }
     if tried.exhausted {
         ctx.flags.insert(ResponseFlag::RetryLimitExceeded);
@@ -223,12 +234,13 @@ enum Attempt {
 
 impl Tries<'_> {
     /// The tries; `flags` hears of a retry not made past `maxRetries` (`UO`),
-    /// the access log (when on) of each try's endpoint.
+    /// the access log and the span (when on) of each try's endpoint.
     async fn run(
         &self,
         request: &mut UpstreamRequest,
         flags: &mut Flags,
         log: &mut Option<Box<crate::access_log::Entry>>,
+        span: &mut Option<Box<crate::tracer::Open>>,
     ) -> Result<Tried, ResponseFlag> {
         let mut retries = Retries::new(self.retry);
         let mut previous = None;
@@ -244,6 +256,9 @@ impl Tries<'_> {
             previous = target.index;
             if let Some(log) = log.as_deref_mut() {
                 log.upstream_host(target.address);
+            }
+            if let Some(span) = span.as_deref_mut() {
+                span.upstream_host(target.address);
             }
             // A request in flight (`http2MaxRequests`) until its response ends.
             match self.cluster.breaker().request() {

@@ -1,8 +1,8 @@
 //! Log: the one place that sees every request end, whichever phase answered
 //! it. Counters now (responses by class, response flags, per listener, route
 //! and cluster), and the filters' log phase when no response phase ran; the
-//! access log's entry is completed here; spans and Istio's metrics belong
-//! here too. It runs as the response head leaves: a streamed body's bytes are
+//! access log's entry and the request's span are completed here; Istio's
+//! metrics belong here too. It runs as the response head leaves: a streamed body's bytes are
 //! counted as they pass, and the access log's entry travels with the body
 //! until its end ([`Pending`]).
 
@@ -22,6 +22,17 @@ pub fn log(mut ctx: RequestCtx<'_>, resp: &Response<ProxyBody>) -> Pending {
     }
     if let Some(filtered) = ctx.filtered {
         (*filtered).ended(status, &ctx.flags.render());
+    }
+    if let Some(span) = ctx.span.as_deref_mut() {
+        span.end(crate::tracer::Ending {
+            status: status.as_u16(),
+            authority: &ctx.authority,
+            cluster: ctx.cluster.map(|c| c.name.as_str()),
+            route: ctx.route.map(|r| r.name.as_str()),
+            request_id: ctx.request_id.as_ref(),
+            response_flags: ctx.flags.render(),
+            peer: ctx.conn.peer,
+        });
     }
     if let Some(e) = ctx.log.as_deref_mut() {
         e.status = status.as_u16();
@@ -57,4 +68,5 @@ pub fn log(mut ctx: RequestCtx<'_>, resp: &Response<ProxyBody>) -> Pending {
         istio,
         log: ctx.log.take(),
     })
+    .with_span(ctx.span.take())
 }
