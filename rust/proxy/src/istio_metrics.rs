@@ -474,6 +474,23 @@ impl IstioSet {
             .observe(BYTES.iter().position(|le| sent <= *le), sent);
     }
 
+    /// Every request's duration so far, summed over the set's series: counts
+    /// per bucket of [`DURATION_MS`] and a last one above them all (the
+    /// dashboard's latency percentiles).
+    pub fn duration_buckets(&self) -> (&'static [f64], Vec<u64>) {
+        let mut counts = vec![0u64; DURATION_MS.len() + 1];
+        for s in self.all_series() {
+            let mut within = 0;
+            for (i, b) in s.duration.buckets.iter().enumerate() {
+                let n = b.load(Relaxed);
+                counts[i] += n;
+                within += n;
+            }
+            counts[DURATION_MS.len()] += s.duration.count.load(Relaxed).saturating_sub(within);
+        }
+        (&DURATION_MS, counts)
+    }
+
     fn all_series(&self) -> impl Iterator<Item = &Series> {
         self.slots
             .iter()

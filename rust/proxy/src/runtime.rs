@@ -508,14 +508,17 @@ impl Runtime {
     }
 
     /// `/clusters`: endpoints, weights, live in-flight counts, health and
-    /// (with a failure-rate breaker) each endpoint's breaker state and rate.
+    /// (with a failure-rate breaker) each endpoint's breaker state and rate;
+    /// the durations of the requests to the cluster's host (Istio's buckets).
     pub fn clusters_json(&self) -> String {
         let clusters: Vec<serde_json::Value> = self
             .clusters
             .iter()
             .map(|c| {
+                let (bounds, counts) = c.istio.duration_buckets();
                 serde_json::json!({
                     "name": c.name,
+                    "latency_ms": {"bounds_ms": bounds, "counts": counts},
                     "protocol": format!("{:?}", c.protocol).to_lowercase(),
                     "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
                     "endpoints": c.endpoints.iter().enumerate().map(|(i, e)| {
