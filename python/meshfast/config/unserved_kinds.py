@@ -209,23 +209,30 @@ class VmConfig(IstioStruct, frozen=True):
     env: tuple[EnvVar, ...] = ()
 
 
-class WasmPluginSpec(IstioStruct, frozen=True):
+class WasmConfig(IstioStruct, frozen=True):
+    """A Wasm module (WasmPlugin's fields; TrafficExtension's ``wasm``)."""
+
     url: str
-    selector: WorkloadSelector | None = None
-    target_ref: PolicyTargetReference | None = None
-    target_refs: tuple[PolicyTargetReference, ...] | None = None
     sha256: str = ""
     image_pull_policy: Literal["UNSPECIFIED_POLICY", "IfNotPresent", "Always"] | None = None
     image_pull_secret: str | None = None
     verification_key: str | None = None
     plugin_config: dict[str, Any] | None = None
     plugin_name: str | None = None
-    phase: Literal["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"] | None = None
-    priority: Int32 | None = None
     fail_strategy: Literal["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"] | None = None
     vm_config: VmConfig | None = None
-    match: tuple[TrafficSelector, ...] = ()
     type: Literal["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"] | None = None
+
+
+class WasmPluginSpec(WasmConfig, frozen=True):
+    """A WasmPlugin: its module, and where and when it runs."""
+
+    selector: WorkloadSelector | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    phase: Literal["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"] | None = None
+    priority: Int32 | None = None
+    match: tuple[TrafficSelector, ...] = ()
 
 
 class WasmPlugin(IstioStruct, frozen=True):
@@ -253,7 +260,7 @@ def wasm_plugin(wp: WasmPlugin) -> Iterator[Issue]:
             yield from _port(port.number, f"$.spec.match[{i}].ports[{j}].number")
 
 
-def _wasm(s: WasmPluginSpec | WasmConfig, path: str) -> Iterator[Issue]:
+def _wasm(s: WasmConfig, path: str) -> Iterator[Issue]:
     """The Wasm module's fields, shared by WasmPlugin and TrafficExtension."""
     if not s.url:
         yield f"{path}.url", "url must not be empty"
@@ -279,19 +286,6 @@ def _wasm(s: WasmPluginSpec | WasmConfig, path: str) -> Iterator[Issue]:
 
 
 # --- TrafficExtension ---------------------------------------------------------------------
-
-
-class WasmConfig(IstioStruct, frozen=True):
-    url: str
-    sha256: str = ""
-    image_pull_policy: Literal["UNSPECIFIED_POLICY", "IfNotPresent", "Always"] | None = None
-    image_pull_secret: str | None = None
-    verification_key: str | None = None
-    plugin_config: dict[str, Any] | None = None
-    plugin_name: str | None = None
-    fail_strategy: Literal["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"] | None = None
-    vm_config: VmConfig | None = None
-    type: Literal["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"] | None = None
 
 
 class LuaConfig(IstioStruct, frozen=True):
