@@ -158,3 +158,32 @@ def service_entry(
 
 
 os.environ.setdefault("NO_PROXY", "*")
+
+
+def web_mesh(echo_addresses: list[str], weights: tuple[int, int]) -> str:
+    """web.example.com:80 on `echo_addresses` (versions v1, v2, …), split between its
+    subsets v1 and v2 by `weights`: the reload tests' config."""
+    eps = [(a, {"version": f"v{i}"}) for i, a in enumerate(echo_addresses, 1)]
+    return (
+        service_entry("web.example.com", 80, eps)
+        + f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec:
+  host: web.example.com
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web.example.com]
+  http:
+  - route:
+    - {{destination: {{host: web.example.com, subset: v1}}, weight: {weights[0]}}}
+    - {{destination: {{host: web.example.com, subset: v2}}, weight: {weights[1]}}}
+"""
+    )

@@ -10,33 +10,7 @@ import httpx
 
 from ..samples import YAML_TYPE
 from .conftest import service_entry
-
-
-def config(echo_addresses: list[str], weights: tuple[int, int]) -> str:
-    eps = [(a, {"version": f"v{i}"}) for i, a in enumerate(echo_addresses, 1)]
-    return (
-        service_entry("web.example.com", 80, eps)
-        + f"""---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web.example.com
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web.example.com]
-  http:
-  - route:
-    - {{destination: {{host: web.example.com, subset: v1}}, weight: {weights[0]}}}
-    - {{destination: {{host: web.example.com, subset: v2}}, weight: {weights[1]}}}
-"""
-    )
+from .conftest import web_mesh as config
 
 
 def test_reload_under_load_changes_split_with_zero_failures(echo, sidecar) -> None:  # type: ignore[no-untyped-def]

@@ -12,35 +12,14 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import service_entry
+from .conftest import service_entry, web_mesh
 
 DEADLINE_S = 30.0  # generous: the bound the tests wait for a condition, never asserted
 
 
 def mesh(addresses: list[str], subset: str) -> str:
-    eps = [(a, {"version": f"v{i}"}) for i, a in enumerate(addresses, 1)]
-    return (
-        service_entry("web.example.com", 80, eps)
-        + f"""---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web.example.com
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web.example.com]
-  http:
-  - route:
-    - destination: {{host: web.example.com, subset: {subset}}}
-"""
-    )
+    """web.example.com, all of it to ``subset`` ("v1" or "v2")."""
+    return web_mesh(addresses, (100, 0) if subset == "v1" else (0, 100))
 
 
 def broken(config: str) -> tuple[str, int]:
